@@ -1,0 +1,3 @@
+from llem.cli import main
+
+main()

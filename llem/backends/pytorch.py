@@ -1,0 +1,308 @@
+"""PyTorch / transformers backend: ``AutoModelForCausalLM.generate`` with per-step timestamps.
+
+Batches are left-padded; padding is never counted as a token. Per-step times are taken when each step's
+tokens reach the host (transformers copies them to the CPU for the streamer, which synchronises).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig, set_seed
+from transformers.generation.streamers import BaseStreamer
+from transformers.utils import logging as hf_logging
+
+from llem.backends.base import FlopCount, Prompt, RequestRecord
+from llem.config import ExperimentConfig
+from llem.datasets import PromptSet
+from llem.datasets.synthetic import synthetic_token_ids
+from llem.environment import cpu_info
+from llem.errors import UsageError
+from llem.models import tiny
+from llem.models.source import resolve_model
+from llem.result import ModelRecord
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def create(config: ExperimentConfig) -> PyTorchBackend:
+    return PyTorchBackend(config)
+
+
+def resolve_device(requested: str) -> str:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UsageError("backend.device=cuda but torch sees no CUDA GPU: use backend.device=cpu or auto")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def resolve_dtype(precision: str, device: str, native_bf16: bool) -> tuple[torch.dtype | str, str | None]:
+    """The dtype to load with, and a warning when the request was changed.
+
+    Rule on CPU: fp16 runs as fp32 (CPU half-precision kernels are emulated or missing); bf16 runs as bf16
+    only when the CPU has native bf16 instructions (AVX512-BF16/AMX on x86, BF16 on Arm), else as fp32.
+    """
+    if precision == "auto":
+        return "auto", None
+    if device == "cpu" and (precision == "fp16" or (precision == "bf16" and not native_bf16)):
+        why = "fp16 is not native on CPUs" if precision == "fp16" else "this CPU has no native bf16"
+        return torch.float32, f"precision={precision} ran as fp32 on CPU ({why}); set precision=fp32 to silence"
+    return _DTYPES[precision], None
+
+
+class _StepClock(BaseStreamer):
+    """Records the time each generation step's tokens reach the host (the first put() is the prompt)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        if self._prompt_seen:
+            self.times.append(time.perf_counter())
+        self._prompt_seen = True
+
+    def end(self) -> None:
+        pass
+
+
+class PyTorchBackend:
+    name = "pytorch"
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        hf_logging.disable_progress_bar()  # llem draws its own progress; keep the terminal readable
+        self.cfg = config
+        self.bcfg = config.backend
+        if self.bcfg.num_threads:
+            torch.set_num_threads(self.bcfg.num_threads)
+        self.source = resolve_model(config.model)
+        self.device = resolve_device(self.bcfg.device)
+        self.dtype, warning = resolve_dtype(config.precision, self.device, cpu_info()["native_bf16"])
+        self._warnings = [warning] if warning else []
+        self.model = None
+        self.chat_template_applied = False
+
+    # ------------------------------------------------------------------ preparation (not timed)
+
+    def _hf_kwargs(self) -> dict:
+        return {"revision": self.cfg.model.revision, "trust_remote_code": self.bcfg.trust_remote_code,
+                "local_files_only": self.source.local_files_only}
+
+    def prepare(self, prompt_set: PromptSet, indices: list[int]) -> list[Prompt]:
+        """Tokenise the prompts at ``indices`` of ``prompt_set`` (chat template, truncation, context check)."""
+        self.tokenizer = AutoTokenizer.from_pretrained(self.source.path, **self._hf_kwargs())
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.hf_config = AutoConfig.from_pretrained(self.source.path, **self._hf_kwargs())
+        if prompt_set.synthetic is not None:
+            prompts = self._synthetic(prompt_set, indices)
+        else:
+            prompts = self._tokenise(prompt_set, indices)
+        self._check_context(prompts)
+        return prompts
+
+    def _synthetic(self, prompt_set: PromptSet, indices: list[int]) -> list[Prompt]:
+        syn = prompt_set.synthetic
+        assert syn is not None
+        count = max(indices) + 1
+        ids = synthetic_token_ids(count, syn.input_tokens, len(self.tokenizer), set(self.tokenizer.all_special_ids),
+                                  syn.seed, self.tokenizer.bos_token_id)
+        return [Prompt(i, tuple(ids[i])) for i in indices]
+
+    def _use_chat_template(self, chat_style: bool) -> bool:
+        mode = self.cfg.dataset.chat_template
+        has = bool(getattr(self.tokenizer, "chat_template", None))
+        if mode == "always" and not has:
+            raise UsageError(f"dataset.chat_template=always but {self.cfg.model.name_or_path} has no chat "
+                             "template: use dataset.chat_template=auto or never")
+        return mode == "always" or (mode == "auto" and chat_style and has)
+
+    def _tokenise(self, prompt_set: PromptSet, indices: list[int]) -> list[Prompt]:
+        assert prompt_set.texts is not None
+        self.chat_template_applied = self._use_chat_template(prompt_set.chat_style)
+        limit = self.cfg.max_input_tokens
+        prompts = []
+        for i in indices:
+            ids = self._encode(prompt_set.texts[i])
+            truncated = len(ids) > limit
+            if truncated:
+                ids = self._truncate(prompt_set.texts[i], limit) if self.chat_template_applied else ids[:limit]
+            prompts.append(Prompt(i, tuple(ids), truncated))
+        if n_cut := sum(p.truncated for p in prompts):
+            self._warnings.append(f"{n_cut} prompt(s) truncated to max_input_tokens={limit}")
+        return prompts
+
+    def _encode(self, text: str) -> list[int]:
+        if self.chat_template_applied:
+            out = self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
+                                                     add_generation_prompt=True, tokenize=True, return_dict=False)
+            return list(out)
+        return self.tokenizer(text)["input_ids"]
+
+    def _truncate(self, text: str, limit: int) -> list[int]:
+        """Shorten the user message (not the template around it) until the templated prompt fits."""
+        content = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        keep = limit - (len(self._encode("")) or 0)
+        while keep > 0:
+            ids = self._encode(self.tokenizer.decode(content[:keep]))
+            if len(ids) <= limit:
+                return ids
+            keep -= len(ids) - limit
+        raise UsageError(f"max_input_tokens={limit} is shorter than the chat template itself: raise it")
+
+    def _check_context(self, prompts: list[Prompt]) -> None:
+        ctx = self.context_length()
+        longest = max(p.input_tokens for p in prompts)
+        if ctx is not None and longest + self.cfg.max_new_tokens > ctx:
+            raise UsageError(
+                f"{self.cfg.model.name_or_path} has a context of {ctx} tokens, but the longest prompt "
+                f"({longest} tokens) + max_new_tokens={self.cfg.max_new_tokens} needs "
+                f"{longest + self.cfg.max_new_tokens}: lower max_input_tokens or max_new_tokens")
+
+    def context_length(self) -> int | None:
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(self.hf_config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    # ------------------------------------------------------------------ model
+
+    def load(self) -> ModelRecord:
+        kwargs = self._hf_kwargs() | {"dtype": self.dtype}
+        if self.bcfg.attn_implementation != "auto":
+            kwargs["attn_implementation"] = self.bcfg.attn_implementation
+        if self.bcfg.device_map:
+            kwargs["device_map"] = self.bcfg.device_map
+        model = AutoModelForCausalLM.from_pretrained(self.source.path, **kwargs)
+        if not self.bcfg.device_map:
+            model.to(self.device)
+        self.model = model.eval()
+        self.input_device = model.device
+        self.generation_config = self._generation_config()
+        prov = tiny.provenance(self.source.path) if self.source.kind != "hub" else None
+        if prov and prov.get("random_weights"):
+            self._warnings.append("random weights (llem's built-in tiny model): outputs are meaningless; "
+                                  "the numbers measure the pipeline, not a useful model")
+        return ModelRecord(
+            name_or_path=self.cfg.model.name_or_path, resolved_path=self.source.path, source=self.source.kind,
+            architecture=type(model).__name__, parameters=sum(p.numel() for p in model.parameters()),
+            dtype=str(model.dtype).removeprefix("torch."), device=str(model.device),
+            context_length=self.context_length(), random_weights=bool(prov and prov.get("random_weights")),
+            chat_template_applied=self.chat_template_applied, config=self.hf_config.to_dict(),
+        )
+
+    def _generation_config(self) -> GenerationConfig:
+        """Every decoding setting explicit: the model's own generation_config.json is not consulted."""
+        d, fixed = self.cfg.decoding, not self.cfg.stop_at_eos
+        sample = d.strategy == "sample"
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        return GenerationConfig(
+            max_new_tokens=self.cfg.max_new_tokens, min_new_tokens=self.cfg.max_new_tokens if fixed else None,
+            do_sample=sample, temperature=d.temperature if sample else None, top_p=d.top_p if sample else None,
+            top_k=d.top_k if sample else None, num_beams=1, use_cache=self.bcfg.use_cache,
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos, bos_token_id=self.tokenizer.bos_token_id,
+        )
+
+    def eos_ids(self) -> set[int]:
+        eos = self.generation_config.eos_token_id
+        return set(eos) if isinstance(eos, list) else {eos} if eos is not None else set()
+
+    # ------------------------------------------------------------------ generation
+
+    def seed(self, seed: int) -> None:
+        set_seed(seed)
+
+    def _collate(self, batch: list[Prompt]) -> dict[str, torch.Tensor]:
+        width = max(p.input_tokens for p in batch)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - p.input_tokens) + list(p.token_ids) for p in batch])
+        mask = torch.tensor([[0] * (width - p.input_tokens) + [1] * p.input_tokens for p in batch])
+        return {"input_ids": ids.to(self.input_device), "attention_mask": mask.to(self.input_device)}
+
+    def _run(self, batch: list[Prompt], streamer: BaseStreamer | None = None) -> torch.Tensor:
+        inputs = self._collate(batch)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, generation_config=self.generation_config, streamer=streamer)
+        return out[:, inputs["input_ids"].shape[1]:].cpu()
+
+    def generate(self, batch: list[Prompt]) -> list[RequestRecord]:
+        clock = _StepClock()
+        start = time.perf_counter()
+        new = self._run(batch, clock)
+        self.synchronize()
+        counts = self._output_counts(new)
+        return [RequestRecord(p.index, p.input_tokens, c, start, clock.times[:c])
+                for p, c in zip(batch, counts, strict=True)]
+
+    def _output_counts(self, new: torch.Tensor) -> list[int]:
+        """Generated tokens per row: up to and including the first EOS when EOS may stop, else all steps."""
+        steps = new.shape[1]
+        if not self.cfg.stop_at_eos:
+            return [steps] * new.shape[0]
+        eos = self.eos_ids()
+        counts = []
+        for row in new.tolist():
+            hit = next((j for j, tok in enumerate(row) if tok in eos), None)
+            counts.append(steps if hit is None else hit + 1)
+        return counts
+
+    def synchronize(self) -> None:
+        if self.device == "cuda" or self.bcfg.device_map:
+            torch.cuda.synchronize()
+
+    # ------------------------------------------------------------------ memory, FLOPs
+
+    def reset_peak_memory(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux)
+                self._rss_reset = True
+            except OSError:
+                self._rss_reset = False
+
+    def peak_memory(self) -> tuple[int | None, str]:
+        if self.device == "cuda":
+            return torch.cuda.max_memory_allocated(), "CUDA allocator peak (torch.cuda.max_memory_allocated)"
+        try:
+            status = Path("/proc/self/status").read_text()
+            kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
+            what = "process peak RSS during the window" if self._rss_reset else "process peak RSS since start"
+            return kb * 1024, what
+        except (OSError, StopIteration):
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS since start"
+
+    def count_flops(self, batches: list[list[Prompt]]) -> FlopCount:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        from llem.flops import register_cpu_sdpa_formula
+
+        register_cpu_sdpa_formula()
+        shapes, outputs, inputs, requests = [], 0, 0, 0
+        with FlopCounterMode(display=False) as counter:
+            for batch in batches:
+                new = self._run(batch)
+                shapes.append((len(batch), max(p.input_tokens for p in batch), new.shape[1]))
+                outputs += sum(self._output_counts(new))
+                inputs += sum(p.input_tokens for p in batch)
+                requests += len(batch)
+        return FlopCount(counter.get_total_flops(), requests, outputs, inputs, shapes,
+                         method="torch.utils.flop_counter.FlopCounterMode (CPU flash-attention formula added)")
+
+    def warnings(self) -> list[str]:
+        return list(self._warnings)
+
+    def close(self) -> None:
+        self.model = None
+        if self.device == "cuda":
+            torch.cuda.empty_cache()

@@ -1,0 +1,94 @@
+"""The ``llem`` command: subcommands, pre-flight checks, then the Hydra app.
+
+``llem [overrides]`` and ``llem -m ...`` go to Hydra (its override grammar, ``--cfg``, ``--help``).
+Before Hydra creates any folder, every job of the command line is composed and validated
+(:mod:`llem.preflight`), so bad input exits with code 2 and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from llem.errors import EXIT_USAGE, UsageError
+
+SUBCOMMANDS = {"run", "config", "schema"}
+
+
+def fail(exc: UsageError) -> None:
+    """Print ``Error: <message>`` to stderr and exit 2 (no traceback)."""
+    sys.stderr.write(f"Error: {exc}\n")
+    raise SystemExit(EXIT_USAGE)
+
+
+def experiment_file_args(args: list[str]) -> list[str]:
+    """``run exp.yaml k=v`` -> Hydra arguments that make ``exp.yaml`` the primary config.
+
+    The file's folder becomes the primary config path (so the user's files win) and the packaged configs
+    stay reachable through ``hydra.searchpath``; the file extends them with ``defaults: [llem, _self_]``.
+    """
+    if not args or args[0].startswith("-") or "=" in args[0]:
+        raise UsageError("llem run needs an experiment file: llem run path/to/experiment.yaml [key=value ...]")
+    path = Path(args[0]).expanduser().resolve()
+    if not path.is_file():
+        raise UsageError(f"experiment file {args[0]} not found: give the path of a .yaml file")
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise UsageError(f"{args[0]} is not valid YAML{where}: fix the file") from None
+    defaults = data.get("defaults") if isinstance(data, dict) else None
+    if not isinstance(defaults, list) or "llem" not in defaults:
+        raise UsageError(
+            f"{args[0]} must extend the packaged experiment: add 'defaults: [llem, _self_]' at its top "
+            "(see llem/examples/experiment.yaml.example)"
+        )
+    if path.suffix not in {".yaml", ".yml"}:
+        path = _yaml_copy(path)
+    return ["--config-path", str(path.parent), "--config-name", path.stem, "hydra.searchpath=[pkg://llem.conf]",
+            *args[1:]]
+
+
+def _yaml_copy(path: Path) -> Path:
+    """Hydra only reads ``*.yaml``: give e.g. ``experiment.yaml.example`` a stable ``.yaml`` twin in the cache."""
+    import hashlib
+
+    from llem.paths import cache_dir, write_atomic
+
+    text = path.read_text(encoding="utf-8")
+    stem = path.name.split(".", 1)[0] or "experiment"
+    folder = cache_dir("experiments", hashlib.sha256(text.encode()).hexdigest()[:16])
+    target = folder / f"{stem}.yaml"
+    if not target.exists():
+        write_atomic(target, text)
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args and args[0] == "config":
+            from llem.envreport import main as config_main
+
+            config_main(args[1:])
+            return
+        if args and args[0] == "schema":
+            from llem.result import print_schema
+
+            print_schema()
+            return
+        if args and args[0] == "run":
+            args = experiment_file_args(args[1:])
+        from llem import preflight
+
+        preflight.check(args)
+    except UsageError as exc:
+        fail(exc)
+
+    from llem.app import hydra_app
+
+    sys.argv = [sys.argv[0], *args]
+    hydra_app()

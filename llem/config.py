@@ -1,0 +1,237 @@
+"""The experiment schema: the single source of truth for what a valid llem experiment is.
+
+Hydra composes the YAML config groups under ``conf/``; :func:`validate` turns the composed config into an
+:class:`ExperimentConfig` (strict types, unknown keys rejected, cross-field rules) or raises
+:class:`~llem.errors.ConfigError` with one short message naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from llem.errors import ConfigError
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# --------------------------------------------------------------------------- backend group
+
+
+class PyTorchBackend(_Strict):
+    """transformers ``AutoModelForCausalLM`` + ``generate`` on PyTorch."""
+
+    name: Literal["pytorch"] = "pytorch"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto = cuda when torch sees a GPU, else cpu"
+    )
+    device_map: str | None = Field(
+        None, description="accelerate device map (e.g. 'auto' to shard over all visible GPUs); overrides device"
+    )
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
+        "auto", description="auto = transformers' default for the model (sdpa where supported)"
+    )
+    trust_remote_code: bool = Field(False, description="run model code shipped in the model repo (off by default)")
+    sort_by_length: bool = Field(
+        False, description="group prompts of similar length into batches (less padding); default keeps dataset order"
+    )
+    use_cache: bool = Field(True, description="KV cache during generation")
+    num_threads: PositiveInt | None = Field(None, description="torch CPU threads (None = torch's default)")
+
+
+Backend = PyTorchBackend
+
+
+# --------------------------------------------------------------------------- model group
+
+
+class ModelConfig(_Strict):
+    name_or_path: str = Field(
+        description="hub id (org/name), local model folder, or 'llem://tiny-llama' for the built-in random model"
+    )
+    revision: str | None = Field(None, description="hub revision (branch, tag or commit) to pin")
+    slug: str | None = Field(None, description="short name used in result folder names (default: derived)")
+
+    @property
+    def run_slug(self) -> str:
+        from llem.paths import slugify
+
+        return self.slug or slugify(self.name_or_path)
+
+
+# --------------------------------------------------------------------------- dataset group
+
+ChatTemplate = Literal["auto", "always", "never"]
+_CHAT_DOC = "auto = apply the model's chat template when it has one and the dataset is chat-style"
+
+
+class _DatasetBase(_Strict):
+    chat_template: ChatTemplate = Field("auto", description=_CHAT_DOC)
+
+
+class BuiltinDataset(_DatasetBase):
+    """Prompts written for llem and shipped in the package (chat-style requests)."""
+
+    name: Literal["builtin"] = "builtin"
+
+
+class AIEnergyScoreDataset(_DatasetBase):
+    """AI Energy Score text-generation set (1,000 prompts), from the HF hub (cached) or a local copy."""
+
+    name: Literal["aienergyscore"] = "aienergyscore"
+    hub_id: str = "AIEnergyScore/text_generation"
+    revision: str = Field("2dc92b2ee2cd9776a51ccf08c6c2ab04138370c3", description="pinned dataset commit")
+    path: str | None = Field(None, description="local jsonl/csv/parquet copy; skips the hub")
+    field: str = Field("text", description="column holding the prompt (local jsonl copies may use 'prompt')")
+
+
+class SyntheticDataset(_DatasetBase):
+    """Deterministic prompts of exactly ``input_tokens`` tokens each (seeded)."""
+
+    name: Literal["synthetic"] = "synthetic"
+    input_tokens: PositiveInt = Field(128, description="prompt length in tokens of the model's tokenizer")
+    seed: int = Field(0, description="seed of the token sampler (independent of the generation seed)")
+
+
+class JsonlDataset(_DatasetBase):
+    """A user file: one JSON object per line, the prompt under ``field``."""
+
+    name: Literal["jsonl"] = "jsonl"
+    path: str = Field(description="path of the .jsonl file")
+    field: str = Field("prompt", description="key holding the prompt text")
+    style: Literal["chat", "text"] = Field("text", description="chat = user requests (chat template applies)")
+
+
+Dataset = Annotated[
+    BuiltinDataset | AIEnergyScoreDataset | SyntheticDataset | JsonlDataset, Field(discriminator="name")
+]
+
+
+# --------------------------------------------------------------------------- energy group
+
+
+class EnergyConfig(_Strict):
+    meter: Literal["auto", "none"] = Field(
+        "auto", description="auto = best meter available on this machine (none when there is none)"
+    )
+
+
+# --------------------------------------------------------------------------- top level
+
+
+class Decoding(_Strict):
+    strategy: Literal["greedy", "sample"] = Field("greedy", description="greedy is deterministic")
+    temperature: float = Field(1.0, gt=0, description="only with strategy=sample")
+    top_p: float = Field(1.0, gt=0, le=1, description="only with strategy=sample")
+    top_k: int = Field(0, ge=0, description="only with strategy=sample; 0 disables top-k")
+
+
+class FlopsConfig(_Strict):
+    enabled: bool = True
+    max_batches: PositiveInt | None = Field(
+        1, description="batches re-run under torch's FLOP counter (untimed); None = all measured batches"
+    )
+
+
+class ExperimentConfig(_Strict):
+    backend: Backend
+    model: ModelConfig
+    dataset: Dataset
+    energy: EnergyConfig
+    n: PositiveInt = Field(100, description="number of measured prompts")
+    batch: PositiveInt = Field(1, description="prompts per generate call")
+    max_new_tokens: PositiveInt = Field(32, description="new tokens per prompt")
+    stop_at_eos: bool = Field(
+        False, description="false = fixed output length (min = max new tokens, EOS ignored)"
+    )
+    max_input_tokens: PositiveInt = Field(1024, description="prompts are truncated to this many tokens")
+    precision: Literal["bf16", "fp16", "fp32", "auto"] = Field(
+        "bf16", description="weights/activation dtype; on CPU see README (bf16 needs native CPU support)"
+    )
+    decoding: Decoding = Decoding()
+    seed: int = 42
+    warmup_batches: int = Field(2, ge=0, description="batches run before the measured window (excluded)")
+    flops: FlopsConfig = FlopsConfig()
+    output_dir: str = Field("results", description="root folder of result folders")
+    quiet: bool = Field(False, description="no progress bar or summary table")
+    record_hostname: bool = Field(False, description="store the hostname in the environment snapshot")
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> ExperimentConfig:
+        if self.batch > self.n:
+            raise ValueError(f"batch={self.batch} is larger than n={self.n}: set batch <= n")
+        if self.backend.device_map is not None and self.backend.device == "cpu":
+            raise ValueError("backend.device_map needs GPUs: drop it or set backend.device=cuda/auto")
+        return self
+
+    def config_hash(self) -> str:
+        """sha256 (hex, 16 chars) of the settings that change what is measured (not output_dir/quiet)."""
+        data = self.model_dump(mode="json", exclude={"output_dir", "quiet", "record_hostname"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate(composed: Any) -> ExperimentConfig:
+    """Validate a composed Hydra config (DictConfig or plain dict) into an :class:`ExperimentConfig`."""
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(composed, DictConfig):
+        try:
+            data = OmegaConf.to_container(composed, resolve=True, throw_on_missing=True)
+        except OmegaConfBaseException as exc:
+            key = getattr(exc, "full_key", None) or "?"
+            raise ConfigError(f"'{key}' has no value: set it, e.g. {key}=<value>") from None
+    else:
+        data = composed
+    assert isinstance(data, dict)
+    data.pop("hydra", None)
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    """One short line per problem: the dotted key, what is wrong, and the fix."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        # drop the discriminator tag pydantic inserts for tagged unions (dataset.<tag>.field)
+        if len(loc) >= 2 and loc[0] == "dataset" and loc[1] in {"builtin", "aienergyscore", "synthetic", "jsonl"}:
+            loc.pop(1)
+        key = ".".join(loc)
+        kind, value = err["type"], _show(err.get("input"))
+        if kind == "extra_forbidden":
+            lines.append(f"unknown key '{key}': remove it or check the spelling (see `llem --cfg job`)")
+        elif kind == "missing":
+            lines.append(f"'{key}' is required: set {key}=<value>")
+        elif kind == "literal_error":
+            allowed = err.get("ctx", {}).get("expected", "")
+            lines.append(f"{key}={value} is not allowed: use one of {allowed}")
+        elif kind.startswith(("greater_than", "less_than")):
+            lines.append(f"{key}={value} is out of range: {err['msg'].lower()}")
+        elif kind == "value_error":
+            lines.append(err["msg"].removeprefix("Value error, "))
+        elif kind == "union_tag_invalid":
+            lines.append(f"{key}: unknown dataset name {value}")
+        else:
+            expected = kind.split("_")[0]
+            lines.append(f"{key}={value} has the wrong type: expected {expected} ({err['msg'].lower()})")
+    return "; ".join(lines)
+
+
+def _show(value: Any) -> str:
+    """A value as the user typed it on the command line (true, 8, 'abc')."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return repr(value) if isinstance(value, str) else str(value)

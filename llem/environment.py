@@ -1,0 +1,98 @@
+"""What machine and software a run used. Nothing here imports torch (``llem config`` must stay light)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import re
+import socket
+from pathlib import Path
+
+PACKAGES = ("llenergymeasure", "torch", "transformers", "accelerate", "hydra-core", "omegaconf", "pydantic",
+            "nvidia-ml-py", "vllm", "tensorrt-llm", "zeus", "codecarbon")
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def torch_cuda_build() -> str | None:
+    """CUDA version torch was built for ('' = CPU build, None = torch absent), read without importing torch."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    version_py = Path(next(iter(spec.submodule_search_locations))) / "version.py"
+    match = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", version_py.read_text(), re.M)
+    return match.group(1) if match else ""
+
+
+def cpu_info() -> dict:
+    model = platform.processor() or platform.machine()
+    flags: set[str] = set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        if m := re.search(r"^model name\s*:\s*(.+)$", text, re.M):
+            model = m.group(1).strip()
+        if m := re.search(r"^(?:flags|Features)\s*:\s*(.+)$", text, re.M):
+            flags = set(m.group(1).split())
+    except OSError:
+        pass
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"model": model, "architecture": platform.machine(), "logical_cores": os.cpu_count(),
+            "usable_cores": affinity, "native_bf16": bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})}
+
+
+def nvml_info() -> dict:
+    """Driver and GPUs as NVML sees them; ``status`` is 'ok' or 'unavailable' with ``reason``."""
+    try:
+        import pynvml
+    except ImportError:
+        return {"status": "unavailable", "reason": "nvidia-ml-py is not installed"}
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        return {"status": "unavailable", "reason": f"NVML init failed: {exc} (no NVIDIA driver?)"}
+    try:
+        gpus = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            gpus.append({
+                "index": i, "name": pynvml.nvmlDeviceGetName(h), "uuid": pynvml.nvmlDeviceGetUUID(h),
+                "memory_total_bytes": pynvml.nvmlDeviceGetMemoryInfo(h).total,
+                "power_limit_w": _try(lambda h=h: pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000),
+            })
+        cuda = _try(pynvml.nvmlSystemGetCudaDriverVersion_v2)
+        return {"status": "ok", "driver": pynvml.nvmlSystemGetDriverVersion(),
+                "cuda_driver": f"{cuda // 1000}.{cuda % 1000 // 10}" if cuda else None, "gpus": gpus}
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _try(fn):
+    try:
+        return fn()
+    except Exception:
+        return None
+
+
+def snapshot(record_hostname: bool = False) -> dict:
+    """The environment recorded in every result."""
+    env = {
+        "versions": package_versions(),
+        "platform": platform.platform(),
+        "cpu": cpu_info(),
+        "torch_cuda_build": torch_cuda_build(),
+        "nvml": nvml_info(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+    if record_hostname:
+        env["hostname"] = socket.gethostname()
+    return env

@@ -1,0 +1,61 @@
+"""``llem config``: what this machine and environment can run and measure (never imports torch)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from llem.backends import BACKENDS, install_hint
+from llem.energy import rapl_status
+from llem.environment import cpu_info, nvml_info, package_versions, torch_cuda_build
+
+
+def docker_status() -> str:
+    docker = shutil.which("docker")
+    if docker is None:
+        return "not installed"
+    try:
+        out = subprocess.run([docker, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "client installed, engine not responding"
+    version = out.stdout.strip()
+    return f"available (engine {version})" if out.returncode == 0 and version else "client installed, no engine running"
+
+
+def report() -> list[tuple[str, str]]:
+    v = package_versions()
+    rows: list[tuple[str, str]] = [("llem", v["llenergymeasure"] or "?"), ("python", v["python"])]
+    for info in BACKENDS.values():
+        status = "installed" if info.installed() else f"not installed ({install_hint(info)})"
+        rows.append((f"backend {info.name}", status))
+    cuda = torch_cuda_build()
+    if cuda is not None:
+        rows.append(("torch", f"{v['torch']} ({'CUDA ' + cuda + ' build' if cuda else 'CPU-only build'})"))
+    cpu = cpu_info()
+    rows.append(("cpu", f"{cpu['model']}, {cpu['usable_cores']} usable cores, "
+                        f"native bf16: {'yes' if cpu['native_bf16'] else 'no'}"))
+    nvml = nvml_info()
+    if nvml["status"] == "ok":
+        gpus = ", ".join(f"{g['index']}: {g['name']}" for g in nvml["gpus"]) or "no GPUs"
+        rows.append(("NVML", f"driver {nvml['driver']}, CUDA {nvml['cuda_driver']}; {gpus}"))
+    else:
+        rows.append(("NVML", nvml["reason"]))
+    rows.append(("RAPL (CPU energy)", rapl_status() or "readable"))
+    for name in ("zeus", "codecarbon"):
+        rows.append((f"energy {name}", v[name] or f"not installed (pip install llenergymeasure[{name}])"))
+    rows.append(("docker", docker_status()))
+    return rows
+
+
+def main(args: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="llem config", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in report():
+        table.add_row(key, Text(value))
+    Console().print(table)

@@ -1,0 +1,13 @@
+"""Errors a user can fix. Each carries one short message; the CLI prints it and exits with code 2."""
+
+from __future__ import annotations
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input or an impossible request: printed as ``Error: <message>``, exit code 2, no traceback."""
+
+
+class ConfigError(UsageError):
+    """The composed configuration does not satisfy the schema."""

@@ -1,0 +1,57 @@
+"""Where llem keeps things: cache folders, result folder names, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from platformdirs import user_cache_dir
+
+
+def cache_dir(*parts: str) -> Path:
+    """llem's cache folder (``$LLEM_CACHE_DIR`` or the platform's user cache dir), created on demand."""
+    root = Path(os.environ.get("LLEM_CACHE_DIR") or user_cache_dir("llem"))
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def slugify(name: str) -> str:
+    """'meta-llama/Llama-3.1-8B-Instruct' -> 'Llama-3.1-8B-Instruct'; '/x/my model/' -> 'my-model'."""
+    name = name.rstrip("/").removeprefix("llem://")
+    base = name.rsplit("/", 1)[-1] or "model"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-") or "model"
+
+
+def claim_unique_dir(path: str) -> str:
+    """Create ``path`` (or ``path-2``, ``path-3`` …) exclusively and return the one created."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    candidate, i = path, 1
+    while True:
+        try:
+            os.mkdir(candidate)
+            return candidate
+        except FileExistsError:
+            i += 1
+            candidate = f"{path}-{i}"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder + rename (never half-written)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")

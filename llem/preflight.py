@@ -1,0 +1,173 @@
+"""Pre-flight: compose and validate every job of a command line before anything runs.
+
+Runs in the ``llem`` process before Hydra starts, so that bad input (unknown key, wrong type, unknown group
+option, missing model folder or dataset file, missing backend) exits with code 2 and one short message,
+and no result folder is created. A sweep (``-m``) is expanded and each job checked; all bad jobs are listed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llem.config import ExperimentConfig, validate
+from llem.errors import ConfigError, UsageError
+
+# Hydra flags that only print something: no experiment runs, so nothing is checked.
+_PASSTHROUGH = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i",
+                "--shell-completion", "-sc", "--experimental-rerun"}
+_WITH_VALUE = {"--config-path": "config_path", "-cp": "config_path", "--config-name": "config_name",
+               "-cn": "config_name", "--config-dir": "config_dir", "-cd": "config_dir"}
+
+
+@dataclass
+class CommandLine:
+    """The parts of a Hydra command line that decide what gets composed."""
+
+    overrides: list[str] = field(default_factory=list)
+    multirun: bool = False
+    passthrough: bool = False
+    config_path: str | None = None
+    config_name: str = "llem"
+    config_dir: str | None = None
+
+
+def parse(args: list[str]) -> CommandLine:
+    cl = CommandLine()
+    it = iter(args)
+    for arg in it:
+        flag, eq, value = arg.partition("=")
+        if flag in _WITH_VALUE:
+            setattr(cl, _WITH_VALUE[flag], value if eq else next(it, ""))
+        elif arg in ("-m", "--multirun"):
+            cl.multirun = True
+        elif flag in _PASSTHROUGH:
+            cl.passthrough = True
+        elif arg.startswith("-") and "=" not in arg:
+            cl.passthrough = True  # a Hydra flag we do not model: let Hydra handle it
+        else:
+            cl.overrides.append(arg)
+    return cl
+
+
+def compose_jobs(cl: CommandLine) -> list[tuple[list[str], ExperimentConfig]]:
+    """Compose and validate every job; raises :class:`ConfigError` listing each bad job."""
+    from hydra import compose, initialize_config_dir, initialize_config_module
+
+    from llem import resolvers
+
+    resolvers.register()
+    if cl.config_path:
+        init = initialize_config_dir(config_dir=str(Path(cl.config_path).resolve()), version_base="1.3",
+                                     job_name="llem")
+    else:
+        init = initialize_config_module("llem.conf", version_base="1.3", job_name="llem")
+    overrides = list(cl.overrides)
+    if cl.config_dir:
+        overrides.append(f"hydra.searchpath=[file://{Path(cl.config_dir).resolve()}]")
+    with init:
+        jobs = _expand(cl, overrides, compose) if cl.multirun else [overrides]
+        results, problems = [], []
+        for job in jobs:
+            try:
+                results.append((job, validate(_compose(compose, cl.config_name, job))))
+            except UsageError as exc:
+                problems.append((job, exc))
+    if problems:
+        if len(jobs) == 1:
+            raise problems[0][1]
+        lines = [f"{len(problems)} of {len(jobs)} jobs are invalid; nothing was run:"]
+        lines += [f"  [{' '.join(_user_part(j)) or 'defaults'}] {exc}" for j, exc in problems]
+        raise ConfigError("\n".join(lines))
+    return results
+
+
+def _user_part(job: list[str]) -> list[str]:
+    return [o for o in job if not o.startswith("hydra.")]
+
+
+def _expand(cl: CommandLine, overrides: list[str], compose) -> list[list[str]]:
+    """The jobs of a sweep, as Hydra's basic sweeper would build them (sweeper params, then command line)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    hydra_cfg = compose(cl.config_name, overrides=[o for o in overrides if o.startswith("hydra.")],
+                        return_hydra_config=True).hydra
+    params_node = hydra_cfg.sweeper.get("params")
+    params = OmegaConf.to_container(params_node, resolve=False) if params_node else {}
+    swept = [f"{k}={v}" for k, v in params.items()] + overrides
+    try:
+        parsed = OverridesParser.create().parse_overrides(swept)
+        batches = BasicSweeper.split_arguments(parsed, None)
+    except Exception as exc:  # grammar errors
+        raise UsageError(_first_line(str(exc))) from None
+    return [job for batch in batches for job in batch]
+
+
+def _compose(compose, config_name: str, overrides: list[str]):
+    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return compose(config_name, overrides=overrides)
+    except MissingConfigException as exc:
+        missing = exc.missing_cfg_file or ""
+        if "/" in missing and exc.options is not None:
+            group, option = missing.rsplit("/", 1)
+            raise UsageError(
+                f"unknown {group} '{option}': choose one of {', '.join(sorted(exc.options))}"
+                f" (e.g. {group}={sorted(exc.options)[0]})") from None
+        raise UsageError(f"config '{config_name}' not found: {_first_line(str(exc))}") from None
+    except OverrideParseException as exc:
+        raise UsageError(f"cannot parse override: {_first_line(str(exc))}") from None
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise UsageError(_composition_message(exc, compose, config_name)) from None
+
+
+def _composition_message(exc: Exception, compose, config_name: str) -> str:
+    """Hydra's 'Could not override X' -> unknown key X, with the closest valid key."""
+    text = str(exc)
+    if "Could not override '" in text or "Could not append to config" in text:
+        key = text.split("'")[1]
+        parent, _, leaf = key.rpartition(".")
+        hint = ""
+        try:
+            from omegaconf import OmegaConf
+
+            base = compose(config_name, overrides=[])
+            node = OmegaConf.select(base, parent) if parent else base
+            close = difflib.get_close_matches(leaf, list(node.keys()), n=1) if node is not None else []
+            if close:
+                hint = f" (did you mean '{'.'.join(filter(None, [parent, close[0]]))}'?)"
+        except Exception:
+            pass
+        return f"unknown key '{key}'{hint}: check the spelling; `llem --cfg job` lists every key"
+    return _first_line(text)
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)
+
+
+def check(args: list[str]) -> list[ExperimentConfig]:
+    """Everything that can be checked before running: config, backend, model source, dataset file."""
+    cl = parse(args)
+    if cl.passthrough:
+        return []
+    experiments = [exp for _, exp in compose_jobs(cl)]
+    from llem.backends import require_backend
+    from llem.datasets import check_dataset
+    from llem.models.source import check_model
+
+    seen: set[str] = set()
+    for exp in experiments:
+        for key, check_fn, arg in (("backend", require_backend, exp.backend.name),
+                                   ("model", check_model, exp.model),
+                                   ("dataset", check_dataset, exp.dataset)):
+            ident = f"{key}:{arg!r}"
+            if ident not in seen:
+                seen.add(ident)
+                check_fn(arg)
+    return experiments

@@ -1,0 +1,49 @@
+"""The short table printed at the end of a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llem.result import Distribution, Result
+
+
+def _dist(d: Distribution | None) -> str:
+    return "n/a" if d is None else f"mean {d.mean:.2f}  p50 {d.p50:.2f}  p90 {d.p90:.2f}  p99 {d.p99:.2f}"
+
+
+def _si(value: float | None, unit: str) -> str:
+    if value is None:
+        return "n/a"
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def print_summary(result: Result, path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    m, t, e = result.model, result.tokens, result.energy
+    table = Table(title=f"llem: {m.name_or_path} on {m.device} ({m.dtype})", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("requests / tokens", f"{t.requests} requests, {t.input} in + {t.output} out = {t.total} tokens")
+    table.add_row("measured window", f"{result.timing.measured_window_s:.3f} s "
+                                     f"(model load {result.timing.model_load_s:.2f} s, not included)")
+    table.add_row("throughput", f"{result.throughput.output_tokens_per_s:.1f} output tok/s, "
+                                f"{result.throughput.total_tokens_per_s:.1f} total tok/s, "
+                                f"{result.throughput.requests_per_s:.2f} req/s")
+    table.add_row("TTFT (ms)", _dist(result.latency.ttft_ms))
+    table.add_row("ITL (ms)", _dist(result.latency.itl_ms))
+    table.add_row("E2E (ms)", _dist(result.latency.e2e_ms))
+    table.add_row("peak memory", f"{_si(result.memory.peak_bytes, 'B')} ({result.memory.measured})")
+    table.add_row("FLOPs / output token", f"{_si(result.flops.counted_per_output_token, 'FLOP')} counted, "
+                                          f"{_si(result.flops.analytic_per_output_token, 'FLOP')} analytic")
+    table.add_row("energy", Text(f"{e.total_j:.3f} J ({e.meter})" if e.total_j is not None
+                                 else f"not measured: {e.reason}"))
+    Console().print(table)
+    for w in result.warnings:
+        Console(stderr=True).print(Text("warning: ", style="yellow") + Text(w), highlight=False)
+    print(f"result: {path}")
