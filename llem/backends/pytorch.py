@@ -141,11 +141,11 @@ class PyTorchBackend:
             out = self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
                                                      add_generation_prompt=True, tokenize=True, return_dict=False)
             return list(out)
-        return self.tokenizer(text)["input_ids"]
+        return self.tokenizer(text, verbose=False)["input_ids"]
 
     def _truncate(self, text: str, limit: int) -> list[int]:
         """Shorten the user message (not the template around it) until the templated prompt fits."""
-        content = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        content = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         keep = limit - (len(self._encode("")) or 0)
         while keep > 0:
             ids = self._encode(self.tokenizer.decode(content[:keep]))

@@ -1,0 +1,254 @@
+"""How much does llem cost on top of a bare ``model.generate`` loop?
+
+Two measurements, one process:
+
+1. Throughput: for each batch size, llem's :class:`~llem.harness.Harness` (tiny model, built-in prompts,
+   no energy meter, no FLOP pass) against a bare loop that calls ``model.generate`` directly on the SAME
+   token ids (tokenised by llem's own backend, chat template included), same dtype, greedy, fixed output
+   length, left padding, same batches, same warm-up, under ``torch.inference_mode``. Runs alternate
+   (llem first on even repeats, bare first on odd ones); the median of the repeats is reported.
+2. Fixed overhead of the ``llem`` command: wall time of ``llem n=1 batch=1 max_new_tokens=1 ...`` in a
+   subprocess minus the model load and measured window it reports in result.json, next to the wall time
+   of ``python -c "import torch, transformers"`` for reference.
+
+A report, not a test: nothing is asserted and the exit code is 0.
+
+    python bench/bench_overhead.py [--n 64] [--repeats 3] [--batches 1,8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import glob
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+GOAL = 0.97  # llem throughput / bare throughput
+MAX_NEW_TOKENS = 32
+WARMUP_BATCHES = 2
+
+
+def experiment_dict(n: int, batch: int, output_dir: str) -> dict:
+    """The composed experiment, every group spelled out (mirrors conf/: pytorch, tiny, builtin, none)."""
+    return {
+        "backend": {"name": "pytorch", "device": "auto", "device_map": None, "attn_implementation": "auto",
+                    "trust_remote_code": False, "sort_by_length": False, "use_cache": True, "num_threads": None},
+        "model": {"name_or_path": "llem://tiny-llama", "revision": None, "slug": "tiny-llama"},
+        "dataset": {"name": "builtin", "chat_template": "auto"},
+        "energy": {"meter": "none"},
+        "n": n,
+        "batch": batch,
+        "max_new_tokens": MAX_NEW_TOKENS,
+        "stop_at_eos": False,
+        "max_input_tokens": 1024,
+        "precision": "bf16",
+        "decoding": {"strategy": "greedy", "temperature": 1.0, "top_p": 1.0, "top_k": 0},
+        "seed": 42,
+        "warmup_batches": WARMUP_BATCHES,
+        "flops": {"enabled": False, "max_batches": 1},
+        "output_dir": output_dir,
+        "quiet": True,
+        "record_hostname": False,
+    }
+
+
+# --------------------------------------------------------------------------- the bare baseline
+
+
+class Bare:
+    """Everything the bare loop needs, prepared once per batch size (outside any timing)."""
+
+    def __init__(self, cfg) -> None:
+        from llem.backends import load_backend
+        from llem.datasets import load_prompts
+        from llem.harness import make_batches
+
+        backend = load_backend(cfg)  # used for tokenisation and dtype/device resolution only
+        prompt_set, measured_idx, warmup_idx = load_prompts(cfg.dataset, cfg.n, cfg.warmup_batches * cfg.batch)
+        prompts = backend.prepare(prompt_set, measured_idx + warmup_idx)
+        measured, warm = prompts[:cfg.n], prompts[cfg.n:]
+        self.path = backend.source.path
+        self.local_files_only = backend.source.local_files_only
+        self.dtype = backend.dtype
+        self.device = backend.device
+        self.tokenizer = backend.tokenizer
+        self.chat_template_applied = backend.chat_template_applied
+        self.batches = [self._collate(b) for b in make_batches(measured, cfg.batch)]
+        self.warm = [self._collate(b) for b in make_batches(warm, cfg.batch)]
+        self.expected_tokens = cfg.n * cfg.max_new_tokens
+        backend.close()
+
+    def _collate(self, batch) -> dict:
+        import torch
+
+        pad = self.tokenizer.pad_token_id
+        width = max(p.input_tokens for p in batch)
+        ids = [[pad] * (width - p.input_tokens) + list(p.token_ids) for p in batch]
+        mask = [[0] * (width - p.input_tokens) + [1] * p.input_tokens for p in batch]
+        return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+
+    def run(self) -> tuple[float, int]:
+        """Load, warm up, then time the loop over the measured batches: (output tokens/s, output tokens)."""
+        import torch
+        from transformers import AutoModelForCausalLM, GenerationConfig
+
+        model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype,
+                                                     local_files_only=self.local_files_only)
+        model = model.to(self.device).eval()
+        eos = model.generation_config.eos_token_id
+        gen = GenerationConfig(
+            max_new_tokens=MAX_NEW_TOKENS, min_new_tokens=MAX_NEW_TOKENS, do_sample=False, num_beams=1,
+            use_cache=True, pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=eos if eos is not None else self.tokenizer.eos_token_id,
+            bos_token_id=self.tokenizer.bos_token_id,
+        )
+        batches = [{k: v.to(model.device) for k, v in b.items()} for b in self.batches]
+        warm = [{k: v.to(model.device) for k, v in b.items()} for b in self.warm]
+        cuda = model.device.type == "cuda"
+        outs = []
+        with torch.inference_mode():
+            for b in warm:
+                model.generate(**b, generation_config=gen)
+            if cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for b in batches:
+                outs.append(model.generate(**b, generation_config=gen))
+            if cuda:
+                torch.cuda.synchronize()
+            window = time.perf_counter() - start
+        tokens = sum((o.shape[1] - b["input_ids"].shape[1]) * o.shape[0] for o, b in zip(outs, batches))
+        del model, outs
+        return tokens / window, tokens
+
+
+def run_llem(cfg) -> tuple[float, int, list[str]]:
+    from llem.harness import Harness
+
+    result = Harness(cfg).run()
+    return result.throughput.output_tokens_per_s, result.tokens.output, result.warnings
+
+
+# --------------------------------------------------------------------------- fixed overhead (subprocess)
+
+
+def llem_command() -> list[str]:
+    local = Path(sys.executable).parent / "llem"
+    exe = str(local) if local.exists() else shutil.which("llem")
+    if exe is None:
+        raise SystemExit("the llem console command is not installed in this environment")
+    return [exe]
+
+
+def startup_overhead(tmp_root: str) -> tuple[float, float, float, float]:
+    """(wall, model_load_s, measured_window_s, wall - load - window) of one `llem` subprocess."""
+    out = tempfile.mkdtemp(prefix="llem-startup-", dir=tmp_root)
+    cmd = llem_command() + ["n=1", "batch=1", "max_new_tokens=1", "warmup_batches=0", "quiet=true",
+                            "energy=none", "flops.enabled=false", f"output_dir={out}"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr}")
+    found = glob.glob(os.path.join(out, "**", "result.json"), recursive=True)
+    if len(found) != 1:
+        raise SystemExit(f"expected one result.json under {out}, found {found}")
+    timing = json.loads(Path(found[0]).read_text())["timing"]
+    load, window = timing["model_load_s"], timing["measured_window_s"]
+    return wall, load, window, wall - load - window
+
+
+def import_wall() -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, transformers"], check=True)
+    return time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=64, help="measured prompts per run (default 64)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each measurement; the median is shown")
+    ap.add_argument("--batches", default="1,8", help="comma-separated batch sizes (default 1,8)")
+    args = ap.parse_args(argv)
+    batch_sizes = [int(b) for b in args.batches.split(",") if b.strip()]
+
+    import logging
+
+    import torch
+    import transformers
+
+    from llem.config import validate
+
+    torch.set_num_threads(1)
+    transformers.logging.set_verbosity_error()
+    logging.getLogger("llem").setLevel(logging.WARNING)
+
+    tmp_root = tempfile.mkdtemp(prefix="llem-bench-")
+    try:
+        print(f"llem vs bare model.generate: tiny-llama, builtin prompts, n={args.n}, "
+              f"max_new_tokens={MAX_NEW_TOKENS}, warmup_batches={WARMUP_BATCHES}, greedy, "
+              f"torch threads={torch.get_num_threads()}, repeats={args.repeats} (median shown)")
+        rows = []
+        for batch in batch_sizes:
+            cfg = validate(experiment_dict(args.n, batch, tmp_root))
+            bare = Bare(cfg)
+            llem_runs, bare_runs, notes = [], [], set()
+            for r in range(args.repeats):
+                order = ("llem", "bare") if r % 2 == 0 else ("bare", "llem")
+                for who in order:
+                    gc.collect()
+                    if who == "llem":
+                        tps, tokens, warnings = run_llem(cfg)
+                        llem_runs.append(tps)
+                        notes.update(w for w in warnings if w.startswith("expected"))
+                    else:
+                        tps, tokens = bare.run()
+                        bare_runs.append(tps)
+                    if tokens != bare.expected_tokens:
+                        notes.add(f"{who}: {tokens} output tokens, expected {bare.expected_tokens}")
+            llem_med, bare_med = statistics.median(llem_runs), statistics.median(bare_runs)
+            rows.append((batch, llem_med, bare_med, llem_med / bare_med))
+            print(f"  batch={batch} dtype={str(bare.dtype).removeprefix('torch.')} device={bare.device} "
+                  f"chat_template={bare.chat_template_applied}  "
+                  f"llem runs: {', '.join(f'{x:.0f}' for x in llem_runs)}  "
+                  f"bare runs: {', '.join(f'{x:.0f}' for x in bare_runs)} tok/s")
+            for note in sorted(notes):
+                print(f"    note: {note}")
+
+        print()
+        print(f"{'batch':>5}  {'llem tok/s':>11}  {'bare tok/s':>11}  {'llem/bare':>9}  goal >= {GOAL}")
+        for batch, lt, bt, ratio in rows:
+            print(f"{batch:>5}  {lt:>11.1f}  {bt:>11.1f}  {ratio:>9.3f}  {'met' if ratio >= GOAL else 'NOT met'}")
+
+        print()
+        print("llem fixed overhead (start-up to first measured token, excluding model load):")
+        print("  llem n=1 batch=1 max_new_tokens=1 warmup_batches=0 quiet=true energy=none "
+              "flops.enabled=false output_dir=<tmp>")
+        startups, imports = [], []
+        for _ in range(args.repeats):
+            startups.append(startup_overhead(tmp_root))
+            imports.append(import_wall())
+        med = [statistics.median(s[i] for s in startups) for i in range(4)]
+        print(f"  subprocess wall {med[0]:.2f} s - model_load_s {med[1]:.2f} s - measured_window_s {med[2]:.3f} s"
+              f" = overhead {med[3]:.2f} s   (median of {args.repeats}; runs: "
+              f"{', '.join(f'{s[3]:.2f}' for s in startups)} s)")
+        print(f"  reference: python -c \"import torch, transformers\" wall {statistics.median(imports):.2f} s "
+              f"(runs: {', '.join(f'{x:.2f}' for x in imports)} s)")
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Test settings: one CPU thread, no hub access, a private llem cache shared by the whole session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HYDRA_FULL_ERROR"] = "0"
+os.environ.setdefault("LLEM_CACHE_DIR", tempfile.mkdtemp(prefix="llem-test-cache-"))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+AIENERGYSCORE = SHARED_DATA / "aienergyscore.jsonl"
+LLEM = Path(sys.executable).with_name("llem")
+
+
+def run_llem(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run the real ``llem`` console script (non-interactive, so no progress bar)."""
+    return subprocess.run([str(LLEM), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    from llem.models.tiny import ensure_tiny_llama
+
+    return ensure_tiny_llama()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads():
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+
+@pytest.fixture(scope="session")
+def gpt2_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """A random GPT-2 saved locally: no chat template, no pad token, a 256-token context."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    folder = tmp_path_factory.mktemp("gpt2-tiny")
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.pad_token = None
+    tok.chat_template = None
+    tok.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = GPT2Config(n_embd=64, n_layer=2, n_head=2, n_positions=256, vocab_size=len(tok),
+                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    return folder

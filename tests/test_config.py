@@ -1,0 +1,93 @@
+"""The schema: defaults, strictness, cross-field rules, messages, and that the packaged YAML matches it."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from llem import resolvers
+from llem.config import ExperimentConfig, validate
+from llem.errors import ConfigError
+
+GROUPS = {"backend": ["pytorch"], "model": ["tiny", "gpt2", "smollm2", "qwen2.5-0.5b", "llama3"],
+          "dataset": ["builtin", "aienergyscore", "synthetic", "jsonl"], "energy": ["auto", "none"]}
+
+
+def _compose(*overrides: str):
+    resolvers.register()
+    with initialize_config_module("llem.conf", version_base="1.3"):
+        return compose("llem", overrides=list(overrides))
+
+
+def base() -> dict:
+    return OmegaConf.to_container(_compose(), resolve=True)
+
+
+def test_packaged_defaults_validate():
+    exp = validate(_compose())
+    assert (exp.n, exp.batch, exp.seed, exp.precision) == (100, 1, 42, "bf16")
+    assert exp.model.name_or_path == "llem://tiny-llama" and exp.dataset.name == "builtin"
+    assert exp.stop_at_eos is False and exp.decoding.strategy == "greedy"
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
+def test_every_group_option_spells_out_every_schema_key(group, option):
+    """A key missing from the YAML could not be overridden without '+': YAML and schema must agree."""
+    extra = ["dataset.path=/tmp/x.jsonl"] if option == "jsonl" else []
+    cfg = OmegaConf.to_container(_compose(f"{group}={option}", *extra), resolve=True)
+    exp = validate(cfg)
+    section = getattr(exp, group)
+    assert set(cfg[group]) == set(type(section).model_fields), f"{group}/{option}.yaml and schema differ"
+
+
+def test_top_level_yaml_keys_match_schema():
+    cfg = base()
+    assert set(cfg) == set(ExperimentConfig.model_fields)
+    for nested in ("decoding", "flops"):
+        assert set(cfg[nested]) == set(type(getattr(ExperimentConfig.model_validate(cfg), nested)).model_fields)
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"batch": "abc"}, "batch='abc' has the wrong type"),
+    ({"batch": True}, "batch=true has the wrong type"),
+    ({"batch": 0}, "batch=0 is out of range"),
+    ({"n": -1}, "n=-1 is out of range"),
+    ({"precision": "fp8"}, "precision='fp8' is not allowed: use one of"),
+    ({"bogus": 1}, "unknown key 'bogus'"),
+    ({"batch": 8, "n": 4}, "batch=8 is larger than n=4"),
+])
+def test_bad_values_name_the_key_and_the_fix(change, needle):
+    with pytest.raises(ConfigError) as err:
+        validate(base() | change)
+    assert needle in str(err.value)
+
+
+def test_nested_unknown_key_and_dataset_key_paths():
+    cfg = base()
+    cfg["backend"]["devise"] = "cpu"
+    with pytest.raises(ConfigError, match=r"unknown key 'backend\.devise'"):
+        validate(cfg)
+    cfg = base()
+    cfg["dataset"]["chat_template"] = "sometimes"
+    with pytest.raises(ConfigError, match=r"dataset\.chat_template='sometimes' is not allowed"):
+        validate(cfg)
+
+
+def test_missing_required_value_is_named():
+    with pytest.raises(ConfigError, match=r"'dataset\.path' has no value"):
+        validate(_compose("dataset=jsonl"))
+
+
+def test_device_map_needs_gpus():
+    cfg = base()
+    cfg["backend"] |= {"device": "cpu", "device_map": "auto"}
+    with pytest.raises(ConfigError, match="device_map needs GPUs"):
+        validate(cfg)
+
+
+def test_config_hash_ignores_output_location_but_not_measurement_settings():
+    a = validate(base())
+    assert a.config_hash() == validate(base() | {"output_dir": "elsewhere", "quiet": True}).config_hash()
+    assert a.config_hash() != validate(base() | {"batch": 2}).config_hash()
+    assert len(a.config_hash()) == 16

@@ -1,0 +1,68 @@
+"""The built wheel in a fresh virtual environment, outside the repository: base install, then [pytorch]."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+
+def _run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
+                          timeout=900, **kw)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    proc = _run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(REPO)], cwd=out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (whl,) = out.glob("llenergymeasure-2.0.0-*.whl")
+    return whl
+
+
+def test_wheel_contents(wheel):
+    import zipfile
+
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("llem/conf/llem.yaml", "llem/conf/model/tiny.yaml", "llem/conf/__init__.py",
+                 "llem/datasets/builtin_prompts.jsonl", "llem/examples/experiment.yaml.example"):
+        assert name in names
+    assert not any(n.startswith("tests/") for n in names)
+
+
+def test_fresh_install_outside_the_repo(wheel, tmp_path):
+    venv = tmp_path / "venv"
+    assert _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path).returncode == 0
+    pip, llem = venv / "bin" / "pip", venv / "bin" / "llem"
+    proc = _run([str(pip), "install", "-q", str(wheel)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = _run([str(llem)], cwd=work)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("Error: No inference backend installed.\n")
+    assert "pip install llenergymeasure[pytorch]" in proc.stderr and "[vllm]" in proc.stderr
+    assert list(work.iterdir()) == []
+    assert _run([str(llem), "config"], cwd=work).returncode == 0
+
+    proc = _run([str(pip), "install", "-q", "torch==2.13.0", f"{wheel}[pytorch]"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    proc = _run([str(llem), "n=4", "batch=2", "max_new_tokens=4", "quiet=true"], cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    (result,) = work.glob("results/*/result.json")
+    data = json.loads(result.read_text())
+    assert data["tokens"]["output"] == 16 and data["llem_version"] == "2.0.0"
+    where = _run([str(venv / "bin" / "python"), "-c", "import llem.conf, os; print(os.path.dirname(llem.conf.__file__))"],
+                 cwd=work).stdout.strip()
+    assert where.startswith(str(venv))
