@@ -125,7 +125,7 @@ class Bare:
             if cuda:
                 torch.cuda.synchronize()
             window = time.perf_counter() - start
-        tokens = sum((o.shape[1] - b["input_ids"].shape[1]) * o.shape[0] for o, b in zip(outs, batches))
+        tokens = sum((o.shape[1] - b["input_ids"].shape[1]) * o.shape[0] for o, b in zip(outs, batches, strict=True))
         del model, outs
         return tokens / window, tokens
 
@@ -151,8 +151,8 @@ def llem_command() -> list[str]:
 def startup_overhead(tmp_root: str) -> tuple[float, float, float, float]:
     """(wall, model_load_s, measured_window_s, wall - load - window) of one `llem` subprocess."""
     out = tempfile.mkdtemp(prefix="llem-startup-", dir=tmp_root)
-    cmd = llem_command() + ["n=1", "batch=1", "max_new_tokens=1", "warmup_batches=0", "quiet=true",
-                            "energy=none", "flops.enabled=false", f"output_dir={out}"]
+    cmd = [*llem_command(), "n=1", "batch=1", "max_new_tokens=1", "warmup_batches=0", "quiet=true",
+           "energy=none", "flops.enabled=false", f"output_dir={out}"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0

@@ -41,7 +41,7 @@ def run_job(cfg: DictConfig) -> dict:
     run_dir = Path(hc.runtime.output_dir)
     try:
         experiment = validate(cfg)
-        result = Harness(experiment, overrides=list(hc.overrides.task)).run()
+        result = Harness(experiment, run_dir, overrides=list(hc.overrides.task)).run()
     except UsageError as exc:
         _discard(run_dir, Path(str(cfg.output_dir)))
         sys.stderr.write(f"Error: {exc}\n")

@@ -117,9 +117,24 @@ Dataset = Annotated[
 # --------------------------------------------------------------------------- energy group
 
 
+class BaselineConfig(_Strict):
+    """Idle power, measured with the model loaded and no work queued; cached per device."""
+
+    enabled: bool = True
+    duration_s: float = Field(15.0, gt=0, description="idle measurement length (s); >= 10 s recommended")
+    max_age_h: float = Field(24.0, ge=0, description="reuse a cached baseline younger than this (h); 0 = never")
+
+
 class EnergyConfig(_Strict):
-    meter: Literal["auto", "none"] = Field(
-        "auto", description="auto = best meter available on this machine (none when there is none)"
+    meter: Literal["auto", "nvml", "zeus", "codecarbon", "rapl", "none"] = Field(
+        "auto", description="auto = best hardware meters available (Zeus or NVML for GPUs, RAPL for CPUs)"
+    )
+    sample_interval_ms: int = Field(100, ge=10, description="power/utilisation time-series period (ms)")
+    codecarbon: bool = Field(True, description="with meter=auto: add CodeCarbon's CO2 estimate when installed")
+    country_iso_code: str = Field("USA", min_length=3, max_length=3, description="CodeCarbon grid (ISO 3166 alpha-3)")
+    baseline: BaselineConfig = BaselineConfig()
+    prefill_split: bool = Field(
+        False, description="also measure a prefill-only pass (1 new token) to split prefill and decode energy"
     )
 
 
@@ -158,6 +173,8 @@ class ExperimentConfig(_Strict):
     decoding: Decoding = Decoding()
     seed: int = 42
     warmup_batches: int = Field(2, ge=0, description="batches run before the measured window (excluded)")
+    repeats: PositiveInt = Field(1, description="measured windows over the same prompts (statistics over repeats)")
+    repeat_gap_s: float = Field(0.0, ge=0, description="idle cool-down between repeats (s)")
     flops: FlopsConfig = FlopsConfig()
     output_dir: str = Field("results", description="root folder of result folders")
     quiet: bool = Field(False, description="no progress bar or summary table")

@@ -13,14 +13,27 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 
-from llem import __version__, energy, environment, metrics
+from llem import __version__, environment, metrics
 from llem.backends import load_backend
 from llem.backends.base import Backend, FlopCount, Prompt, RequestRecord
 from llem.config import ExperimentConfig
 from llem.datasets import load_prompts
+from llem.energy import TIMESERIES_FILE, EnergySession, Window, quality
+from llem.energy.codecarbon import CodeCarbonMeter
+from llem.energy.report import energy_metrics, hardware_total
 from llem.flops import analytic_flops
-from llem.result import DatasetRecord, FlopsMetrics, MemoryMetrics, Result, TimingMetrics
+from llem.result import (
+    DatasetRecord,
+    FlopsMetrics,
+    MemoryMetrics,
+    RepeatMetrics,
+    RepeatSummary,
+    Result,
+    TimingMetrics,
+)
+from llem.stats import summarize
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +49,11 @@ def make_batches(prompts: list[Prompt], size: int, sort_by_length: bool = False)
 
 
 @contextmanager
-def _progress(total: int, enabled: bool) -> Iterator:
+def _progress(total: int, enabled: bool, repeat: int = 1, repeats: int = 1) -> Iterator:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (TextColumn("measuring"), BarColumn(), MofNCompleteColumn(), TextColumn("prompts"),
+    label = "measuring" if repeats == 1 else f"measuring (repeat {repeat}/{repeats})"
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("prompts"),
                TimeElapsedColumn())
     with Progress(*columns, transient=True, disable=not enabled) as bar:
         task = bar.add_task("measure", total=total)
@@ -47,10 +61,11 @@ def _progress(total: int, enabled: bool) -> Iterator:
 
 
 class Harness:
-    """Runs one experiment and returns its :class:`Result` (the caller writes it)."""
+    """Runs one experiment, writes its time series into ``run_dir`` and returns its :class:`Result`."""
 
-    def __init__(self, config: ExperimentConfig, overrides: list[str] | None = None) -> None:
+    def __init__(self, config: ExperimentConfig, run_dir: Path, overrides: list[str] | None = None) -> None:
         self.cfg = config
+        self.run_dir = run_dir
         self.overrides = overrides or []
 
     def run(self) -> Result:
@@ -60,8 +75,11 @@ class Harness:
         n_warmup = cfg.warmup_batches * cfg.batch
         prompt_set, measured_idx, warmup_idx = load_prompts(cfg.dataset, cfg.n, n_warmup)
         backend = load_backend(cfg)
+        session = EnergySession(cfg.energy)
+        timeseries = None
         try:
-            log.info("tokenising %d prompts (%s)", cfg.n, prompt_set.source)
+            session.open()  # an explicit meter that cannot work stops the job here, before the model loads
+            log.info("tokenising %d prompts (%s)", cfg.n + len(warmup_idx), prompt_set.source)
             prompts = backend.prepare(prompt_set, measured_idx + warmup_idx)
             measured, warm = prompts[:cfg.n], prompts[cfg.n:]
             log.info("loading %s", cfg.model.name_or_path)
@@ -69,22 +87,44 @@ class Harness:
             model = backend.load()
             backend.synchronize()
             load_s = time.perf_counter() - t0
+            session.start_sampling()
+            baseline, baseline_reason = session.baseline(backend.synchronize)
 
             batches = make_batches(measured, cfg.batch, cfg.backend.sort_by_length)
+            session.phase("warmup")
             backend.seed(cfg.seed)
             t0 = time.perf_counter()
             for batch in make_batches(warm, cfg.batch):
                 backend.generate(batch)
             warmup_s = time.perf_counter() - t0
 
-            records, window_s = self._measure(backend, batches)
+            backend.reset_peak_memory()
+            windows: list[tuple[Window, list[RequestRecord], float]] = []
+            for i in range(1, cfg.repeats + 1):
+                if i > 1 and cfg.repeat_gap_s:
+                    session.phase("cooldown")
+                    time.sleep(cfg.repeat_gap_s)
+                windows.append(self._measure(backend, session, batches, i))
             peak, peak_what = backend.peak_memory()
-            flops, flops_s = self._count_flops(backend, batches, records, model.config)
-            warnings = backend.warnings()
+            prefill = None
+            if cfg.energy.prefill_split and session.hardware_meters:
+                with session.window("prefill", backend.synchronize, meters=session.hardware_meters) as pw:
+                    for batch in batches:
+                        backend.prefill(batch)
+                prefill = (pw.readings, pw.duration_s)
+            session.phase("flops")
+            records = [r for _, recs, _ in windows for r in recs]
+            flops, flops_s = self._count_flops(backend, batches, windows[0][1], model.config)
+            warnings = backend.warnings() + session.warnings + session.end_checks()
+            for win, _, _ in windows:
+                warnings += session.window_warnings(win)
         finally:
             backend.close()
+            timeseries = session.close(self.run_dir / TIMESERIES_FILE)
 
         tokens = metrics.token_counts(records)
+        window_s = sum(w for _, _, w in windows)
+        energy_section = self._energy(session, windows, tokens, baseline, baseline_reason, prefill, timeseries)
         return Result(
             llem_version=__version__, experiment_id=str(uuid.uuid4()), config_hash=cfg.config_hash(),
             started_at=started, ended_at=_now(), config=cfg.model_dump(mode="json"), overrides=self.overrides,
@@ -95,26 +135,64 @@ class Harness:
             timing=TimingMetrics(model_load_s=load_s, warmup_s=warmup_s, measured_window_s=window_s,
                                  flops_pass_s=flops_s),
             memory=MemoryMetrics(peak_bytes=peak, measured=peak_what),
-            flops=flops, energy=energy.unmeasured(cfg.energy),
-            requests=[metrics.request_metrics(r) for r in sorted(records, key=lambda r: r.index)],
-            warnings=warnings + self._checks(tokens.output, window_s), environment=env,
+            flops=flops, energy=energy_section, repeats=self._repeats(windows),
+            requests=[metrics.request_metrics(r) for r in sorted(records, key=lambda r: (r.repeat, r.index))],
+            warnings=list(dict.fromkeys(warnings + self._checks(tokens.output, window_s, energy_section))),
+            environment=env,
         )
 
-    def _measure(self, backend: Backend, batches: list[list[Prompt]]) -> tuple[list[RequestRecord], float]:
-        """The measured window: every batch, back to back, between two synchronised clock reads."""
+    def _measure(self, backend: Backend, session: EnergySession, batches: list[list[Prompt]], repeat: int
+                 ) -> tuple[Window, list[RequestRecord], float]:
+        """One measured window: every batch back to back, between two synchronised clock and meter reads."""
         show = not self.cfg.quiet and sys.stderr.isatty()
         records: list[RequestRecord] = []
         backend.seed(self.cfg.seed)
-        backend.reset_peak_memory()
-        with _progress(self.cfg.n, show) as advance:
-            backend.synchronize()
+        with _progress(self.cfg.n, show, repeat, self.cfg.repeats) as advance, \
+                session.window(f"repeat-{repeat}", backend.synchronize) as win:
             start = time.perf_counter()
             for batch in batches:
                 records += backend.generate(batch)
                 advance(len(batch))
             backend.synchronize()
             window_s = time.perf_counter() - start
-        return records, window_s
+        for r in records:
+            r.repeat = repeat
+        return win, records, window_s
+
+    def _energy(self, session: EnergySession, windows, tokens, baseline, baseline_reason, prefill, timeseries):
+        cc = next((m for m in session.meters if isinstance(m, CodeCarbonMeter)), None)
+        carbon = (cc.emissions_kg, cc.country, cc.detail) if cc is not None else None
+        return energy_metrics(
+            meters=[m.name for m in session.meters],
+            windows=[(w.name, w.readings, secs) for w, _, secs in windows],
+            output_tokens=tokens.output, requests=tokens.requests, baseline=baseline,
+            baseline_reason=baseline_reason, reason_if_none=session.reason(), carbon=carbon, prefill=prefill,
+            timeseries=timeseries,
+        )
+
+    def _repeats(self, windows) -> RepeatSummary:
+        per = []
+        for i, (win, recs, secs) in enumerate(windows, 1):
+            tokens = metrics.token_counts(recs)
+            tp = metrics.throughput(tokens, secs)
+            lat = metrics.latency(recs)
+            energy_j, _ = hardware_total(win.readings)
+            q = {}
+            for name in ("ttft", "itl", "e2e"):
+                d = getattr(lat, f"{name}_ms")
+                for p in ("p50", "p90", "p99"):
+                    q[f"{name}_{p}_ms"] = getattr(d, p) if d else None
+            per.append(RepeatMetrics(
+                repeat=i, window_s=secs, output_tokens=tokens.output, output_tokens_per_s=tp.output_tokens_per_s,
+                total_tokens_per_s=tp.total_tokens_per_s, energy_j=energy_j,
+                energy_per_output_token_j=energy_j / tokens.output if energy_j is not None and tokens.output else None,
+                **q))
+        keys = [k for k in RepeatMetrics.model_fields if k not in {"repeat", "output_tokens"}]
+        stats = {}
+        for k in keys:
+            values = [getattr(m, k) for m in per]
+            stats[k] = summarize(values) if all(v is not None for v in values) else None
+        return RepeatSummary(per_repeat=per, stats=stats)
 
     def _count_flops(self, backend: Backend, batches: list[list[Prompt]], records: list[RequestRecord],
                      model_config: dict) -> tuple[FlopsMetrics, float | None]:
@@ -144,12 +222,14 @@ class Harness:
             method=count.method, reason=reason,
         ), flops_s
 
-    def _checks(self, output_tokens: int, window_s: float) -> list[str]:
+    def _checks(self, output_tokens: int, window_s: float, energy_section) -> list[str]:
         out = []
-        if output_tokens != self.cfg.n * self.cfg.max_new_tokens and not self.cfg.stop_at_eos:
-            out.append(f"expected {self.cfg.n * self.cfg.max_new_tokens} output tokens with a fixed output "
-                       f"length, got {output_tokens}")
-        if window_s < 5:
-            out.append(f"measured window is short ({window_s:.2f} s < 5 s): timings are noisy and energy "
-                       "counters (100 ms updates) would carry large errors; raise n")
+        expected = self.cfg.n * self.cfg.repeats * self.cfg.max_new_tokens
+        if output_tokens != expected and not self.cfg.stop_at_eos:
+            out.append(f"expected {expected} output tokens with a fixed output length, got {output_tokens}")
+        per_window = window_s / self.cfg.repeats
+        if short := quality.short_window(per_window):
+            out.append(short)
+        if energy_section.total_j is None:
+            out.append(f"energy not measured: {energy_section.reason}")
         return out

@@ -36,7 +36,7 @@ def distribution(values: Sequence[float]) -> Distribution | None:
 def request_metrics(r: RequestRecord) -> RequestMetrics:
     times = r.token_times_s
     return RequestMetrics(
-        index=r.index, input_tokens=r.input_tokens, output_tokens=r.output_tokens,
+        index=r.index, repeat=r.repeat, input_tokens=r.input_tokens, output_tokens=r.output_tokens,
         ttft_ms=(times[0] - r.start_s) * 1e3 if times else None,
         e2e_ms=(r.end_s - r.start_s) * 1e3,
         itl_mean_ms=(times[-1] - times[0]) * 1e3 / (len(times) - 1) if len(times) > 1 else None,

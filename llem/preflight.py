@@ -159,13 +159,15 @@ def check(args: list[str]) -> list[ExperimentConfig]:
     experiments = [exp for _, exp in compose_jobs(cl)]
     from llem.backends import require_backend
     from llem.datasets import check_dataset
+    from llem.energy import check_meter
     from llem.models.source import check_model
 
     seen: set[str] = set()
     for exp in experiments:
         for key, check_fn, arg in (("backend", require_backend, exp.backend.name),
                                    ("model", check_model, exp.model),
-                                   ("dataset", check_dataset, exp.dataset)):
+                                   ("dataset", check_dataset, exp.dataset),
+                                   ("energy", check_meter, exp.energy)):
             ident = f"{key}:{arg!r}"
             if ident not in seen:
                 seen.add(ident)

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from llem.paths import write_json_atomic
+from llem.stats import Interval
 
 SCHEMA_VERSION = "1.0"
 RESULT_FILE = "result.json"
@@ -32,7 +33,8 @@ class Distribution(_Model):
 
 
 class TokenCounts(_Model):
-    """Exact counts: padding is never counted; output includes the EOS token when generation stopped on it."""
+    """Exact counts over every measured window (n x repeats requests): padding is never counted; output
+    includes the EOS token when generation stopped on it."""
 
     requests: int
     input: int
@@ -56,6 +58,7 @@ class LatencyMetrics(_Model):
 
 class RequestMetrics(_Model):
     index: int = Field(description="position of the prompt in the dataset")
+    repeat: int
     input_tokens: int
     output_tokens: int
     ttft_ms: float | None
@@ -66,7 +69,8 @@ class RequestMetrics(_Model):
 class TimingMetrics(_Model):
     model_load_s: float = Field(description="from_pretrained + move to device")
     warmup_s: float = Field(description="warm-up batches (excluded from every other metric)")
-    measured_window_s: float = Field(description="first measured batch start -> last batch end (synchronised)")
+    measured_window_s: float = Field(
+        description="first batch start -> last batch end, synchronised (summed over repeats)")
     flops_pass_s: float | None = Field(description="untimed FLOP-counting pass (not part of the window)")
 
 
@@ -89,20 +93,107 @@ class FlopsMetrics(_Model):
     reason: str | None = None
 
 
-class EnergyMetrics(_Model):
-    """Energy of the measured window. All null with ``reason`` when nothing measured it."""
+class EnergyReading(_Model):
+    window: str = Field(description="baseline, repeat-<i>, prefill")
+    meter: str = Field(description="nvml | zeus | rapl | codecarbon")
+    device: str
+    covers: str = Field(description="GPU board | CPU package | DRAM | modelled estimate")
+    method: str = Field(description="counter delta | integrated instant power | estimate")
+    energy_j: float | None
+    start_unix_s: float
+    end_unix_s: float
+    duration_s: float
+    reason: str | None = Field(description="why energy_j is null")
 
-    meter: str | None = Field(description="what measured it (e.g. nvml counter); null = unmeasured")
-    covers: str | None = Field(description="GPU board / CPU package / DRAM / modelled estimate")
-    method: str | None = Field(description="counter delta / integrated power / estimate")
+
+class IdleBaseline(_Model):
+    device: str
+    covers: str
+    meter: str
+    idle_power_w: float
+    duration_s: float = Field(description="length of the idle measurement")
+    measured_at: str = Field(description="ISO 8601, UTC")
+    age_s: float = Field(description="age when this run used it")
+    source: str = Field(description="measured (this run) | cache")
+
+
+class CarbonEstimate(_Model):
+    """CodeCarbon's figures for the measured windows: MODELLED, not measured."""
+
+    emissions_kg_co2eq: float | None
+    country_iso_code: str
+    energy_estimate_j: float | None = Field(description="CodeCarbon's modelled CPU + GPU + RAM energy")
+    cpu_estimate_j: float | None
+    gpu_estimate_j: float | None
+    ram_estimate_j: float | None
+    method: str
+
+
+class PrefillSplit(_Model):
+    """A separate prefill-only pass (1 new token per prompt, same batches) measured with the same meters."""
+
+    prefill_j: float | None
+    prefill_window_s: float
+    decode_j: float | None = Field(description="measured window energy minus the prefill pass (derived)")
+    method: str
+
+
+class EnergyMetrics(_Model):
+    """Energy of the measured window(s) from hardware meters; null with ``reason`` when none measured it.
+
+    ``total_j`` sums every hardware reading (see ``covers``); CodeCarbon's modelled figure is kept apart
+    in ``estimate_j`` and ``co2``. With repeats, totals cover all measured windows together.
+    """
+
+    meters: list[str] = Field(description="active meters")
+    covers: str | None = Field(description="what total_j includes, e.g. 'GPU board' or 'GPU board + CPU package'")
+    method: str | None
     total_j: float | None
+    gpu_j: float | None
+    cpu_package_j: float | None
+    dram_j: float | None
     per_output_token_j: float | None
     per_request_j: float | None
     wh_per_1k_requests: float | None = Field(description="AI Energy Score unit")
     average_power_w: float | None
     output_tokens_per_j: float | None
     window_s: float | None
-    reason: str | None = Field(description="why the values are null")
+    baseline: list[IdleBaseline] = Field(description="idle power per device (model loaded, nothing running)")
+    baseline_reason: str | None = None
+    adjusted_total_j: float | None = Field(description="SECONDARY: total_j minus idle power x window")
+    adjusted_per_output_token_j: float | None
+    estimate_j: float | None = Field(description="CodeCarbon's MODELLED energy, never a measurement")
+    co2: CarbonEstimate | None
+    prefill: PrefillSplit | None
+    readings: list[EnergyReading]
+    timeseries: str | None = Field(description="time-series file beside result.json (see llem.energy.sampler)")
+    reason: str | None = Field(description="why total_j is null")
+
+
+class RepeatMetrics(_Model):
+    repeat: int
+    window_s: float
+    output_tokens: int
+    output_tokens_per_s: float
+    total_tokens_per_s: float
+    energy_j: float | None
+    energy_per_output_token_j: float | None
+    ttft_p50_ms: float | None
+    ttft_p90_ms: float | None
+    ttft_p99_ms: float | None
+    itl_p50_ms: float | None
+    itl_p90_ms: float | None
+    itl_p99_ms: float | None
+    e2e_p50_ms: float | None
+    e2e_p90_ms: float | None
+    e2e_p99_ms: float | None
+
+
+class RepeatSummary(_Model):
+    """Per-repeat values and, across repeats, mean, std and 95% CI (Student's t)."""
+
+    per_repeat: list[RepeatMetrics]
+    stats: dict[str, Interval | None]
 
 
 class ModelRecord(_Model):
@@ -145,6 +236,7 @@ class Result(_Model):
     memory: MemoryMetrics
     flops: FlopsMetrics
     energy: EnergyMetrics
+    repeats: RepeatSummary
     requests: list[RequestMetrics]
     warnings: list[str]
     environment: dict = Field(description="versions, CPU, GPUs, driver (see llem.environment)")

@@ -41,8 +41,25 @@ def print_summary(result: Result, path: Path) -> None:
     table.add_row("peak memory", f"{_si(result.memory.peak_bytes, 'B')} ({result.memory.measured})")
     table.add_row("FLOPs / output token", f"{_si(result.flops.counted_per_output_token, 'FLOP')} counted, "
                                           f"{_si(result.flops.analytic_per_output_token, 'FLOP')} analytic")
-    table.add_row("energy", Text(f"{e.total_j:.3f} J ({e.meter})" if e.total_j is not None
-                                 else f"not measured: {e.reason}"))
+    if e.total_j is not None:
+        table.add_row("energy", Text(f"{e.total_j:.3f} J ({e.covers}; {', '.join(e.meters)}, {e.method}), "
+                                     f"{e.per_output_token_j * 1e3:.4g} mJ/output token, "
+                                     f"{e.wh_per_1k_requests:.4g} Wh/1k requests, {e.average_power_w:.1f} W"))
+        if e.adjusted_total_j is not None:
+            table.add_row("  minus idle baseline", f"{e.adjusted_total_j:.3f} J (secondary)")
+    else:
+        table.add_row("energy", Text(f"not measured: {e.reason}"))
+    if e.estimate_j is not None:
+        co2 = f", {e.co2.emissions_kg_co2eq * 1e3:.4g} g CO2-eq ({e.co2.country_iso_code})" if e.co2 and \
+            e.co2.emissions_kg_co2eq is not None else ""
+        table.add_row("CodeCarbon estimate", Text(f"{e.estimate_j:.3f} J modelled{co2}"))
+    stats = result.repeats.stats
+    if len(result.repeats.per_repeat) > 1:
+        for key, label in (("output_tokens_per_s", "output tok/s"), ("energy_per_output_token_j", "J/output token")):
+            iv = stats.get(key)
+            if iv is not None and iv.ci95_low is not None:
+                table.add_row(f"{label} over {iv.n} repeats",
+                              f"{iv.mean:.4g} (95% CI {iv.ci95_low:.4g} .. {iv.ci95_high:.4g})")
     Console().print(table)
     for w in result.warnings:
         Console(stderr=True).print(Text("warning: ", style="yellow") + Text(w), highlight=False)

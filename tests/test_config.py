@@ -11,7 +11,8 @@ from llem.config import ExperimentConfig, validate
 from llem.errors import ConfigError
 
 GROUPS = {"backend": ["pytorch"], "model": ["tiny", "gpt2", "smollm2", "qwen2.5-0.5b", "llama3"],
-          "dataset": ["builtin", "aienergyscore", "synthetic", "jsonl"], "energy": ["auto", "none"]}
+          "dataset": ["builtin", "aienergyscore", "synthetic", "jsonl"],
+          "energy": ["auto", "nvml", "zeus", "rapl", "codecarbon", "none"]}
 
 
 def _compose(*overrides: str):

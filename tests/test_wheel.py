@@ -63,6 +63,6 @@ def test_fresh_install_outside_the_repo(wheel, tmp_path):
     (result,) = work.glob("results/*/result.json")
     data = json.loads(result.read_text())
     assert data["tokens"]["output"] == 16 and data["llem_version"] == "2.0.0"
-    where = _run([str(venv / "bin" / "python"), "-c", "import llem.conf, os; print(os.path.dirname(llem.conf.__file__))"],
-                 cwd=work).stdout.strip()
+    code = "import llem.conf, os; print(os.path.dirname(llem.conf.__file__))"
+    where = _run([str(venv / "bin" / "python"), "-c", code], cwd=work).stdout.strip()
     assert where.startswith(str(venv))

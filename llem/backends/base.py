@@ -35,6 +35,7 @@ class RequestRecord:
     output_tokens: int
     start_s: float  # submission time (perf_counter)
     token_times_s: list[float] = field(default_factory=list)  # arrival of each output token (perf_counter)
+    repeat: int = 1
 
     @property
     def end_s(self) -> float:
@@ -69,6 +70,9 @@ class Backend(Protocol):
 
     def generate(self, batch: list[Prompt]) -> list[RequestRecord]:
         """Run one batch to completion; return one record per prompt, in order."""
+
+    def prefill(self, batch: list[Prompt]) -> None:
+        """Run ``batch`` with one new token only (for the prefill/decode energy split)."""
 
     def synchronize(self) -> None:
         """Wait for queued device work (called before reading clocks or meters)."""

@@ -6,6 +6,8 @@ tokens reach the host (transformers copies them to the CPU for the streamer, whi
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import time
 from pathlib import Path
 
@@ -53,6 +55,14 @@ def resolve_dtype(precision: str, device: str, native_bf16: bool) -> tuple[torch
     return _DTYPES[precision], None
 
 
+def _import_model_class(config) -> None:
+    """Import the modelling module now, so that the timed load measures loading, not Python imports."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    with contextlib.suppress(KeyError):  # remote code or an unusual architecture: imported during load
+        MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+
+
 class _StepClock(BaseStreamer):
     """Records the time each generation step's tokens reach the host (the first put() is the prompt)."""
 
@@ -98,6 +108,7 @@ class PyTorchBackend:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.hf_config = AutoConfig.from_pretrained(self.source.path, **self._hf_kwargs())
+        _import_model_class(self.hf_config)
         if prompt_set.synthetic is not None:
             prompts = self._synthetic(prompt_set, indices)
         else:
@@ -226,11 +237,19 @@ class PyTorchBackend:
         mask = torch.tensor([[0] * (width - p.input_tokens) + [1] * p.input_tokens for p in batch])
         return {"input_ids": ids.to(self.input_device), "attention_mask": mask.to(self.input_device)}
 
-    def _run(self, batch: list[Prompt], streamer: BaseStreamer | None = None) -> torch.Tensor:
+    def _run(self, batch: list[Prompt], streamer: BaseStreamer | None = None,
+             generation_config: GenerationConfig | None = None) -> torch.Tensor:
         inputs = self._collate(batch)
         with torch.inference_mode():
-            out = self.model.generate(**inputs, generation_config=self.generation_config, streamer=streamer)
+            out = self.model.generate(**inputs, generation_config=generation_config or self.generation_config,
+                                      streamer=streamer)
         return out[:, inputs["input_ids"].shape[1]:].cpu()
+
+    def prefill(self, batch: list[Prompt]) -> None:
+        """The same batch with one new token: the prefill (plus one LM-head step)."""
+        one = copy.deepcopy(self.generation_config)
+        one.max_new_tokens, one.min_new_tokens = 1, None
+        self._run(batch, generation_config=one)
 
     def generate(self, batch: list[Prompt]) -> list[RequestRecord]:
         clock = _StepClock()

@@ -1,0 +1,93 @@
+"""CodeCarbon (``pip install llenergymeasure[codecarbon]``): CO2-eq emissions and its energy ESTIMATE.
+
+``OfflineEmissionsTracker`` with a country code (no network). Without RAPL/NVML access CodeCarbon models
+CPU power from the CPU's TDP or a per-thread constant and RAM power from its size: the energy it reports
+is labelled a modelled estimate and is never used in place of a hardware meter. Its console noise is
+silenced and it writes no files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+
+from llem.energy.base import ESTIMATE, MODELLED, Reading
+
+KWH_TO_J = 3.6e6
+
+
+def codecarbon_status() -> str | None:
+    """None when CodeCarbon imports, else why not."""
+    try:
+        _quiet_import()
+    except ImportError:
+        return "codecarbon is not installed (pip install llenergymeasure[codecarbon])"
+    return None
+
+
+def _quiet_import():
+    logging.getLogger("codecarbon").setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        from codecarbon import OfflineEmissionsTracker
+    logging.getLogger("codecarbon").setLevel(logging.ERROR)
+    return OfflineEmissionsTracker
+
+
+class CodeCarbonMeter:
+    """One tracker for the whole job. CodeCarbon's figures accumulate across start/stop, so each window
+    is the difference of the cumulative figures; a first start/stop at construction absorbs its slow
+    hardware probing (~1.5 s) outside every window."""
+
+    name = "codecarbon"
+
+    def __init__(self, country_iso_code: str, interval_s: float = 1.0) -> None:
+        self.country = country_iso_code.upper()
+        tracker_cls = _quiet_import()
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._tracker = tracker_cls(
+                country_iso_code=self.country, save_to_file=False, save_to_api=False, log_level="error",
+                measure_power_secs=interval_s, allow_multiple_runs=True, tracking_mode="process",
+                project_name="llem",
+            )
+        self._t0 = 0.0
+        self._last = {"energy": 0.0, "emissions": 0.0, "cpu_j": 0.0, "gpu_j": 0.0, "ram_j": 0.0}
+        self.emissions_kg: float | None = None  # summed over the windows measured so far
+        self.detail: dict = {}  # cpu_j, gpu_j, ram_j summed; country, cpu_model
+        self.start()
+        self._cumulative()  # prime: discard the first (slow) window
+
+    def start(self) -> None:
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._tracker.start()
+        self._t0 = time.time()
+
+    def _cumulative(self) -> dict:
+        """Stop the tracker and return this window's figures (differences of CodeCarbon's running totals)."""
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._tracker.stop()
+        d = self._tracker.final_emissions_data
+        now = {"energy": d.energy_consumed * KWH_TO_J, "emissions": float(d.emissions or 0.0),
+               "cpu_j": d.cpu_energy * KWH_TO_J, "gpu_j": d.gpu_energy * KWH_TO_J, "ram_j": d.ram_energy * KWH_TO_J}
+        delta = {k: now[k] - self._last[k] for k in now}
+        self._last = now
+        self.detail |= {"cpu_model": d.cpu_model, "country": d.country_iso_code, "tracking_mode": d.tracking_mode}
+        return delta
+
+    def stop(self) -> list[Reading]:
+        delta = self._cumulative()
+        t1 = time.time()
+        self.emissions_kg = (self.emissions_kg or 0.0) + delta["emissions"]
+        for key in ("cpu_j", "gpu_j", "ram_j"):
+            self.detail[key] = self.detail.get(key, 0.0) + delta[key]
+        total = delta["energy"]
+        return [Reading(self.name, "process (CodeCarbon model of CPU + GPU + RAM)", ESTIMATE, MODELLED,
+                        total if total > 0 else None, self._t0, t1,
+                        None if total > 0 else "CodeCarbon estimated no energy")]
+
+    def poll(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._tracker = None

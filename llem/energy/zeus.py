@@ -1,0 +1,66 @@
+"""Zeus (``pip install llenergymeasure[zeus]``): ``ZeusMonitor`` windows over the job's GPUs.
+
+When Zeus is installed and finds GPUs it owns NVML energy reads and llem's own NVML meter stands aside
+(the sampler still records the time series). Zeus reports 0 J and no GPUs on a machine without any: that
+is detected and reported as unavailable, never as 0 J.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+
+from llem.energy.base import COUNTER, GPU_BOARD, Reading
+
+
+def zeus_status() -> str | None:
+    """None when Zeus is installed and sees at least one GPU, else why not."""
+    logging.getLogger("zeus").setLevel(logging.ERROR)  # its AMD probe warns on every NVIDIA/CPU machine
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            from zeus.device import get_gpus
+            from zeus.device.gpu.common import ZeusGPUInitError
+    except ImportError:
+        return "zeus is not installed (pip install llenergymeasure[zeus])"
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            gpus = get_gpus()
+    except ZeusGPUInitError as exc:
+        return f"Zeus found no usable GPU ({exc})"
+    return None if len(gpus) > 0 else "Zeus found no GPU"
+
+
+class ZeusMeter:
+    name = "zeus"
+
+    def __init__(self, gpu_indices: list[int], labels: dict[int, tuple[str, str]]) -> None:
+        """``gpu_indices``: CUDA indices (Zeus applies CUDA_VISIBLE_DEVICES); labels: index -> (label, uuid)."""
+        from zeus.monitor import ZeusMonitor
+
+        self.labels = labels
+        self.monitor = ZeusMonitor(gpu_indices=gpu_indices, cpu_indices=[], approx_instant_energy=False)
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self._t0 = time.time()
+        self.monitor.begin_window("llem", sync_execution=False)  # the session synchronises the device
+
+    def stop(self) -> list[Reading]:
+        m = self.monitor.end_window("llem", sync_execution=False)
+        t1 = time.time()
+        readings = []
+        for idx, (label, uuid) in self.labels.items():
+            joules = m.gpu_energy.get(idx)
+            reason = None
+            if joules is None or joules <= 0:
+                joules, reason = None, "Zeus reported no energy for this GPU (0 J is not a measurement)"
+            readings.append(Reading(self.name, label, GPU_BOARD, COUNTER, joules, self._t0, t1, reason, uuid))
+        return readings
+
+    def poll(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
