@@ -116,6 +116,11 @@ class Harness:
             records = [r for _, recs, _ in windows for r in recs]
             flops, flops_s = self._count_flops(backend, batches, windows[0][1], model.config)
             warnings = backend.warnings() + session.warnings + session.end_checks()
+            if n_cut := sum(p.truncated for p in measured):
+                warnings.append(f"{n_cut} of {cfg.n} prompts truncated to max_input_tokens={cfg.max_input_tokens}")
+            if set(warmup_idx) & set(measured_idx):
+                warnings.append("warm-up reused measured prompts (the dataset has no others): a prompt cache "
+                                "could make measured requests cheaper")
             for win, _, _ in windows:
                 warnings += session.window_warnings(win)
         finally:

@@ -26,6 +26,10 @@ CASES = [
     (["n=500"], "n=500 but the dataset has 120 prompts"),
     (["-m", "batch=1,0,x", "n=4"], "2 of 3 jobs are invalid; nothing was run"),
     (["max_new_tokens=5000", "n=2"], "has a context of 4096 tokens"),  # found inside the job
+    (["energy=nvml"], "energy=nvml cannot work here: NVML unavailable"),
+    (["energy=rapl"], "energy=rapl cannot work here"),
+    (["energy=zeus"], "energy=zeus cannot work here"),
+    (["energy.country_iso_code=FR"], "energy.country_iso_code='FR'"),
 ]
 
 

@@ -48,6 +48,12 @@ def test_default_run_writes_a_valid_honest_result(tmp_path):
     assert r.dataset.warmup_indices == [6, 7, 8, 9] and r.dataset.measured_indices == list(range(6))
     assert "result: " in proc.stdout and "output tok/s" in proc.stdout
     assert not list(folder.glob(".*.tmp"))
+    assert r.energy.timeseries == "timeseries.parquet"
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(folder / "timeseries.parquet").to_pylist()
+    assert {"warmup", "repeat-1"} <= {row["phase"] for row in rows}
+    assert all(row["device"] == "process" and row["rss_bytes"] > 0 for row in rows)
 
 
 def test_energy_none_reason_and_quiet(tmp_path):
@@ -126,3 +132,28 @@ def test_hf_token_is_never_written(tmp_path):
     assert proc.returncode == 0, proc.stderr
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert written and not [p for p in written if "hf_secretTOKEN42" in p.read_text(errors="replace")]
+
+
+def test_codecarbon_is_an_estimate_beside_null_hardware_energy(tmp_path):
+    pytest.importorskip("codecarbon")
+    proc = run_llem("energy=codecarbon", "energy.country_iso_code=FRA", "n=4", "max_new_tokens=4", "repeats=2",
+                    cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "CodeCarbon" in proc.stdout and "modelled" in proc.stdout
+    assert "AMD GPU detected" not in proc.stdout + proc.stderr  # CodeCarbon's console noise is kept out
+    r = _load(_results(tmp_path)[0])
+    e = r.energy
+    assert e.total_j is None and e.estimate_j > 0 and e.co2.country_iso_code == "FRA" and e.co2.emissions_kg_co2eq > 0
+    assert {x.covers for x in e.readings} == {"modelled estimate"} and len(e.readings) == 2
+    assert not [p for p in tmp_path.rglob("*") if p.suffix == ".csv"]  # CodeCarbon wrote no emissions.csv
+
+
+def test_repeats_report_intervals(tmp_path):
+    proc = run_llem("n=4", "batch=2", "max_new_tokens=4", "repeats=3", "energy=none", "quiet=true", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    r = _load(_results(tmp_path)[0])
+    assert r.tokens.requests == 12 and len(r.repeats.per_repeat) == 3
+    tp = r.repeats.stats["output_tokens_per_s"]
+    assert tp.n == 3 and tp.ci95_low < tp.mean < tp.ci95_high
+    assert r.repeats.stats["energy_per_output_token_j"] is None  # nothing measured: no interval invented
+    assert sorted({q.repeat for q in r.requests}) == [1, 2, 3]

@@ -143,8 +143,6 @@ class PyTorchBackend:
             if truncated:
                 ids = self._truncate(prompt_set.texts[i], limit) if self.chat_template_applied else ids[:limit]
             prompts.append(Prompt(i, tuple(ids), truncated))
-        if n_cut := sum(p.truncated for p in prompts):
-            self._warnings.append(f"{n_cut} prompt(s) truncated to max_input_tokens={limit}")
         return prompts
 
     def _encode(self, text: str) -> list[int]:

@@ -155,6 +155,8 @@ class EnergySession:
         if self.cfg.meter == "none":
             return "disabled (energy=none)"
         why = "; ".join(w for w in self.unavailable if w)
+        if self.cfg.meter == "codecarbon":
+            return "energy=codecarbon measures nothing: its modelled estimate is in energy.estimate_j"
         if self.meters:  # only CodeCarbon
             return f"no hardware meter ({why}); CodeCarbon's modelled estimate is in energy.estimate_j"
         return f"no usable meter ({why})"

@@ -135,9 +135,9 @@ class NvmlMeter:
 
     name = "nvml"
 
-    def __init__(self, nvml, gpus: list[Gpu], integrate) -> None:
+    def __init__(self, nvml, gpus: list[Gpu], integrate, clock=time.time) -> None:
         """``integrate(gpu, start_s, end_s)`` -> joules from sampled instant power, or None."""
-        self.nvml, self.gpus, self._integrate = nvml, gpus, integrate
+        self.nvml, self.gpus, self._integrate, self.clock = nvml, gpus, integrate, clock
         self._has_counter = {g.uuid: counter_supported(nvml, g) for g in gpus}
         self._start: dict[str, float | None] = {}
         self._t0 = 0.0
@@ -148,11 +148,11 @@ class NvmlMeter:
         return float(self.nvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle))
 
     def start(self) -> None:
-        self._t0 = time.time()
+        self._t0 = self.clock()
         self._start = {g.uuid: self._read_mj(g) for g in self.gpus}
 
     def stop(self) -> list[Reading]:
-        t1 = time.time()
+        t1 = self.clock()
         readings = []
         for g in self.gpus:
             end, begin = self._read_mj(g), self._start.get(g.uuid)

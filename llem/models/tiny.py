@@ -22,7 +22,7 @@ BUILD_VERSION = 1
 SEED = 0
 PROVENANCE_FILE = "llem_model.json"
 
-# ~0.8M parameters: 2 layers, grouped-query attention (4 query heads, 2 KV heads), gated SiLU MLP.
+# ~1.0M parameters: 2 layers, grouped-query attention (4 query heads, 2 KV heads), gated SiLU MLP.
 ARCH = {
     "hidden_size": 128,
     "num_hidden_layers": 2,
