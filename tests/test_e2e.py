@@ -136,7 +136,7 @@ def test_hf_token_is_never_written(tmp_path):
 
 def test_codecarbon_is_an_estimate_beside_null_hardware_energy(tmp_path):
     pytest.importorskip("codecarbon")
-    proc = run_llem("energy=codecarbon", "energy.country_iso_code=FRA", "n=4", "max_new_tokens=4", "repeats=2",
+    proc = run_llem("energy=codecarbon", "energy.country_iso_code=FRA", "n=20", "max_new_tokens=16", "repeats=2",
                     cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "CodeCarbon" in proc.stdout and "modelled" in proc.stdout
