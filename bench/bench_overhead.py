@@ -133,7 +133,8 @@ class Bare:
 def run_llem(cfg) -> tuple[float, int, list[str]]:
     from llem.harness import Harness
 
-    result = Harness(cfg).run()
+    with tempfile.TemporaryDirectory(prefix="llem-bench-run-") as run_dir:
+        result = Harness(cfg, Path(run_dir)).run()
     return result.throughput.output_tokens_per_s, result.tokens.output, result.warnings
 
 

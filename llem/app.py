@@ -14,8 +14,10 @@ from omegaconf import DictConfig
 
 from llem import resolvers
 from llem.errors import EXIT_USAGE, UsageError
+from llem.plugins import register_plugins
 
 resolvers.register()
+register_plugins()
 
 
 def _discard(run_dir: Path, output_root: Path) -> None:

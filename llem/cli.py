@@ -12,7 +12,7 @@ from pathlib import Path
 
 from llem.errors import EXIT_USAGE, UsageError
 
-SUBCOMMANDS = {"run", "config", "schema"}
+SUBCOMMANDS = {"run", "config", "schema", "reproduce"}
 
 
 def fail(exc: UsageError) -> None:
@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> None:
 
             print_schema()
             return
+        if args and args[0] == "reproduce":
+            from llem.study.reproduce import main as reproduce_main
+
+            raise SystemExit(reproduce_main(args[1:]))
         if args and args[0] == "run":
             args = experiment_file_args(args[1:])
         from llem import preflight

@@ -203,6 +203,8 @@ def validate(composed: Any) -> ExperimentConfig:
     from omegaconf.errors import OmegaConfBaseException
 
     if isinstance(composed, DictConfig):
+        if "hydra" in composed:  # never resolve Hydra's node: its run.dir resolver claims a folder
+            composed = OmegaConf.masked_copy(composed, [k for k in composed if k != "hydra"])
         try:
             data = OmegaConf.to_container(composed, resolve=True, throw_on_missing=True)
         except OmegaConfBaseException as exc:

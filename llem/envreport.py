@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 from llem.backends import BACKENDS, install_hint
-from llem.energy import rapl_status
+from llem.energy import get_active_energy_backend, rapl_status
 from llem.environment import cpu_info, nvml_info, package_versions, torch_cuda_build
 
 
@@ -42,6 +42,7 @@ def report() -> list[tuple[str, str]]:
     else:
         rows.append(("NVML", nvml["reason"]))
     rows.append(("RAPL (CPU energy)", rapl_status() or "readable"))
+    rows.append(("GPU energy meter (auto)", get_active_energy_backend() or "none (no usable GPU meter)"))
     for name in ("zeus", "codecarbon"):
         rows.append((f"energy {name}", v[name] or f"not installed (pip install llenergymeasure[{name}])"))
     rows.append(("docker", docker_status()))

@@ -56,8 +56,10 @@ def compose_jobs(cl: CommandLine) -> list[tuple[list[str], ExperimentConfig]]:
     from hydra import compose, initialize_config_dir, initialize_config_module
 
     from llem import resolvers
+    from llem.plugins import register_plugins
 
     resolvers.register()
+    register_plugins()
     if cl.config_path:
         init = initialize_config_dir(config_dir=str(Path(cl.config_path).resolve()), version_base="1.3",
                                      job_name="llem")
@@ -67,7 +69,8 @@ def compose_jobs(cl: CommandLine) -> list[tuple[list[str], ExperimentConfig]]:
     if cl.config_dir:
         overrides.append(f"hydra.searchpath=[file://{Path(cl.config_dir).resolve()}]")
     with init:
-        jobs = _expand(cl, overrides, compose) if cl.multirun else [overrides]
+        multirun = cl.multirun or _mode_is_multirun(compose, cl.config_name, overrides)
+        jobs = _expand(cl, overrides, compose) if multirun else [overrides]
         results, problems = [], []
         for job in jobs:
             try:
@@ -81,6 +84,16 @@ def compose_jobs(cl: CommandLine) -> list[tuple[list[str], ExperimentConfig]]:
         lines += [f"  [{' '.join(_user_part(j)) or 'defaults'}] {exc}" for j, exc in problems]
         raise ConfigError("\n".join(lines))
     return results
+
+
+def _mode_is_multirun(compose, config_name: str, overrides: list[str]) -> bool:
+    """A study file may select multirun itself (``hydra.mode: MULTIRUN``)."""
+    try:
+        hydra_cfg = compose(config_name, overrides=[o for o in overrides if o.startswith("hydra.")],
+                            return_hydra_config=True).hydra
+    except Exception:
+        return False  # the per-job composition below reports the problem
+    return str(hydra_cfg.get("mode")) == "RunMode.MULTIRUN" or str(hydra_cfg.get("mode")) == "MULTIRUN"
 
 
 def _user_part(job: list[str]) -> list[str]:

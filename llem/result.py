@@ -94,7 +94,7 @@ class FlopsMetrics(_Model):
 
 
 class EnergyReading(_Model):
-    window: str = Field(description="baseline, repeat-<i>, prefill")
+    window: str = Field(description="repeat-<i> (measured windows) or prefill")
     meter: str = Field(description="nvml | zeus | rapl | codecarbon")
     device: str
     covers: str = Field(description="GPU board | CPU package | DRAM | modelled estimate")

@@ -25,6 +25,18 @@ def base() -> dict:
     return OmegaConf.to_container(_compose(), resolve=True)
 
 
+def config_with(**changes) -> dict:
+    """The packaged defaults with dotted keys changed: config_with(**{"backend.device": "cpu"})."""
+    cfg = base()
+    for key, value in changes.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return cfg
+
+
 def test_packaged_defaults_validate():
     exp = validate(_compose())
     assert (exp.n, exp.batch, exp.seed, exp.precision) == (100, 1, 42, "bf16")

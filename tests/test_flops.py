@@ -37,17 +37,10 @@ def backend_factory(tiny_model_dir):
     from llem.backends import load_backend
     from llem.config import validate
     from llem.datasets import load_prompts
-    from tests.test_config import base
+    from tests.test_config import config_with
 
     def make(**changes):
-        cfg = base()
-        for key, value in changes.items():
-            node = cfg
-            *parents, leaf = key.split(".")
-            for p in parents:
-                node = node[p]
-            node[leaf] = value
-        exp = validate(cfg)
+        exp = validate(config_with(**changes))
         backend = load_backend(exp)
         ps, idx, _ = load_prompts(exp.dataset, exp.n, 0)
         prompts = backend.prepare(ps, idx)

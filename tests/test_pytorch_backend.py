@@ -12,18 +12,11 @@ from llem.datasets import load_prompts
 from llem.errors import UsageError
 from llem.flops import analytic_flops
 from llem.harness import make_batches
-from tests.test_config import base
+from tests.test_config import config_with
 
 
 def _backend(**changes):
-    cfg = base()
-    for key, value in changes.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    exp = validate(cfg)
+    exp = validate(config_with(**changes))
     backend = load_backend(exp)
     ps, idx, _ = load_prompts(exp.dataset, exp.n, 0)
     return backend, ps, idx

@@ -271,8 +271,10 @@ class PyTorchBackend:
         return counts
 
     def synchronize(self) -> None:
+        """Wait for every GPU the model may use (device_map can spread it over several)."""
         if self.device == "cuda" or self.bcfg.device_map:
-            torch.cuda.synchronize()
+            for i in range(torch.cuda.device_count()):
+                torch.cuda.synchronize(i)
 
     # ------------------------------------------------------------------ memory, FLOPs
 

@@ -9,6 +9,7 @@ Readable only by root on most systems since CVE-2020-8694.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,26 +72,30 @@ class RaplMeter:
     def __init__(self, zones: list[Zone]) -> None:
         self.zones = zones
         self._t0 = 0.0
+        self._lock = threading.Lock()  # poll() runs in the sampler thread, start/stop in the main thread
 
     def start(self) -> None:
-        self._t0 = time.time()
-        for z in self.zones:
-            z.last_uj, z.total_uj, z.wraps = z.read(), 0, 0
+        with self._lock:
+            self._t0 = time.time()
+            for z in self.zones:
+                z.last_uj, z.total_uj, z.wraps = z.read(), 0, 0
 
     def poll(self) -> None:
-        for z in self.zones:
-            now = z.read()
-            step = now - z.last_uj
-            if step < 0:  # wrapped past max_energy_range_uj
-                step += z.max_range_uj
-                z.wraps += 1
-            z.total_uj += step
-            z.last_uj = now
+        with self._lock:
+            for z in self.zones:
+                now = z.read()
+                step = now - z.last_uj
+                if step < 0:  # wrapped past max_energy_range_uj
+                    step += z.max_range_uj
+                    z.wraps += 1
+                z.total_uj += step
+                z.last_uj = now
 
     def stop(self) -> list[Reading]:
         self.poll()
         t1 = time.time()
-        return [Reading(self.name, z.label, z.covers, COUNTER, z.total_uj / 1e6, self._t0, t1,
+        return [Reading(self.name, z.label, z.covers, COUNTER, z.total_uj / 1e6 if z.total_uj > 0 else None,
+                        self._t0, t1, None if z.total_uj > 0 else "RAPL counter did not advance",
                         device_key=str(z.path)) for z in self.zones]
 
     def close(self) -> None:

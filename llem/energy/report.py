@@ -41,7 +41,7 @@ def energy_metrics(
     *, meters: list[str], windows: list[tuple[str, list[Reading], float]], output_tokens: int, requests: int,
     baseline: list[IdlePower], baseline_reason: str | None, reason_if_none: str,
     carbon: tuple[float | None, str, dict] | None = None, prefill: tuple[list[Reading], float] | None = None,
-    timeseries: str | None = None, extra_readings: list[tuple[str, list[Reading]]] = (),
+    timeseries: str | None = None,
 ) -> EnergyMetrics:
     """``windows``: (name, readings, window seconds) of each measured window (repeats)."""
     measured = [r for _, rs, _ in windows for r in rs]
@@ -74,7 +74,8 @@ def energy_metrics(
                              ram_estimate_j=detail.get("ram_j"),
                              method="CodeCarbon OfflineEmissionsTracker: modelled power x time x grid intensity")
     records = [_record(name, r) for name, rs, _ in windows for r in rs]
-    records += [_record(name, r) for name, rs in extra_readings for r in rs]
+    if prefill is not None:
+        records += [_record("prefill", r) for r in prefill[0]]
     return EnergyMetrics(
         meters=meters, covers=covers if total is not None else None, method=methods if total is not None else None,
         total_j=total, gpu_j=_sum(hw, GPU_BOARD), cpu_package_j=_sum(hw, CPU_PACKAGE), dram_j=_sum(hw, DRAM),

@@ -4,7 +4,7 @@ Columns of ``timeseries.parquet`` (one row per sample and device; null where a d
 
 =====================  ======================================================================
 time_unix_s            sample time (Unix seconds)
-phase                  what the job was doing: baseline, warmup, repeat-1 …, prefill, flops, idle
+phase                  what the job was doing: baseline, warmup, repeat-1 …, cooldown, prefill, flops, idle
 device                 "process" (this Python process) or "gpu<cuda index>"
 power_w                instant board power (NVML_FI_DEV_POWER_INSTANT; see power_source)
 power_source           field:POWER_INSTANT, or power_usage (nvmlDeviceGetPowerUsage, a ~1 s average
@@ -98,9 +98,11 @@ class Sampler:
     def _process_row(self, now: float) -> dict:
         cpu = sum(os.times()[:2])
         util = None
-        if self._last_cpu is not None and now > self._last_cpu[0]:
+        # os.times() ticks every 10 ms: a ratio over a much shorter gap (phase-change samples) is noise
+        if self._last_cpu is not None and now - self._last_cpu[0] >= self.interval_s / 2:
             util = 100.0 * (cpu - self._last_cpu[1]) / (now - self._last_cpu[0])
-        self._last_cpu = (now, cpu)
+        if util is not None or self._last_cpu is None:
+            self._last_cpu = (now, cpu)
         return {"time_unix_s": now, "phase": self.phase, "device": "process", "cpu_util_pct": util,
                 "rss_bytes": _rss_bytes()}
 

@@ -1,0 +1,1 @@
+"""llem's Hydra plugins (shipped in the llenergymeasure distribution)."""

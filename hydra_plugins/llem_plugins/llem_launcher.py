@@ -1,0 +1,72 @@
+"""``hydra/launcher=llem``: every study job in a fresh process (subprocess or container), one per GPU.
+
+The config dataclass lives beside the launcher (like Hydra's joblib/submitit launchers); the work is in
+:mod:`llem.study.launcher`. No ``from __future__ import annotations`` here: Hydra's plugin scanner
+executes this module and reads the dataclass annotations at run time, and OmegaConf 2.3 structured
+configs need ``typing.Optional``/``List`` rather than ``X | None``/``list[X]``.
+"""
+# ruff: noqa: UP006, UP035, UP045
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+@dataclass
+class DockerConf:
+    """How ``mode=docker`` runs a job: ``docker run`` argv parts, all configurable."""
+
+    executable: str = "docker"
+    host: Optional[str] = None  # DOCKER_HOST for the client (e.g. unix:///tmp/podman.sock)
+    image: Optional[str] = None  # one image for every backend; else images[backend]
+    images: Any = field(default_factory=lambda: {
+        "pytorch": "ghcr.io/llenergymeasure/pytorch:${oc.env:LLEM_VERSION,2.0.0}-cuda12.4",
+        "vllm": "ghcr.io/llenergymeasure/vllm:${oc.env:LLEM_VERSION,2.0.0}-cuda12.4",
+        "tensorrt": "ghcr.io/llenergymeasure/tensorrt:${oc.env:LLEM_VERSION,2.0.0}-cuda12.4",
+    })
+    python: str = "python"  # interpreter inside the image (the worker runs as `python -m llem.study.worker`)
+    gpus: bool = True  # pass the job's GPU(s) with --gpus device=<uuid>
+    runtime: Optional[str] = None  # --runtime (e.g. runc, nvidia)
+    ulimits: List[str] = field(default_factory=list)  # e.g. ["nofile=1024:1024"]
+    network: Optional[str] = None  # --network (none for offline jobs)
+    hf_cache: Optional[str] = "${oc.env:HF_HOME,${oc.env:HOME,/root}/.cache/huggingface}"  # mounted read-write
+    mounts: List[str] = field(default_factory=list)  # extra -v host:container[:ro]
+    env: List[str] = field(default_factory=lambda: ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"])
+    extra_args: List[str] = field(default_factory=list)
+
+
+@dataclass
+class LlemLauncherConf:
+    _target_: str = "hydra_plugins.llem_plugins.llem_launcher.LlemLauncher"
+    mode: str = "subprocess"  # subprocess | docker
+    timeout_s: Optional[float] = None  # per job; None = no limit
+    cooldown_s: float = 0.0  # idle gap before each job after the first (thermal)
+    on_failure: str = "continue"  # continue | stop
+    resume: bool = True  # skip jobs whose result exists with the same config hash
+    gpus_per_job: int = 1
+    max_parallel: Optional[int] = None  # None: one job per GPU group (1 without GPUs)
+    docker: DockerConf = field(default_factory=DockerConf)
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="llem", node=LlemLauncherConf, provider="llem")
+
+
+class LlemLauncher(Launcher):
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.task_function: Optional[TaskFunction] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from llem.study.launcher import launch
+
+        return launch(self, job_overrides, initial_job_idx)

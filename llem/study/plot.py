@@ -1,0 +1,122 @@
+"""``study_pareto.png``: the study's trade-off at a glance (matplotlib, imported here only, Agg canvas).
+
+- When some job measured energy: energy per output token against output tokens/s, the Pareto front marked
+  (higher throughput and lower J/token are better).
+- Otherwise, and in addition when exactly one parameter is swept: output tokens/s against that parameter
+  (against the job when several are swept).
+
+Error bars are the 95% confidence intervals across repeats (jobs with repeats >= 2). No completed job: no png.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llem.study.summary import _replace_with, pareto_front
+
+__all__ = ["pareto_front", "write_plot"]
+
+MAX_LABELS = 30
+
+
+def _col(row: dict, key: str) -> str:
+    return key if key in row else f"param.{key}"
+
+
+def _label(row: dict, swept: list[str]) -> str:
+    parts = [f"{k.rsplit('.', 1)[-1]}={row.get(_col(row, k))}" for k in swept[:3]]
+    return ", ".join(parts) if parts else f"#{row['num']}"
+
+
+def _err(rows: list[dict], name: str) -> list[list[float]] | None:
+    """Asymmetric error bars [[below...], [above...]] from the 95% CI; None when no row has one."""
+    below, above, any_ci = [], [], False
+    for r in rows:
+        value, low, high = r.get(name), r.get(f"{name}_ci95_low"), r.get(f"{name}_ci95_high")
+        if value is None or low is None or high is None:
+            below.append(0.0)
+            above.append(0.0)
+            continue
+        any_ci = True
+        below.append(max(value - low, 0.0))
+        above.append(max(high - value, 0.0))
+    return [below, above] if any_ci else None
+
+
+def _pareto_panel(ax, rows: list[dict], swept: list[str]) -> None:
+    pts = [r for r in rows if r.get("energy_per_output_token_j") is not None]
+    xs = [r["output_tokens_per_s"] for r in pts]
+    ys = [r["energy_per_output_token_j"] for r in pts]
+    ax.errorbar(xs, ys, xerr=_err(pts, "output_tokens_per_s"), yerr=_err(pts, "energy_per_output_token_j"),
+                fmt="o", color="tab:blue", ecolor="lightsteelblue", ms=5, label="job", zorder=2)
+    front = pareto_front(list(zip(xs, ys, strict=True)))
+    ax.plot([xs[i] for i in front], [ys[i] for i in front], "-o", color="tab:red", ms=7, mfc="none", mew=1.5,
+            label="Pareto front", zorder=3)
+    if len(pts) <= MAX_LABELS:
+        for r, x, y in zip(pts, xs, ys, strict=True):
+            ax.annotate(_label(r, swept), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    covers = next((r["energy_covers"] for r in pts if r.get("energy_covers")), None)
+    ax.set_xlabel("output tokens/s (higher is better)")
+    ax.set_ylabel(f"J per output token{f' ({covers})' if covers else ''} (lower is better)")
+    ax.set_title("Energy per token vs throughput")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _param_panel(ax, rows: list[dict], swept: list[str]) -> None:
+    if len(swept) == 1:
+        key = swept[0]
+        col = _col(rows[0], key)
+        pts = [r for r in rows if r.get(col) is not None]
+        values = [r[col] for r in pts]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        title, xlabel = f"Throughput vs {key}", key
+    else:
+        pts, values, numeric = rows, [r["num"] for r in rows], False
+        title, xlabel = "Throughput per job", "job"
+        if swept:
+            values = [_label(r, swept) for r in rows]
+    if not pts:
+        return
+    if numeric:
+        order = sorted(range(len(pts)), key=lambda i: values[i])
+        pts, xs = [pts[i] for i in order], [values[i] for i in order]
+        positive = [x for x in xs if x > 0]
+        if len(positive) == len(xs) and max(xs) / min(xs) >= 16:
+            ax.set_xscale("log", base=2)
+        if len(set(xs)) <= 20:
+            ax.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))])
+    else:
+        labels = list(dict.fromkeys(str(v) for v in values))
+        where = {label: i for i, label in enumerate(labels)}
+        xs = [where[str(v)] for v in values]
+        if len(labels) <= MAX_LABELS:
+            ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0, ha="right"
+                          if len(labels) > 4 else "center", fontsize=8)
+    ys = [r["output_tokens_per_s"] for r in pts]
+    ax.errorbar(xs, ys, yerr=_err(pts, "output_tokens_per_s"), fmt="-o" if numeric else "o", color="tab:blue",
+                ecolor="lightsteelblue", capsize=3, ms=5)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("output tokens/s")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+
+
+def write_plot(path: Path, rows: list[dict], swept: list[str]) -> bool:
+    """Draw ``path`` from the summary rows; False (nothing written) when no job completed."""
+    done = [r for r in rows if r.get("status") == "ok" and r.get("output_tokens_per_s") is not None]
+    if not done:
+        return False
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    has_energy = any(r.get("energy_per_output_token_j") is not None for r in done)
+    panels = ([_pareto_panel] if has_energy else []) + ([_param_panel] if len(swept) == 1 or not has_energy else [])
+    fig = Figure(figsize=(6.4 * len(panels), 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    for i, panel in enumerate(panels):
+        panel(fig.add_subplot(1, len(panels), i + 1), done, swept)
+    fig.suptitle(f"llem study: {path.parent.name}, {len(done)} completed job{'s' if len(done) != 1 else ''}",
+                 fontsize=10)
+    _replace_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    return True
