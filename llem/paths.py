@@ -11,6 +11,15 @@ from pathlib import Path
 from platformdirs import user_cache_dir
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import, before any thread starts
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def cache_dir(*parts: str) -> Path:
     """llem's cache folder (``$LLEM_CACHE_DIR`` or the platform's user cache dir), created on demand."""
     root = Path(os.environ.get("LLEM_CACHE_DIR") or user_cache_dir("llem"))
@@ -42,9 +51,7 @@ def claim_unique_dir(path: str) -> str:
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temp file in the same folder + rename (never half-written)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)

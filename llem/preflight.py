@@ -89,11 +89,15 @@ def compose_jobs(cl: CommandLine) -> list[tuple[list[str], ExperimentConfig]]:
 def _mode_is_multirun(compose, config_name: str, overrides: list[str]) -> bool:
     """A study file may select multirun itself (``hydra.mode: MULTIRUN``)."""
     try:
-        hydra_cfg = compose(config_name, overrides=[o for o in overrides if o.startswith("hydra.")],
-                            return_hydra_config=True).hydra
+        hydra_cfg = compose(config_name, overrides=_hydra_part(overrides), return_hydra_config=True).hydra
     except Exception:
         return False  # the per-job composition below reports the problem
     return str(hydra_cfg.get("mode")) == "RunMode.MULTIRUN" or str(hydra_cfg.get("mode")) == "MULTIRUN"
+
+
+def _hydra_part(overrides: list[str]) -> list[str]:
+    """Overrides of Hydra's own config: keys (hydra.x=…) and group choices (hydra/launcher=…)."""
+    return [o for o in overrides if o.lstrip("+~").startswith(("hydra.", "hydra/"))]
 
 
 def _user_part(job: list[str]) -> list[str]:
@@ -106,8 +110,10 @@ def _expand(cl: CommandLine, overrides: list[str], compose) -> list[list[str]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    hydra_cfg = compose(cl.config_name, overrides=[o for o in overrides if o.startswith("hydra.")],
-                        return_hydra_config=True).hydra
+    try:
+        hydra_cfg = compose(cl.config_name, overrides=_hydra_part(overrides), return_hydra_config=True).hydra
+    except Exception as exc:  # e.g. a launcher option that the chosen launcher does not have
+        raise UsageError(_first_line(str(exc))) from None
     params_node = hydra_cfg.sweeper.get("params")
     params = OmegaConf.to_container(params_node, resolve=False) if params_node else {}
     swept = [f"{k}={v}" for k, v in params.items()] + overrides

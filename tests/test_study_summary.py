@@ -501,9 +501,27 @@ def test_e2e_basic_launcher(tmp_path, tiny_model_dir):
 
 @pytest.mark.e2e
 def test_e2e_joblib_launcher(tmp_path, tiny_model_dir):
-    """Jobs in parallel worker processes (joblib's default n_jobs=-1 runs both at once on >= 2 cores), each
-    rebuilding the summary from its own process as it ends."""
-    proc = run_llem(*E2E, "hydra/launcher=joblib", cwd=tmp_path)
+    """Jobs in two parallel worker processes, each rebuilding the summary from its own process as it ends."""
+    proc = run_llem(*E2E, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Callback" not in proc.stderr and "could not" not in proc.stderr, proc.stderr
     _check_sweep(tmp_path)
+
+
+@pytest.mark.e2e
+def test_e2e_failed_jobs_get_error_json_from_the_callback(tmp_path):
+    """A job whose task raises (a model folder transformers cannot load): the callback writes its error.json
+    and the summary lists it; Hydra skips on_multirun_end after a failure, so the job-end rebuilds must do."""
+    bad = tmp_path / "badmodel"
+    bad.mkdir()
+    (bad / "config.json").write_text("{}")
+    proc = run_llem("-m", "batch=1,2", "n=2", "max_new_tokens=2", "quiet=true", "energy=none",
+                    f"model.name_or_path={bad}", "hydra/launcher=basic", "hydra/callbacks=llem_summary", cwd=tmp_path)
+    sweep = next((tmp_path / "results").glob("study_*"))
+    s = load_summary(sweep)
+    assert [j["status"] for j in s["jobs"]] == ["failed", "failed"], proc.stderr
+    for job in s["jobs"]:
+        error = json.loads((sweep / job["job"] / "error.json").read_text())
+        assert error["status"] == "failed" and error["error"] and job["error"] == error["error"]
+    assert "2 jobs: 0 ok, 2 failed" in (sweep / SUMMARY_MD).read_text()
+    assert not (sweep / PARETO_PNG).exists()

@@ -35,6 +35,7 @@ def test_wheel_contents(wheel):
 
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("llem/conf/llem.yaml", "llem/conf/model/tiny.yaml", "llem/conf/__init__.py",
+                 "llem/conf/hydra/callbacks/llem_summary.yaml", "hydra_plugins/llem_plugins/llem_launcher.py",
                  "llem/datasets/builtin_prompts.jsonl", "llem/examples/experiment.yaml.example"):
         assert name in names
     assert not any(n.startswith("tests/") for n in names)
@@ -63,6 +64,11 @@ def test_fresh_install_outside_the_repo(wheel, tmp_path):
     (result,) = work.glob("results/*/result.json")
     data = json.loads(result.read_text())
     assert data["tokens"]["output"] == 16 and data["llem_version"] == "2.0.0"
+    proc = _run([str(llem), "-m", "batch=1,2", "n=2", "max_new_tokens=2", "quiet=true", "hydra.sweep.dir=study"],
+                cwd=work)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[llem] study of 2 jobs" in proc.stdout and len(list((work / "study").glob("*/result.json"))) == 2
+    assert (work / "study" / "study_summary.json").exists()
     code = "import llem.conf, os; print(os.path.dirname(llem.conf.__file__))"
     where = _run([str(venv / "bin" / "python"), "-c", code], cwd=work).stdout.strip()
     assert where.startswith(str(venv))

@@ -45,11 +45,16 @@ class CodeCarbonMeter:
     def __init__(self, country_iso_code: str, interval_s: float = 1.0) -> None:
         self.country = country_iso_code.upper()
         tracker_cls = _quiet_import()
+        import inspect
+
+        # no files, no API: newer CodeCarbon takes output_methods=[], older save_to_*=False
+        quiet_output = ({"output_methods": []} if "output_methods" in inspect.signature(tracker_cls).parameters
+                        or "output_methods" in inspect.signature(tracker_cls.__mro__[1]).parameters
+                        else {"save_to_file": False, "save_to_api": False})
         with contextlib.redirect_stdout(io.StringIO()):
             self._tracker = tracker_cls(
-                country_iso_code=self.country, save_to_file=False, save_to_api=False, log_level="error",
-                measure_power_secs=interval_s, allow_multiple_runs=True, tracking_mode="process",
-                project_name="llem",
+                country_iso_code=self.country, log_level="error", measure_power_secs=interval_s,
+                allow_multiple_runs=True, tracking_mode="process", project_name="llem", **quiet_output,
             )
         self._t0 = 0.0
         self._last = {"energy": 0.0, "emissions": 0.0, "cpu_j": 0.0, "gpu_j": 0.0, "ram_j": 0.0}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import logging
@@ -508,24 +509,24 @@ def status_line(counts: dict[str, int], interrupted: bool = False) -> str:
 # ---------------------------------------------------------------------------------------------- writers
 
 
+@functools.cache
+def _file_mode() -> int:
+    umask = os.umask(0)  # read once per process
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _replace_with(path: Path, write: Callable[[str], None]) -> None:
     """Have ``write(tmp_path)`` produce the file in the same folder, then rename it over ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, _file_mode())  # mkstemp makes 0600; like write_atomic, an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _write_text(path: Path, text: str) -> None:
-    """:func:`llem.paths.write_atomic`, then readable by all like any file the user writes (mkstemp makes 0600)."""
-    write_atomic(path, text)
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o644)
 
 
 def _json_text(meta: dict, jobs: list[dict]) -> str:
@@ -687,8 +688,8 @@ def write_summary(sweep_dir: Path, *, final: bool = False, interrupted: bool = F
         meta, entries, rows, columns = build_summary(sweep_dir, final=final, interrupted=interrupted,
                                                      previous=_load_previous(sweep_dir))
         _write_parquet(sweep_dir / SUMMARY_PARQUET, rows, columns, meta)
-        _write_text(sweep_dir / SUMMARY_CSV, _csv_text(rows, columns))
-        _write_text(sweep_dir / SUMMARY_MD, _md_text(meta, rows, columns, list(meta["swept"])))
+        write_atomic(sweep_dir / SUMMARY_CSV, _csv_text(rows, columns))
+        write_atomic(sweep_dir / SUMMARY_MD, _md_text(meta, rows, columns, list(meta["swept"])))
         if plot:
             try:
                 from llem.study.plot import write_plot
@@ -698,5 +699,5 @@ def write_summary(sweep_dir: Path, *, final: bool = False, interrupted: bool = F
             except Exception:
                 log.exception("llem: could not draw %s (the tables are written)", sweep_dir / PARETO_PNG)
         # written last: its presence with these counts means every other file is at least this recent
-        _write_text(sweep_dir / SUMMARY_JSON, _json_text(meta, entries))
+        write_atomic(sweep_dir / SUMMARY_JSON, _json_text(meta, entries))
     return {**meta, "jobs": entries}
