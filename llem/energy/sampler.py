@@ -76,9 +76,17 @@ class Sampler:
             self._thread = None
 
     def _loop(self) -> None:
-        self.sample_once()
-        while not self._stop.wait(self.interval_s):
+        """Sample on a fixed schedule (start + k x period), so the period does not drift with sample cost."""
+        next_t = time.monotonic()
+        while True:
             self.sample_once()
+            next_t += self.interval_s
+            delay = next_t - time.monotonic()
+            if delay < 0:  # fell behind (a slow driver call): skip the missed slots
+                next_t = time.monotonic()
+                delay = 0.0
+            if self._stop.wait(delay):
+                return
 
     def set_phase(self, phase: str) -> None:
         self.sample_once()  # close the previous phase with a sample
