@@ -51,7 +51,15 @@ def parse(args: list[str]) -> CommandLine:
     return cl
 
 
-def compose_jobs(cl: CommandLine) -> list[tuple[list[str], ExperimentConfig]]:
+@dataclass
+class Plan:
+    """What a command line will run: each job's overrides and validated experiment, and how."""
+
+    jobs: list[tuple[list[str], ExperimentConfig]]
+    launcher_mode: str  # subprocess | docker (llem launcher), or the name of another launcher
+
+
+def compose_jobs(cl: CommandLine) -> Plan:
     """Compose and validate every job; raises :class:`ConfigError` listing each bad job."""
     from hydra import compose, initialize_config_dir, initialize_config_module
 
@@ -69,8 +77,9 @@ def compose_jobs(cl: CommandLine) -> list[tuple[list[str], ExperimentConfig]]:
     if cl.config_dir:
         overrides.append(f"hydra.searchpath=[file://{Path(cl.config_dir).resolve()}]")
     with init:
-        multirun = cl.multirun or _mode_is_multirun(compose, cl.config_name, overrides)
-        jobs = _expand(cl, overrides, compose) if multirun else [overrides]
+        hydra_cfg = _compose(compose, cl.config_name, _hydra_part(overrides), hydra_node=True).hydra
+        multirun = cl.multirun or str(hydra_cfg.get("mode")) in ("MULTIRUN", "RunMode.MULTIRUN")
+        jobs = _expand(hydra_cfg, overrides) if multirun else [overrides]
         results, problems = [], []
         for job in jobs:
             try:
@@ -83,16 +92,9 @@ def compose_jobs(cl: CommandLine) -> list[tuple[list[str], ExperimentConfig]]:
         lines = [f"{len(problems)} of {len(jobs)} jobs are invalid; nothing was run:"]
         lines += [f"  [{' '.join(_user_part(j)) or 'defaults'}] {exc}" for j, exc in problems]
         raise ConfigError("\n".join(lines))
-    return results
-
-
-def _mode_is_multirun(compose, config_name: str, overrides: list[str]) -> bool:
-    """A study file may select multirun itself (``hydra.mode: MULTIRUN``)."""
-    try:
-        hydra_cfg = compose(config_name, overrides=_hydra_part(overrides), return_hydra_config=True).hydra
-    except Exception:
-        return False  # the per-job composition below reports the problem
-    return str(hydra_cfg.get("mode")) == "RunMode.MULTIRUN" or str(hydra_cfg.get("mode")) == "MULTIRUN"
+    launcher = hydra_cfg.launcher
+    mode = str(launcher.get("mode", "subprocess")) if "llem_launcher" in str(launcher.get("_target_")) else "other"
+    return Plan(results, mode)
 
 
 def _hydra_part(overrides: list[str]) -> list[str]:
@@ -104,16 +106,12 @@ def _user_part(job: list[str]) -> list[str]:
     return [o for o in job if not o.startswith("hydra.")]
 
 
-def _expand(cl: CommandLine, overrides: list[str], compose) -> list[list[str]]:
+def _expand(hydra_cfg, overrides: list[str]) -> list[list[str]]:
     """The jobs of a sweep, as Hydra's basic sweeper would build them (sweeper params, then command line)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    try:
-        hydra_cfg = compose(cl.config_name, overrides=_hydra_part(overrides), return_hydra_config=True).hydra
-    except Exception as exc:  # e.g. a launcher option that the chosen launcher does not have
-        raise UsageError(_first_line(str(exc))) from None
     params_node = hydra_cfg.sweeper.get("params")
     params = OmegaConf.to_container(params_node, resolve=False) if params_node else {}
     swept = [f"{k}={v}" for k, v in params.items()] + overrides
@@ -125,12 +123,12 @@ def _expand(cl: CommandLine, overrides: list[str], compose) -> list[list[str]]:
     return [job for batch in batches for job in batch]
 
 
-def _compose(compose, config_name: str, overrides: list[str]):
+def _compose(compose, config_name: str, overrides: list[str], hydra_node: bool = False):
     from hydra.errors import HydraException, MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        return compose(config_name, overrides=overrides)
+        return compose(config_name, overrides=overrides, return_hydra_config=hydra_node)
     except MissingConfigException as exc:
         missing = exc.missing_cfg_file or ""
         if "/" in missing and exc.options is not None:
@@ -167,7 +165,13 @@ def _composition_message(exc: Exception, compose, config_name: str) -> str:
 
 
 def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), text)
+    """The message of a Hydra/OmegaConf error: its first line, plus the next when the first only says where."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return text
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0]} {lines[1]}"
+    return lines[0]
 
 
 def check(args: list[str]) -> list[ExperimentConfig]:
@@ -175,7 +179,9 @@ def check(args: list[str]) -> list[ExperimentConfig]:
     cl = parse(args)
     if cl.passthrough:
         return []
-    experiments = [exp for _, exp in compose_jobs(cl)]
+    plan = compose_jobs(cl)
+    experiments = [exp for _, exp in plan.jobs]
+    check_isolation({exp.backend.name for exp in experiments}, plan.launcher_mode)
     from llem.backends import require_backend
     from llem.datasets import check_dataset
     from llem.energy import check_meter
@@ -183,7 +189,9 @@ def check(args: list[str]) -> list[ExperimentConfig]:
 
     seen: set[str] = set()
     for exp in experiments:
-        for key, check_fn, arg in (("backend", require_backend, exp.backend.name),
+        in_containers = plan.launcher_mode == "docker"  # engines live in the images, not on this host
+        for key, check_fn, arg in (("backend", (lambda _: None) if in_containers else require_backend,
+                                    exp.backend.name),
                                    ("model", check_model, exp.model),
                                    ("dataset", check_dataset, exp.dataset),
                                    ("energy", check_meter, exp.energy)):
@@ -192,3 +200,15 @@ def check(args: list[str]) -> list[ExperimentConfig]:
                 seen.add(ident)
                 check_fn(arg)
     return experiments
+
+
+def check_isolation(backends: set[str], launcher_mode: str, docker_usable=None) -> None:
+    """Engines cannot share a process or, reliably, an environment: several backends need containers."""
+    if len(backends) < 2:
+        return
+    if docker_usable is None:
+        from llem.study.launcher import docker_usable
+    if launcher_mode != "docker" or not docker_usable():
+        raise UsageError("Multi-backend studies require Docker.\n"
+                         f"Install Docker, then: docker compose pull {' '.join(sorted(backends))}\n"
+                         "and run the study with hydra.launcher.mode=docker")

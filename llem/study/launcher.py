@@ -110,15 +110,14 @@ def prepare_jobs(launcher, job_overrides, initial_job_idx: int, sweep_dir: Path,
 
 
 def check_backends(jobs: list[Job], mode: str, docker_usable) -> None:
-    """A sweep over several backends needs isolated containers: refuse it early otherwise."""
-    backends = sorted({j.backend for j in jobs})
-    if len(backends) < 2:
-        return
-    if mode != "docker" or not docker_usable():
-        sys.stderr.write("Multi-backend studies require Docker.\n"
-                         f"Install Docker, then: docker compose pull {' '.join(backends)}\n"
-                         "and run the study with hydra.launcher.mode=docker\n")
-        raise SystemExit(EXIT_USAGE)
+    """A sweep over several backends needs isolated containers: refuse it before any job otherwise."""
+    from llem.preflight import check_isolation
+
+    try:
+        check_isolation({j.backend for j in jobs}, mode, docker_usable)
+    except UsageError as exc:
+        sys.stderr.write(f"{exc}\n")
+        raise SystemExit(EXIT_USAGE) from None
 
 
 def gpu_slots(gpus_per_job: int, max_parallel: int | None) -> list[str | None]:

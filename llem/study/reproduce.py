@@ -49,7 +49,7 @@ def command_line(folder: Path, extra: list[str], run_dir: Path) -> list[str]:
     args += ["--config-name", h["job"]["config_name"]]
     args += [o for o in h["overrides"]["hydra"] if not o.startswith(_PLACE)]
     args += list(h["overrides"]["task"]) + extra
-    return [*args, f"hydra.run.dir={run_dir}"]
+    return [*args, "hydra.mode=RUN", f"hydra.run.dir={run_dir}"]
 
 
 def _get(data: dict, path: tuple[str, ...]):
