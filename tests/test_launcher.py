@@ -174,3 +174,10 @@ def test_llem_study_resume(tmp_path):
     third = run_llem(*args, "hydra.launcher.resume=false", cwd=tmp_path)
     assert third.returncode == 0 and "already have a result" not in third.stdout
     assert [p.stat().st_mtime_ns for p in results] != mtimes
+
+
+def test_cooldown_gap_between_jobs(tmp_path):
+    proc = run_app(tmp_path, "x=1,2", "hydra.launcher.cooldown_s=1.5")
+    assert proc.returncode == 0, proc.stderr
+    first_end = json.loads((tmp_path / "0" / "done.json").read_text())["end"]
+    assert _jobs(tmp_path)[1]["start"] - first_end >= 1.5
