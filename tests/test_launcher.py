@@ -137,7 +137,7 @@ def test_docker_argv_passes_secrets_by_name_and_mounts_the_sweep(tmp_path, monke
     job = Job(3, ["batch=8"], OmegaConf.create({}), tmp_path / "3_x", "h", "pytorch", slot="GPU-aaaa")
     argv = docker_argv(job, tmp_path / ".jobs" / "3.pkl", "llem.app:hydra_app", d, tmp_path)
     joined = " ".join(argv)
-    assert argv[:3] == ["docker", "run", "--rm"] and "hf_dockerSECRET" not in joined
+    assert argv[:2] == ["docker", "run"] and "hf_dockerSECRET" not in joined
     assert argv[argv.index("HF_TOKEN") - 1: argv.index("HF_TOKEN") + 1] == ["-e", "HF_TOKEN"]
     assert f"{tmp_path}:{tmp_path}" in argv and '"device=GPU-aaaa"' in argv
     assert argv[argv.index("--ulimit"): argv.index("--ulimit") + 2] == ["--ulimit", "nofile=1024:1024"]

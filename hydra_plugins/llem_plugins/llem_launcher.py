@@ -36,7 +36,8 @@ class DockerConf:
     network: Optional[str] = None  # --network (none for offline jobs)
     hf_cache: Optional[str] = "${oc.env:HF_HOME,${oc.env:HOME,/root}/.cache/huggingface}"  # mounted read-write
     mounts: List[str] = field(default_factory=list)  # extra -v host:container[:ro]
-    env: List[str] = field(default_factory=lambda: ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"])
+    env: List[str] = field(default_factory=lambda: ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE",
+                                                  "LLEM_CACHE_DIR"])  # passed by name only
     extra_args: List[str] = field(default_factory=list)
 
 

@@ -179,7 +179,8 @@ def docker_argv(job: Job, spec: Path, task: str, d, sweep_dir: Path) -> list[str
     """``docker run`` for one job: the sweep folder is mounted at its own path (results come back through
     it); secrets are passed by name only (``-e HF_TOKEN``), so their values never reach argv or a file."""
     image = d.image or d.images[job.backend]
-    argv = [d.executable, "run", "--rm", "--name", container_name(sweep_dir, job), "--entrypoint", d.python,
+    # no --rm: with it, Podman's Docker API can lose the exit code; the launcher removes the container
+    argv = [d.executable, "run", "--name", container_name(sweep_dir, job), "--entrypoint", d.python,
             "-v", f"{sweep_dir}:{sweep_dir}", "-e", "PYTHONUNBUFFERED=1"]
     if d.gpus and job.slot:
         argv += ["--gpus", f'"device={job.slot}"']
@@ -297,6 +298,9 @@ def _position(job: Job, jobs: list[Job]) -> str:
 
 
 def _start(job: Job, task: str, params, sweep_dir: Path) -> None:
+    (job.folder / "error.json").unlink(missing_ok=True)  # a previous attempt's failure record
+    if params.mode == "docker":
+        _remove_container(job, params, sweep_dir)
     spec = write_spec(job, sweep_dir)
     argv, env = command(job, spec, task, params, sweep_dir)
     job.log = sweep_dir / JOBS_DIR / f"{job.num}.log"
@@ -321,7 +325,13 @@ def _finished(job: Job, timeout_s: float | None) -> bool:
             return True
         return False
     job.duration_s, job.exit_code = elapsed, code
-    if code == 0:
+    if job.extra["params"].mode == "docker":
+        _remove_container(job, job.extra["params"], job.extra["sweep_dir"])
+    error_file = job.folder / "error.json"
+    if code == 0 and error_file.exists():  # the job recorded its own failure
+        job.status = "failed"
+        job.error = json.loads(error_file.read_text()).get("error")
+    elif code == 0:
         job.status = "ok"
     elif code < 0:
         job.status = "killed"
@@ -348,8 +358,13 @@ def _stop(job: Job, params, sweep_dir: Path, sig: int) -> None:
     except ProcessLookupError:
         pass
     if params.mode == "docker":
-        subprocess.run([params.docker.executable, "rm", "-f", container_name(sweep_dir, job)],
-                       capture_output=True, timeout=60, check=False)
+        _remove_container(job, params, sweep_dir)
+
+
+def _remove_container(job: Job, params, sweep_dir: Path) -> None:
+    env = dict(os.environ) | ({"DOCKER_HOST": params.docker.host} if params.docker.host else {})
+    subprocess.run([params.docker.executable, "rm", "-f", container_name(sweep_dir, job)], capture_output=True,
+                   timeout=60, check=False, env=env)
 
 
 def _report(job: Job, jobs: list[Job], durations: list[float], remaining: int, slots: int, t0: float) -> None:
