@@ -141,7 +141,7 @@ def test_multi_backend_example_composes_and_is_refused_before_any_job(tmp_path, 
     for backend in ("pytorch", "vllm"):
         job = Job(0, [f"backend={backend}"], OmegaConf.create({}), tmp_path / "0", "h", backend, slot="GPU-x")
         argv = docker_argv(job, tmp_path / ".jobs" / "0.pkl", "llem.app:hydra_app", docker, tmp_path)
-        assert argv[:3] == ["docker", "run", "--rm"] and f"ghcr.io/llenergymeasure/{backend}:" in " ".join(argv)
+        assert argv[:2] == ["docker", "run"] and f"ghcr.io/llenergymeasure/{backend}:" in " ".join(argv)
         assert "--ipc=host" in argv and argv[argv.index("--ulimit"):][:2] == ["--ulimit", "memlock=-1"]
 
     proc = run_llem("run", str(path), cwd=tmp_path)
