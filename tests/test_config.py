@@ -10,7 +10,7 @@ from llem import resolvers
 from llem.config import ExperimentConfig, validate
 from llem.errors import ConfigError
 
-GROUPS = {"backend": ["pytorch"], "model": ["tiny", "gpt2", "smollm2", "qwen2.5-0.5b", "llama3"],
+GROUPS = {"backend": ["pytorch", "vllm", "tensorrt"], "model": ["tiny", "gpt2", "smollm2", "qwen2.5-0.5b", "llama3"],
           "dataset": ["builtin", "aienergyscore", "synthetic", "jsonl"],
           "energy": ["auto", "nvml", "zeus", "rapl", "codecarbon", "none"]}
 

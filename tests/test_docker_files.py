@@ -27,8 +27,9 @@ def test_compose_services_and_images():
 
 
 def test_launcher_default_images_match_compose():
-    from hydra_plugins.llem_plugins.llem_launcher import DockerConf
     from omegaconf import OmegaConf
+
+    from hydra_plugins.llem_plugins.llem_launcher import DockerConf
 
     images = OmegaConf.to_container(OmegaConf.structured(DockerConf).images, resolve=True)
     compose = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from llem.backends import load_backend
-from llem.backends.pytorch import resolve_dtype
+from llem.backends.precision import resolve_dtype
 from llem.config import validate
 from llem.datasets import load_prompts
 from llem.errors import UsageError
@@ -23,12 +23,12 @@ def _backend(**changes):
 
 
 def test_precision_rule_on_cpu():
-    assert resolve_dtype("bf16", "cpu", native_bf16=True) == (torch.bfloat16, None)
+    assert resolve_dtype("bf16", "cpu", native_bf16=True) == ("bfloat16", None)
     dtype, warning = resolve_dtype("bf16", "cpu", native_bf16=False)
-    assert dtype == torch.float32 and "no native bf16" in warning
+    assert dtype == "float32" and "no native bf16" in warning
     dtype, warning = resolve_dtype("fp16", "cpu", native_bf16=True)
-    assert dtype == torch.float32 and "fp16" in warning
-    assert resolve_dtype("fp16", "cuda", native_bf16=False) == (torch.float16, None)
+    assert dtype == "float32" and "fp16" in warning
+    assert resolve_dtype("fp16", "cuda", native_bf16=False) == ("float16", None)
 
 
 def test_fixed_length_generation_counts_exact_tokens(tiny_model_dir):

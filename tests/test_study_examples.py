@@ -147,7 +147,7 @@ def test_multi_backend_example_composes_and_is_refused_before_any_job(tmp_path, 
     proc = run_llem("run", str(path), cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     if (REPO / "conf" / "backend" / "vllm.yaml").exists():
-        assert proc.stderr.startswith("Multi-backend studies require Docker.")
+        assert proc.stderr.startswith("Error: Multi-backend studies require Docker.")
     else:  # this release: only the pytorch backend config exists
         assert "unknown backend 'vllm'" in proc.stderr
     assert not (tmp_path / "results").exists()  # nothing ran, no folder

@@ -36,10 +36,13 @@ class RequestRecord:
     start_s: float  # submission time (perf_counter)
     token_times_s: list[float] = field(default_factory=list)  # arrival of each output token (perf_counter)
     repeat: int = 1
+    finished_s: float | None = None  # completion time when per-token times are not known (perf_counter)
 
     @property
     def end_s(self) -> float:
-        return self.token_times_s[-1] if self.token_times_s else self.start_s
+        if self.token_times_s:
+            return self.token_times_s[-1]
+        return self.finished_s if self.finished_s is not None else self.start_s
 
 
 @dataclass(frozen=True)

