@@ -5,7 +5,9 @@
    512-token prompts, 128 new tokens, idle baseline 10 s).
 3. For each repeat compares the NVML counter energy with the integral of the instant-power samples in
    ``timeseries.parquet``; with Zeus installed, runs once more with ``energy=zeus`` and compares J/token.
-4. Prints a table and exits 1 when any pair disagrees by more than 10% (2 when it could not run).
+4. With vLLM installed, runs the same model, prompts and output length under ``backend=vllm`` and prints the
+   two engines side by side (throughput, latency, energy per token).
+5. Prints a table and exits 1 when any energy pair disagrees by more than 10% (2 when it could not run).
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ def build_model(folder: Path) -> None:
     torch.cuda.empty_cache()
 
 
-def run_llem(model: Path, out: Path, energy: str, n: int, repeats: int) -> dict:
-    args = [sys.executable, "-m", "llem", f"model.name_or_path={model}", "backend.device=cuda", "precision=bf16",
+def run_llem(model: Path, out: Path, energy: str, n: int, repeats: int, backend: str = "pytorch") -> dict:
+    args = [sys.executable, "-m", "llem", f"backend={backend}", f"model.name_or_path={model}",
+            "backend.device=cuda", "precision=bf16",
             f"energy={energy}", "energy.codecarbon=false", "energy.baseline.duration_s=10",
             "energy.baseline.max_age_h=0", "energy.sample_interval_ms=50", "dataset=synthetic",
             "dataset.input_tokens=512", f"n={n}", "batch=64", "max_new_tokens=128", "warmup_batches=1",
@@ -79,6 +82,29 @@ def integrated(folder: Path, window: str) -> float | None:
 
 def disagreement(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or a == 0 else abs(a - b) / a
+
+
+def compare_engines(model: Path, pytorch: dict, opts) -> None:
+    """With vLLM installed here, the same model, prompts and output length under vLLM, side by side."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        print("vLLM not installed here: engine comparison skipped")
+        return
+    vllm = run_llem(model, WORK / "results-vllm", "nvml", opts.n, 1, backend="vllm")
+    rows = (("output tok/s", ("throughput", "output_tokens_per_s"), 1),
+            ("TTFT p50 (ms)", ("latency", "ttft_ms", "p50"), 1), ("E2E p50 (ms)", ("latency", "e2e_ms", "p50"), 1),
+            ("energy (mJ/output token)", ("energy", "per_output_token_j"), 1e3),
+            ("energy (Wh/1k requests)", ("energy", "wh_per_1k_requests"), 1))
+    print(f"\n{'metric':<26} {'pytorch':>12} {'vllm':>12}")
+    for label, path, scale in rows:
+        values = []
+        for result in (pytorch, vllm):
+            v = result
+            for key in path:
+                v = v.get(key) if isinstance(v, dict) else None
+            values.append("null" if v is None else f"{v * scale:.4g}")
+        print(f"{label:<26} {values[0]:>12} {values[1]:>12}")
 
 
 def main() -> int:
@@ -133,6 +159,7 @@ def main() -> int:
               f"{d * 100 if d is not None else float('nan'):.1f}% apart")
     else:
         print(f"Zeus not compared: {zeus_why}")
+    compare_engines(model, nvml, opts)
     print("RESULT:", "FAIL (> 10% apart)" if failed else "PASS (all within 10%)")
     return 1 if failed else 0
 
