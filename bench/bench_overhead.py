@@ -36,28 +36,13 @@ MAX_NEW_TOKENS = 32
 WARMUP_BATCHES = 2
 
 
-def experiment_dict(n: int, batch: int, output_dir: str) -> dict:
-    """The composed experiment, every group spelled out (mirrors conf/: pytorch, tiny, builtin, none)."""
-    return {
-        "backend": {"name": "pytorch", "device": "auto", "device_map": None, "attn_implementation": "auto",
-                    "trust_remote_code": False, "sort_by_length": False, "use_cache": True, "num_threads": None},
-        "model": {"name_or_path": "llem://tiny-llama", "revision": None, "slug": "tiny-llama"},
-        "dataset": {"name": "builtin", "chat_template": "auto"},
-        "energy": {"meter": "none"},
-        "n": n,
-        "batch": batch,
-        "max_new_tokens": MAX_NEW_TOKENS,
-        "stop_at_eos": False,
-        "max_input_tokens": 1024,
-        "precision": "bf16",
-        "decoding": {"strategy": "greedy", "temperature": 1.0, "top_p": 1.0, "top_k": 0},
-        "seed": 42,
-        "warmup_batches": WARMUP_BATCHES,
-        "flops": {"enabled": False, "max_batches": 1},
-        "output_dir": output_dir,
-        "quiet": True,
-        "record_hostname": False,
-    }
+def experiment_config(n: int, batch: int, output_dir: str):
+    """The packaged experiment (pytorch, tiny, builtin) with this benchmark's settings."""
+    from llem.preflight import experiment
+
+    return experiment(f"n={n}", f"batch={batch}", f"max_new_tokens={MAX_NEW_TOKENS}", "energy=none",
+                      f"warmup_batches={WARMUP_BATCHES}", "flops.enabled=false", f"output_dir={output_dir}",
+                      "quiet=true")
 
 
 # --------------------------------------------------------------------------- the bare baseline
@@ -189,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
-    from llem.config import validate
 
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
@@ -202,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
               f"torch threads={torch.get_num_threads()}, repeats={args.repeats} (median shown)")
         rows = []
         for batch in batch_sizes:
-            cfg = validate(experiment_dict(args.n, batch, tmp_root))
+            cfg = experiment_config(args.n, batch, tmp_root)
             bare = Bare(cfg)
             llem_runs, bare_runs, notes = [], [], set()
             for r in range(args.repeats):

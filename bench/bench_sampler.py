@@ -164,32 +164,14 @@ def sampler_cpu(seconds: float, interval_s: float, n_gpus: int, real_nvml: bool)
 # --------------------------------------------------------------------------- 2. throughput ON vs OFF
 
 
-def experiment_dict(n: int, batch: int, output_dir: str, meter: str) -> dict:
-    """The composed experiment, every group spelled out (pytorch, tiny, builtin, energy without baseline)."""
-    return {
-        "backend": {"name": "pytorch", "device": "auto", "device_map": None, "attn_implementation": "auto",
-                    "trust_remote_code": False, "sort_by_length": False, "use_cache": True, "num_threads": None},
-        "model": {"name_or_path": "llem://tiny-llama", "revision": None, "slug": "tiny-llama"},
-        "dataset": {"name": "builtin", "chat_template": "auto"},
-        "energy": {"meter": meter, "sample_interval_ms": 100, "codecarbon": False, "country_iso_code": "USA",
-                   "baseline": {"enabled": False, "duration_s": 15.0, "max_age_h": 24.0},
-                   "prefill_split": False},
-        "n": n,
-        "batch": batch,
-        "max_new_tokens": MAX_NEW_TOKENS,
-        "stop_at_eos": False,
-        "max_input_tokens": 1024,
-        "precision": "bf16",
-        "decoding": {"strategy": "greedy", "temperature": 1.0, "top_p": 1.0, "top_k": 0},
-        "seed": 42,
-        "warmup_batches": WARMUP_BATCHES,
-        "repeats": 1,
-        "repeat_gap_s": 0.0,
-        "flops": {"enabled": False, "max_batches": 1},
-        "output_dir": output_dir,
-        "quiet": True,
-        "record_hostname": False,
-    }
+def experiment_config(n: int, batch: int, output_dir: str, meter: str):
+    """The packaged experiment (pytorch, tiny, builtin) with this benchmark's settings, baseline off."""
+    from llem.preflight import experiment
+
+    return experiment(f"n={n}", f"batch={batch}", f"max_new_tokens={MAX_NEW_TOKENS}", f"energy={meter}",
+                      "energy.codecarbon=false", "energy.baseline.enabled=false",
+                      f"warmup_batches={WARMUP_BATCHES}", "flops.enabled=false", f"output_dir={output_dir}",
+                      "quiet=true")
 
 
 @contextmanager
@@ -252,7 +234,6 @@ def throughput(n: int, repeats: int, batch_sizes: list[int], harness_gpus: int, 
     import torch
     import transformers
 
-    from llem.config import validate
 
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
@@ -267,7 +248,7 @@ def throughput(n: int, repeats: int, batch_sizes: list[int], harness_gpus: int, 
     rows = []
     with simulated_pynvml(harness_gpus):
         for batch in batch_sizes:
-            cfg = validate(experiment_dict(n, batch, tmp_root, meter))
+            cfg = experiment_config(n, batch, tmp_root, meter)
             expected = n * MAX_NEW_TOKENS
             runs: dict[bool, list[float]] = {True: [], False: []}
             window_rows: dict[bool, list[int]] = {True: [], False: []}

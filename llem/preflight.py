@@ -212,3 +212,9 @@ def check_isolation(backends: set[str], launcher_mode: str, docker_usable=None) 
         raise UsageError("Multi-backend studies require Docker.\n"
                          f"Install Docker, then: docker compose pull {' '.join(sorted(backends))}\n"
                          "and run the study with hydra.launcher.mode=docker")
+
+
+def experiment(*overrides: str) -> ExperimentConfig:
+    """The packaged experiment with ``key=value`` overrides, composed and validated (for scripts and notebooks)."""
+    (_, exp), = compose_jobs(CommandLine(overrides=list(overrides))).jobs
+    return exp
