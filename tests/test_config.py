@@ -104,3 +104,13 @@ def test_config_hash_ignores_output_location_but_not_measurement_settings():
     assert a.config_hash() == validate(base() | {"output_dir": "elsewhere", "quiet": True}).config_hash()
     assert a.config_hash() != validate(base() | {"batch": 2}).config_hash()
     assert len(a.config_hash()) == 16
+
+
+def test_experiment_helper_composes_the_packaged_config():
+    from llem.errors import UsageError
+    from llem.preflight import experiment
+
+    exp = experiment("batch=4", "n=8", "dataset=synthetic", "dataset.input_tokens=16")
+    assert (exp.batch, exp.n, exp.dataset.name, exp.dataset.input_tokens) == (4, 8, "synthetic", 16)
+    with pytest.raises(UsageError, match="batch=0 is out of range"):
+        experiment("batch=0")
