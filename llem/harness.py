@@ -201,10 +201,12 @@ class Harness:
 
     def _count_flops(self, backend: Backend, batches: list[list[Prompt]], records: list[RequestRecord],
                      model_config: dict) -> tuple[FlopsMetrics, float | None]:
-        steps = {r.index: r.output_tokens for r in records}  # a batch runs until its longest output is done
-        analytic_all = analytic_flops(model_config, [
-            (len(b), max(p.input_tokens for p in b), max(steps[p.index] for p in b)) for b in batches
-        ])
+        steps = {r.index: r.output_tokens for r in records}
+        if backend.pads_batches:  # a padded batch runs until its longest output is done
+            shapes = [(len(b), max(p.input_tokens for p in b), max(steps[p.index] for p in b)) for b in batches]
+        else:  # continuous batching: every request costs its own length
+            shapes = [(1, p.input_tokens, steps[p.index]) for b in batches for p in b]
+        analytic_all = analytic_flops(model_config, shapes)
         if not self.cfg.flops.enabled:
             count, flops_s = FlopCount(None, 0, 0, 0, [], "disabled", "flops.enabled=false"), None
         else:

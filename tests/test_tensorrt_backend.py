@@ -58,6 +58,10 @@ def test_result_assembly_through_the_harness(tmp_path, monkeypatch, tiny_model_d
     assert result.latency.ttft_ms is None and result.latency.itl_ms is None  # not measured: null, not invented
     assert result.latency.e2e_ms.count == 4 and result.latency.e2e_ms.min > 0
     assert result.flops.counted is None and result.flops.analytic > 0 and "closed form" in result.flops.reason
+    from llem.flops import analytic_flops
+
+    unpadded = analytic_flops(result.model.config, [(1, q.input_tokens, 6) for q in result.requests])
+    assert result.flops.analytic_window_total == unpadded  # no padding in an engine that batches in flight
     assert result.model.parameters == 1016448 and result.model.random_weights
     assert any("TTFT and ITL are not measured" in w for w in result.warnings)
     llm_calls = [kw for name, kw in tensorrt_llm.CALLS if name == "LLM"]

@@ -60,6 +60,7 @@ class Backend(Protocol):
     """One inference engine, driven by :class:`llem.harness.Harness`."""
 
     name: str
+    pads_batches: bool  # True: a batch is one padded tensor (FLOPs follow the padded shape)
 
     def prepare(self, prompt_set: PromptSet, indices: list[int]) -> list[Prompt]:
         """Load tokenizer and model config (not weights); tokenise the prompts at ``indices``; check that

@@ -66,6 +66,7 @@ class _StepClock(BaseStreamer):
 
 class PyTorchBackend:
     name = "pytorch"
+    pads_batches = True
 
     def __init__(self, config: ExperimentConfig) -> None:
         hf_logging.disable_progress_bar()  # llem draws its own progress; keep the terminal readable

@@ -58,6 +58,7 @@ def sampling_kwargs(config: ExperimentConfig, max_tokens: int) -> dict[str, Any]
 
 class TensorRTBackend:
     name = "tensorrt"
+    pads_batches = False
 
     def __init__(self, config: ExperimentConfig) -> None:
         self.cfg = config
@@ -129,9 +130,11 @@ class TensorRTBackend:
         return None, "not measured (TensorRT-LLM allocates outside torch's allocator)"
 
     def count_flops(self, batches: list[list[Prompt]]) -> FlopCount:
-        shapes = [(len(b), max(p.input_tokens for p in b), self.cfg.max_new_tokens) for b in batches]
-        return FlopCount(None, sum(len(b) for b in batches), sum(s[0] * s[2] for s in shapes),
-                         sum(p.input_tokens for b in batches for p in b), shapes, method="analytic only",
+        """Analytic only: one (1, input tokens, new tokens) shape per request (in-flight batching, no padding)."""
+        prompts = [p for b in batches for p in b]
+        shapes = [(1, p.input_tokens, self.cfg.max_new_tokens) for p in prompts]
+        return FlopCount(None, len(prompts), len(prompts) * self.cfg.max_new_tokens,
+                         sum(p.input_tokens for p in prompts), shapes, method="analytic (closed form per request)",
                          reason="TensorRT-LLM: no framework FLOP counter; closed form only")
 
     def warnings(self) -> list[str]:

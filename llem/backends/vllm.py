@@ -219,6 +219,7 @@ def _process_tree() -> list[int]:
 
 class VllmBackend:
     name = "vllm"
+    pads_batches = False
 
 
     def __init__(self, config: ExperimentConfig) -> None:
