@@ -83,7 +83,8 @@ class FlopsMetrics(_Model):
     """FLOPs (multiply-add = 2 FLOPs) of the counted batches, re-run outside the measured window."""
 
     counted: int | None = Field(description="torch FLOP counter over the counted batches")
-    analytic: int | None = Field(description="closed-form count for the same batch shapes (padding included)")
+    analytic: int | None = Field(
+        description="closed-form count for the same shapes (padded batches for pytorch; per request for engines)")
     counted_requests: int
     counted_output_tokens: int
     counted_per_output_token: float | None
