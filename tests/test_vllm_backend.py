@@ -26,7 +26,6 @@ from llem.backends.vllm import (
     checkpoint_parameters,
     engine_arg_names,
     engine_kwargs,
-    nvml_targets,
     resolve_device,
     sampling_kwargs,
     spread,
@@ -246,12 +245,6 @@ def test_checkpoint_parameters_of_the_tiny_model_match_torch(tiny_model_dir):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert checkpoint_parameters(tiny_model_dir) == sum(p.numel() for p in model.parameters())
-
-
-def test_nvml_targets_follow_cuda_visible_devices():
-    assert nvml_targets(None, 2) == [0, 1]
-    assert nvml_targets("3,1,2", 2) == [3, 1]
-    assert nvml_targets("GPU-abc, GPU-def", 1) == ["GPU-abc"]
 
 
 def test_count_flops_is_analytic_per_request():

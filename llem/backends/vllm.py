@@ -184,14 +184,6 @@ def to_records(batch: list[Prompt], outputs: list, start_s: float, end_s: float,
             for p, n, t in zip(batch, counts, times, strict=True)], problem
 
 
-def nvml_targets(visible: str | None, count: int) -> list[int | str]:
-    """NVML indices (or UUIDs) of the first ``count`` GPUs CUDA exposes (``CUDA_VISIBLE_DEVICES`` order)."""
-    if visible is None or not visible.strip():
-        return list(range(count))
-    items = [x.strip() for x in visible.split(",") if x.strip()][:count]
-    return [int(x) if x.isdigit() else x for x in items]
-
-
 def _vm_hwm(pid: int | str) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -367,23 +359,18 @@ class VllmBackend:
 
     def _nvml_used(self) -> tuple[int | None, str]:
         """GPU memory in use by the devices vLLM runs on (vLLM reserves it at load: a reservation, not a peak)."""
-        count = self.bcfg.tensor_parallel_size * self.bcfg.pipeline_parallel_size
-        targets = nvml_targets(os.environ.get("CUDA_VISIBLE_DEVICES"), count)
-        try:
-            import pynvml
+        from llem.energy.nvml import load_nvml, visible_gpus
 
-            pynvml.nvmlInit()
-            try:
-                used = 0
-                for t in targets:
-                    h = (pynvml.nvmlDeviceGetHandleByIndex(t) if isinstance(t, int)
-                         else pynvml.nvmlDeviceGetHandleByUUID(t))
-                    used += pynvml.nvmlDeviceGetMemoryInfo(h).used
-            finally:
-                pynvml.nvmlShutdown()
-        except Exception as exc:  # reported as the reason
-            return None, f"GPU memory not measured: NVML failed ({exc})"
-        ids = ",".join(map(str, targets))
+        count = self.bcfg.tensor_parallel_size * self.bcfg.pipeline_parallel_size
+        nvml, why = load_nvml()
+        if nvml is None:
+            return None, f"GPU memory not measured: {why}"
+        try:
+            gpus = visible_gpus(nvml)[0][:count]  # the job's GPUs, in CUDA order (CUDA_VISIBLE_DEVICES)
+            used = sum(nvml.nvmlDeviceGetMemoryInfo(g.handle).used for g in gpus)
+        finally:
+            nvml.nvmlShutdown()
+        ids = ",".join(g.uuid for g in gpus)
         return used, (f"NVML memory used on GPU {ids} after the window (vLLM reserves gpu_memory_utilization of each "
                       "GPU at load; includes other processes on those GPUs)")
 
