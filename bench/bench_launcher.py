@@ -41,12 +41,16 @@ def run_sweep(launcher: str, jobs: int, sweep_dir: Path) -> float:
         args.append("hydra/launcher=basic")
     env = {**os.environ, "SWEEP_DIR": str(sweep_dir), "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    proc = subprocess.run(
+        args, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
+    )
     wall = time.perf_counter() - t0
     done = len(list(sweep_dir.glob("*/done.json")))
     if proc.returncode != 0 or done != jobs:
-        sys.stderr.write(f"{launcher} sweep failed (exit {proc.returncode}, {done}/{jobs} jobs done):\n"
-                         f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}\n")
+        sys.stderr.write(
+            f"{launcher} sweep failed (exit {proc.returncode}, {done}/{jobs} jobs done):\n"
+            f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}\n"
+        )
         raise SystemExit(1)
     return wall
 
@@ -54,8 +58,10 @@ def run_sweep(launcher: str, jobs: int, sweep_dir: Path) -> float:
 def child_start_s(repeats: int) -> float:
     """Median wall of an interpreter doing what every llem job process does before its task: start,
     run Hydra's plugin scan, import the worker."""
-    code = ("from hydra.core.plugins import Plugins; Plugins.instance(); "
-            "import hydra.core.utils, llem.study.worker, llem.resolvers")
+    code = (
+        "from hydra.core.plugins import Plugins; Plugins.instance(); "
+        "import hydra.core.utils, llem.study.worker, llem.resolvers"
+    )
     runs = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -85,17 +91,25 @@ def main() -> None:
     child = child_start_s(args.repeats)
     llem, basic = statistics.median(walls["llem"]), statistics.median(walls["basic"])
     per_job = (llem - basic) / args.jobs
-    print(f"trivial Hydra app (tests/apps/trivial_app.py), {args.jobs}-job sweep, {os.cpu_count()} CPUs, "
-          f"median of {args.repeats} sweeps per launcher (order alternates)")
+    print(
+        f"trivial Hydra app (tests/apps/trivial_app.py), {args.jobs}-job sweep, {os.cpu_count()} CPUs, "
+        f"median of {args.repeats} sweeps per launcher (order alternates)"
+    )
     for name in ("llem", "basic"):
         runs = ", ".join(f"{w:.2f}" for w in walls[name])
         med = statistics.median(walls[name])
-        print(f"  {name:<6} sweep wall {med:6.2f} s = {med / args.jobs:.3f} s/job   (runs: {runs} s)")
+        print(
+            f"  {name:<6} sweep wall {med:6.2f} s = {med / args.jobs:.3f} s/job   (runs: {runs} s)"
+        )
     print(f"  llem / basic wall ratio: {llem / basic:.2f}")
-    print(f"  llem per-job overhead beyond basic: {per_job:.3f} s/job   goal <= {GOAL_S} s/job: "
-          f"{'met' if per_job <= GOAL_S else 'NOT met'}")
-    print(f"  reference: a job process's start-up alone (interpreter + Hydra plugin scan + worker imports) "
-          f"{child:.3f} s")
+    print(
+        f"  llem per-job overhead beyond basic: {per_job:.3f} s/job   goal <= {GOAL_S} s/job: "
+        f"{'met' if per_job <= GOAL_S else 'NOT met'}"
+    )
+    print(
+        f"  reference: a job process's start-up alone (interpreter + Hydra plugin scan + worker imports) "
+        f"{child:.3f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -40,9 +40,16 @@ def experiment_config(n: int, batch: int, output_dir: str):
     """The packaged experiment (pytorch, tiny, builtin) with this benchmark's settings."""
     from llem.preflight import experiment
 
-    return experiment(f"n={n}", f"batch={batch}", f"max_new_tokens={MAX_NEW_TOKENS}", "energy=none",
-                      f"warmup_batches={WARMUP_BATCHES}", "flops.enabled=false", f"output_dir={output_dir}",
-                      "quiet=true")
+    return experiment(
+        f"n={n}",
+        f"batch={batch}",
+        f"max_new_tokens={MAX_NEW_TOKENS}",
+        "energy=none",
+        f"warmup_batches={WARMUP_BATCHES}",
+        "flops.enabled=false",
+        f"output_dir={output_dir}",
+        "quiet=true",
+    )
 
 
 # --------------------------------------------------------------------------- the bare baseline
@@ -57,9 +64,11 @@ class Bare:
         from llem.harness import make_batches
 
         backend = load_backend(cfg)  # used for tokenisation and dtype/device resolution only
-        prompt_set, measured_idx, warmup_idx = load_prompts(cfg.dataset, cfg.n, cfg.warmup_batches * cfg.batch)
+        prompt_set, measured_idx, warmup_idx = load_prompts(
+            cfg.dataset, cfg.n, cfg.warmup_batches * cfg.batch
+        )
         prompts = backend.prepare(prompt_set, measured_idx + warmup_idx)
-        measured, warm = prompts[:cfg.n], prompts[cfg.n:]
+        measured, warm = prompts[: cfg.n], prompts[cfg.n :]
         self.path = backend.source.path
         self.local_files_only = backend.source.local_files_only
         self.dtype = backend.dtype
@@ -85,13 +94,18 @@ class Bare:
         import torch
         from transformers import AutoModelForCausalLM, GenerationConfig
 
-        model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype,
-                                                     local_files_only=self.local_files_only)
+        model = AutoModelForCausalLM.from_pretrained(
+            self.path, dtype=self.dtype, local_files_only=self.local_files_only
+        )
         model = model.to(self.device).eval()
         eos = model.generation_config.eos_token_id
         gen = GenerationConfig(
-            max_new_tokens=MAX_NEW_TOKENS, min_new_tokens=MAX_NEW_TOKENS, do_sample=False, num_beams=1,
-            use_cache=True, pad_token_id=self.tokenizer.pad_token_id,
+            max_new_tokens=MAX_NEW_TOKENS,
+            min_new_tokens=MAX_NEW_TOKENS,
+            do_sample=False,
+            num_beams=1,
+            use_cache=True,
+            pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=eos if eos is not None else self.tokenizer.eos_token_id,
             bos_token_id=self.tokenizer.bos_token_id,
         )
@@ -110,7 +124,10 @@ class Bare:
             if cuda:
                 torch.cuda.synchronize()
             window = time.perf_counter() - start
-        tokens = sum((o.shape[1] - b["input_ids"].shape[1]) * o.shape[0] for o, b in zip(outs, batches, strict=True))
+        tokens = sum(
+            (o.shape[1] - b["input_ids"].shape[1]) * o.shape[0]
+            for o, b in zip(outs, batches, strict=True)
+        )
         del model, outs
         return tokens / window, tokens
 
@@ -137,8 +154,17 @@ def llem_command() -> list[str]:
 def startup_overhead(tmp_root: str) -> tuple[float, float, float, float]:
     """(wall, model_load_s, measured_window_s, wall - load - window) of one `llem` subprocess."""
     out = tempfile.mkdtemp(prefix="llem-startup-", dir=tmp_root)
-    cmd = [*llem_command(), "n=1", "batch=1", "max_new_tokens=1", "warmup_batches=0", "quiet=true",
-           "energy=none", "flops.enabled=false", f"output_dir={out}"]
+    cmd = [
+        *llem_command(),
+        "n=1",
+        "batch=1",
+        "max_new_tokens=1",
+        "warmup_batches=0",
+        "quiet=true",
+        "energy=none",
+        "flops.enabled=false",
+        f"output_dir={out}",
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -164,7 +190,9 @@ def import_wall() -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=64, help="measured prompts per run (default 64)")
-    ap.add_argument("--repeats", type=int, default=3, help="runs of each measurement; the median is shown")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="runs of each measurement; the median is shown"
+    )
     ap.add_argument("--batches", default="1,8", help="comma-separated batch sizes (default 1,8)")
     args = ap.parse_args(argv)
     batch_sizes = [int(b) for b in args.batches.split(",") if b.strip()]
@@ -174,16 +202,17 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
-
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
     logging.getLogger("llem").setLevel(logging.WARNING)
 
     tmp_root = tempfile.mkdtemp(prefix="llem-bench-")
     try:
-        print(f"llem vs bare model.generate: tiny-llama, builtin prompts, n={args.n}, "
-              f"max_new_tokens={MAX_NEW_TOKENS}, warmup_batches={WARMUP_BATCHES}, greedy, "
-              f"torch threads={torch.get_num_threads()}, repeats={args.repeats} (median shown)")
+        print(
+            f"llem vs bare model.generate: tiny-llama, builtin prompts, n={args.n}, "
+            f"max_new_tokens={MAX_NEW_TOKENS}, warmup_batches={WARMUP_BATCHES}, greedy, "
+            f"torch threads={torch.get_num_threads()}, repeats={args.repeats} (median shown)"
+        )
         rows = []
         for batch in batch_sizes:
             cfg = experiment_config(args.n, batch, tmp_root)
@@ -204,32 +233,44 @@ def main(argv: list[str] | None = None) -> int:
                         notes.add(f"{who}: {tokens} output tokens, expected {bare.expected_tokens}")
             llem_med, bare_med = statistics.median(llem_runs), statistics.median(bare_runs)
             rows.append((batch, llem_med, bare_med, llem_med / bare_med))
-            print(f"  batch={batch} dtype={str(bare.dtype).removeprefix('torch.')} device={bare.device} "
-                  f"chat_template={bare.chat_template_applied}  "
-                  f"llem runs: {', '.join(f'{x:.0f}' for x in llem_runs)}  "
-                  f"bare runs: {', '.join(f'{x:.0f}' for x in bare_runs)} tok/s")
+            print(
+                f"  batch={batch} dtype={str(bare.dtype).removeprefix('torch.')} device={bare.device} "
+                f"chat_template={bare.chat_template_applied}  "
+                f"llem runs: {', '.join(f'{x:.0f}' for x in llem_runs)}  "
+                f"bare runs: {', '.join(f'{x:.0f}' for x in bare_runs)} tok/s"
+            )
             for note in sorted(notes):
                 print(f"    note: {note}")
 
         print()
-        print(f"{'batch':>5}  {'llem tok/s':>11}  {'bare tok/s':>11}  {'llem/bare':>9}  goal >= {GOAL}")
+        print(
+            f"{'batch':>5}  {'llem tok/s':>11}  {'bare tok/s':>11}  {'llem/bare':>9}  goal >= {GOAL}"
+        )
         for batch, lt, bt, ratio in rows:
-            print(f"{batch:>5}  {lt:>11.1f}  {bt:>11.1f}  {ratio:>9.3f}  {'met' if ratio >= GOAL else 'NOT met'}")
+            print(
+                f"{batch:>5}  {lt:>11.1f}  {bt:>11.1f}  {ratio:>9.3f}  {'met' if ratio >= GOAL else 'NOT met'}"
+            )
 
         print()
         print("llem fixed overhead (start-up to first measured token, excluding model load):")
-        print("  llem n=1 batch=1 max_new_tokens=1 warmup_batches=0 quiet=true energy=none "
-              "flops.enabled=false output_dir=<tmp>")
+        print(
+            "  llem n=1 batch=1 max_new_tokens=1 warmup_batches=0 quiet=true energy=none "
+            "flops.enabled=false output_dir=<tmp>"
+        )
         startups, imports = [], []
         for _ in range(args.repeats):
             startups.append(startup_overhead(tmp_root))
             imports.append(import_wall())
         med = [statistics.median(s[i] for s in startups) for i in range(4)]
-        print(f"  subprocess wall {med[0]:.2f} s - model_load_s {med[1]:.2f} s - measured_window_s {med[2]:.3f} s"
-              f" = overhead {med[3]:.2f} s   (median of {args.repeats}; runs: "
-              f"{', '.join(f'{s[3]:.2f}' for s in startups)} s)")
-        print(f"  reference: python -c \"import torch, transformers\" wall {statistics.median(imports):.2f} s "
-              f"(runs: {', '.join(f'{x:.2f}' for x in imports)} s)")
+        print(
+            f"  subprocess wall {med[0]:.2f} s - model_load_s {med[1]:.2f} s - measured_window_s {med[2]:.3f} s"
+            f" = overhead {med[3]:.2f} s   (median of {args.repeats}; runs: "
+            f"{', '.join(f'{s[3]:.2f}' for s in startups)} s)"
+        )
+        print(
+            f'  reference: python -c "import torch, transformers" wall {statistics.median(imports):.2f} s '
+            f"(runs: {', '.join(f'{x:.2f}' for x in imports)} s)"
+        )
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     return 0

@@ -38,20 +38,32 @@ GOAL_S = 2.0
 
 def real_result(n: int, work: Path) -> dict:
     llem = Path(sys.executable).with_name("llem")
-    cmd = [str(llem), f"n={n}", "batch=10", "max_new_tokens=8", "quiet=true", "energy=none", "repeats=1",
-           f"output_dir={work / 'results'}"]
+    cmd = [
+        str(llem),
+        f"n={n}",
+        "batch=10",
+        "max_new_tokens=8",
+        "quiet=true",
+        "energy=none",
+        "repeats=1",
+        f"output_dir={work / 'results'}",
+    ]
     t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=work, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    subprocess.run(
+        cmd, cwd=work, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     path = next((work / "results").glob("*/result.json"))
-    print(f"template: {' '.join(cmd[1:])} ({time.perf_counter() - t0:.1f} s), "
-          f"result.json {path.stat().st_size / 1024:.1f} KiB, {n} requests")
+    print(
+        f"template: {' '.join(cmd[1:])} ({time.perf_counter() - t0:.1f} s), "
+        f"result.json {path.stat().st_size / 1024:.1f} KiB, {n} requests"
+    )
     return json.loads(path.read_text())
 
 
 def vary(template: dict, i: int, batch: int, rng: random.Random) -> dict:
     """A copy with plausible metrics: throughput grows with batch, energy per token falls, noise on both."""
     data = copy.deepcopy(template)
-    scale = (batch ** 0.7) * rng.uniform(0.9, 1.1)
+    scale = (batch**0.7) * rng.uniform(0.9, 1.1)
     tp = data["throughput"]
     for key in tp:
         tp[key] *= scale
@@ -60,19 +72,36 @@ def vary(template: dict, i: int, batch: int, rng: random.Random) -> dict:
     data["timing"]["measured_window_s"] = window
     joules = window * rng.uniform(150, 300)
     e = data["energy"]
-    e.update(meters=["nvml"], covers="GPU board", method="counter delta", total_j=joules, gpu_j=joules,
-             per_output_token_j=joules / out_tokens, per_request_j=joules / data["tokens"]["requests"],
-             wh_per_1k_requests=joules / data["tokens"]["requests"] / 3.6, average_power_w=joules / window,
-             output_tokens_per_j=out_tokens / joules, window_s=window, reason=None)
+    e.update(
+        meters=["nvml"],
+        covers="GPU board",
+        method="counter delta",
+        total_j=joules,
+        gpu_j=joules,
+        per_output_token_j=joules / out_tokens,
+        per_request_j=joules / data["tokens"]["requests"],
+        wh_per_1k_requests=joules / data["tokens"]["requests"] / 3.6,
+        average_power_w=joules / window,
+        output_tokens_per_j=out_tokens / joules,
+        window_s=window,
+        reason=None,
+    )
     data["overrides"] = [f"batch={batch}", f"seed={i}", "n=100"]
     data["config_hash"] = f"{i:016x}"
     if i % 3 == 0:  # three repeats with confidence intervals
         per = data["repeats"]["per_repeat"][0]
         data["repeats"]["per_repeat"] = [dict(per, repeat=r) for r in (1, 2, 3)]
-        for name, value in (("output_tokens_per_s", tp["output_tokens_per_s"]),
-                            ("energy_per_output_token_j", e["per_output_token_j"])):
-            data["repeats"]["stats"][name] = {"n": 3, "mean": value, "std": value * 0.02,
-                                              "ci95_low": value * 0.95, "ci95_high": value * 1.05}
+        for name, value in (
+            ("output_tokens_per_s", tp["output_tokens_per_s"]),
+            ("energy_per_output_token_j", e["per_output_token_j"]),
+        ):
+            data["repeats"]["stats"][name] = {
+                "n": 3,
+                "mean": value,
+                "std": value * 0.02,
+                "ci95_low": value * 0.95,
+                "ci95_high": value * 1.05,
+            }
     return data
 
 
@@ -88,13 +117,25 @@ def make_sweep(root: Path, template: dict, jobs: int) -> Path:
         (folder / ".hydra").mkdir(parents=True)
         (folder / ".hydra" / "overrides.yaml").write_text(f"- batch={batch}\n- seed={i}\n- n=100\n")
         if i % 500 == 7:
-            (folder / "error.json").write_text(json.dumps({
-                "status": "failed", "error": "RuntimeError: CUDA out of memory", "exit_code": 1,
-                "overrides": [f"batch={batch}", f"seed={i}", "n=100"], "ended_at": "2026-01-01T00:00:00+00:00"}))
+            (folder / "error.json").write_text(
+                json.dumps(
+                    {
+                        "status": "failed",
+                        "error": "RuntimeError: CUDA out of memory",
+                        "exit_code": 1,
+                        "overrides": [f"batch={batch}", f"seed={i}", "n=100"],
+                        "ended_at": "2026-01-01T00:00:00+00:00",
+                    }
+                )
+            )
             continue
-        (folder / "result.json").write_text(json.dumps(vary(template, i, batch, rng), indent=2) + "\n")
+        (folder / "result.json").write_text(
+            json.dumps(vary(template, i, batch, rng), indent=2) + "\n"
+        )
     size = sum(p.stat().st_size for p in sweep.glob("*/result.json"))
-    print(f"wrote {jobs} job folders in {time.perf_counter() - t0:.1f} s ({size / 2**20:.0f} MiB of result.json)")
+    print(
+        f"wrote {jobs} job folders in {time.perf_counter() - t0:.1f} s ({size / 2**20:.0f} MiB of result.json)"
+    )
     return sweep
 
 
@@ -110,7 +151,9 @@ def timed(fn, repeats: int = 3) -> tuple[float, list[float]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--jobs", type=int, default=10_000)
-    ap.add_argument("--n", type=int, default=100, help="prompts in the template run (result.json size)")
+    ap.add_argument(
+        "--n", type=int, default=100, help="prompts in the template run (result.json size)"
+    )
     ap.add_argument("--keep", type=Path, help="build the sweep here and keep it")
     args = ap.parse_args()
 
@@ -135,22 +178,47 @@ def main() -> None:
         write_summary(sweep, plot=False)
         rows.append(("warm (nothing changed)", *timed(lambda: write_summary(sweep, plot=False))))
         rows.append(("warm, one new result", *timed(one_new)))
-        plan = [{"num": i, "subdir": f"{i}_tiny-llama_pytorch", "overrides": [], "config_hash": f"{i:016x}"}
-                for i in range(args.jobs)]
-        (sweep / "study.json").write_text(json.dumps({
-            "llem_version": "bench", "created_at": "2026-01-01T00:00:00+00:00", "sweep_dir": str(sweep),
-            "launcher": "llem", "mode": "subprocess", "jobs": plan}))
+        plan = [
+            {
+                "num": i,
+                "subdir": f"{i}_tiny-llama_pytorch",
+                "overrides": [],
+                "config_hash": f"{i:016x}",
+            }
+            for i in range(args.jobs)
+        ]
+        (sweep / "study.json").write_text(
+            json.dumps(
+                {
+                    "llem_version": "bench",
+                    "created_at": "2026-01-01T00:00:00+00:00",
+                    "sweep_dir": str(sweep),
+                    "launcher": "llem",
+                    "mode": "subprocess",
+                    "jobs": plan,
+                }
+            )
+        )
         rows.append(("cold with study.json", *timed(cold)))
         write_summary(sweep, plot=False)
         rows.append(("warm with study.json", *timed(lambda: write_summary(sweep, plot=False))))
         meta, _, table, _ = build_summary(sweep)
-        rows.append(("png alone", *timed(lambda: write_plot(sweep / PARETO_PNG, table, list(meta["swept"])))))
+        rows.append(
+            (
+                "png alone",
+                *timed(lambda: write_plot(sweep / PARETO_PNG, table, list(meta["swept"]))),
+            )
+        )
 
-        print(f"\nstudy summary rebuild, {args.jobs} jobs ({meta['counts']['ok']} ok, {meta['counts']['failed']} "
-              f"failed), median of 3; goal <= {GOAL_S:.0f} s without the png")
+        print(
+            f"\nstudy summary rebuild, {args.jobs} jobs ({meta['counts']['ok']} ok, {meta['counts']['failed']} "
+            f"failed), median of 3; goal <= {GOAL_S:.0f} s without the png"
+        )
         for label, median, runs in rows:
             goal = "" if label == "png alone" else ("met" if median <= GOAL_S else "NOT met")
-            print(f"  {label:<28} {median:6.2f} s  (runs: {', '.join(f'{r:.2f}' for r in runs)})  {goal}")
+            print(
+                f"  {label:<28} {median:6.2f} s  (runs: {', '.join(f'{r:.2f}' for r in runs)})  {goal}"
+            )
         sizes = {p.name: p.stat().st_size for p in sweep.glob("study_*")}
         print("  files: " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sorted(sizes.items())))
     finally:

@@ -28,7 +28,9 @@ def experiment_file_args(args: list[str]) -> list[str]:
     stay reachable through ``hydra.searchpath``; the file extends them with ``defaults: [llem, _self_]``.
     """
     if not args or args[0].startswith("-") or "=" in args[0]:
-        raise UsageError("llem run needs an experiment file: llem run path/to/experiment.yaml [key=value ...]")
+        raise UsageError(
+            "llem run needs an experiment file: llem run path/to/experiment.yaml [key=value ...]"
+        )
     path = Path(args[0]).expanduser().resolve()
     if not path.is_file():
         raise UsageError(f"experiment file {args[0]} not found: give the path of a .yaml file")
@@ -48,8 +50,14 @@ def experiment_file_args(args: list[str]) -> list[str]:
         )
     if path.suffix not in {".yaml", ".yml"}:
         path = _yaml_copy(path)
-    return ["--config-path", str(path.parent), "--config-name", path.stem, "hydra.searchpath=[pkg://llem.conf]",
-            *args[1:]]
+    return [
+        "--config-path",
+        str(path.parent),
+        "--config-name",
+        path.stem,
+        "hydra.searchpath=[pkg://llem.conf]",
+        *args[1:],
+    ]
 
 
 def _yaml_copy(path: Path) -> Path:

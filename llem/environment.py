@@ -10,8 +10,20 @@ import re
 import socket
 from pathlib import Path
 
-PACKAGES = ("llenergymeasure", "torch", "transformers", "accelerate", "hydra-core", "omegaconf", "pydantic",
-            "nvidia-ml-py", "vllm", "tensorrt-llm", "zeus", "codecarbon")
+PACKAGES = (
+    "llenergymeasure",
+    "torch",
+    "transformers",
+    "accelerate",
+    "hydra-core",
+    "omegaconf",
+    "pydantic",
+    "nvidia-ml-py",
+    "vllm",
+    "tensorrt-llm",
+    "zeus",
+    "codecarbon",
+)
 
 
 def package_versions() -> dict[str, str | None]:
@@ -46,8 +58,13 @@ def cpu_info() -> dict:
     except OSError:
         pass
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"model": model, "architecture": platform.machine(), "logical_cores": os.cpu_count(),
-            "usable_cores": affinity, "native_bf16": bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})}
+    return {
+        "model": model,
+        "architecture": platform.machine(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": affinity,
+        "native_bf16": bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}),
+    }
 
 
 def nvml_info() -> dict:
@@ -64,14 +81,24 @@ def nvml_info() -> dict:
         gpus = []
         for i in range(pynvml.nvmlDeviceGetCount()):
             h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            gpus.append({
-                "index": i, "name": pynvml.nvmlDeviceGetName(h), "uuid": pynvml.nvmlDeviceGetUUID(h),
-                "memory_total_bytes": pynvml.nvmlDeviceGetMemoryInfo(h).total,
-                "power_limit_w": _try(lambda h=h: pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000),
-            })
+            gpus.append(
+                {
+                    "index": i,
+                    "name": pynvml.nvmlDeviceGetName(h),
+                    "uuid": pynvml.nvmlDeviceGetUUID(h),
+                    "memory_total_bytes": pynvml.nvmlDeviceGetMemoryInfo(h).total,
+                    "power_limit_w": _try(
+                        lambda h=h: pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000
+                    ),
+                }
+            )
         cuda = _try(pynvml.nvmlSystemGetCudaDriverVersion_v2)
-        return {"status": "ok", "driver": pynvml.nvmlSystemGetDriverVersion(),
-                "cuda_driver": f"{cuda // 1000}.{cuda % 1000 // 10}" if cuda else None, "gpus": gpus}
+        return {
+            "status": "ok",
+            "driver": pynvml.nvmlSystemGetDriverVersion(),
+            "cuda_driver": f"{cuda // 1000}.{cuda % 1000 // 10}" if cuda else None,
+            "gpus": gpus,
+        }
     finally:
         pynvml.nvmlShutdown()
 

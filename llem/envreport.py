@@ -15,12 +15,20 @@ def docker_status() -> str:
     if docker is None:
         return "not installed"
     try:
-        out = subprocess.run([docker, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
-                             timeout=10)
+        out = subprocess.run(
+            [docker, "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "client installed, engine not responding"
     version = out.stdout.strip()
-    return f"available (engine {version})" if out.returncode == 0 and version else "client installed, no engine running"
+    return (
+        f"available (engine {version})"
+        if out.returncode == 0 and version
+        else "client installed, no engine running"
+    )
 
 
 def report() -> list[tuple[str, str]]:
@@ -31,10 +39,17 @@ def report() -> list[tuple[str, str]]:
         rows.append((f"backend {info.name}", status))
     cuda = torch_cuda_build()
     if cuda is not None:
-        rows.append(("torch", f"{v['torch']} ({'CUDA ' + cuda + ' build' if cuda else 'CPU-only build'})"))
+        rows.append(
+            ("torch", f"{v['torch']} ({'CUDA ' + cuda + ' build' if cuda else 'CPU-only build'})")
+        )
     cpu = cpu_info()
-    rows.append(("cpu", f"{cpu['model']}, {cpu['usable_cores']} usable cores, "
-                        f"native bf16: {'yes' if cpu['native_bf16'] else 'no'}"))
+    rows.append(
+        (
+            "cpu",
+            f"{cpu['model']}, {cpu['usable_cores']} usable cores, "
+            f"native bf16: {'yes' if cpu['native_bf16'] else 'no'}",
+        )
+    )
     nvml = nvml_info()
     if nvml["status"] == "ok":
         gpus = ", ".join(f"{g['index']}: {g['name']}" for g in nvml["gpus"]) or "no GPUs"
@@ -42,9 +57,13 @@ def report() -> list[tuple[str, str]]:
     else:
         rows.append(("NVML", nvml["reason"]))
     rows.append(("RAPL (CPU energy)", rapl_status() or "readable"))
-    rows.append(("GPU energy meter (auto)", get_active_energy_backend() or "none (no usable GPU meter)"))
+    rows.append(
+        ("GPU energy meter (auto)", get_active_energy_backend() or "none (no usable GPU meter)")
+    )
     for name in ("zeus", "codecarbon"):
-        rows.append((f"energy {name}", v[name] or f"not installed (pip install llenergymeasure[{name}])"))
+        rows.append(
+            (f"energy {name}", v[name] or f"not installed (pip install llenergymeasure[{name}])")
+        )
     rows.append(("docker", docker_status()))
     return rows
 

@@ -13,8 +13,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # model_type values whose MLP is gated (gate, up, down projections)
-_GATED = {"llama", "qwen2", "qwen3", "mistral", "mixtral", "gemma", "gemma2", "phi3", "olmo", "olmo2",
-          "granite", "smollm3", "cohere"}
+_GATED = {
+    "llama",
+    "qwen2",
+    "qwen3",
+    "mistral",
+    "mixtral",
+    "gemma",
+    "gemma2",
+    "phi3",
+    "olmo",
+    "olmo2",
+    "granite",
+    "smollm3",
+    "cohere",
+}
 
 
 @dataclass(frozen=True)
@@ -46,9 +59,13 @@ class DecoderShape:
         if new_tokens < 1:
             return 0
         head = 2 * self.hidden * self.vocab
-        prefill = input_len * self.linear_per_position() + self.attention(input_len, input_len) + head
-        decode = sum(self.linear_per_position() + self.attention(1, input_len + i) + head
-                     for i in range(1, new_tokens))
+        prefill = (
+            input_len * self.linear_per_position() + self.attention(input_len, input_len) + head
+        )
+        decode = sum(
+            self.linear_per_position() + self.attention(1, input_len + i) + head
+            for i in range(1, new_tokens)
+        )
         return batch * (prefill + decode)
 
 
@@ -57,16 +74,28 @@ def decoder_shape(config: dict) -> DecoderShape | None:
     mt = config.get("model_type")
     if mt == "gpt2":
         h = config["n_embd"]
-        return DecoderShape(h, config["n_layer"], config["n_head"], config["n_head"], h // config["n_head"],
-                            config.get("n_inner") or 4 * h, config["vocab_size"], gated_mlp=False)
+        return DecoderShape(
+            h,
+            config["n_layer"],
+            config["n_head"],
+            config["n_head"],
+            h // config["n_head"],
+            config.get("n_inner") or 4 * h,
+            config["vocab_size"],
+            gated_mlp=False,
+        )
     if mt not in _GATED:
         return None
     h, heads = config["hidden_size"], config["num_attention_heads"]
     return DecoderShape(
-        hidden=h, layers=config["num_hidden_layers"], heads=heads,
+        hidden=h,
+        layers=config["num_hidden_layers"],
+        heads=heads,
         kv_heads=config.get("num_key_value_heads") or heads,
-        head_dim=config.get("head_dim") or h // heads, intermediate=config["intermediate_size"],
-        vocab=config["vocab_size"], gated_mlp=True,
+        head_dim=config.get("head_dim") or h // heads,
+        intermediate=config["intermediate_size"],
+        vocab=config["vocab_size"],
+        gated_mlp=True,
     )
 
 

@@ -42,10 +42,12 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def make_batches(prompts: list[Prompt], size: int, sort_by_length: bool = False) -> list[list[Prompt]]:
+def make_batches(
+    prompts: list[Prompt], size: int, sort_by_length: bool = False
+) -> list[list[Prompt]]:
     """Consecutive groups of ``size`` prompts (the last may be smaller); optionally length-sorted first."""
     ordered = sorted(prompts, key=lambda p: p.input_tokens) if sort_by_length else prompts
-    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
 @contextmanager
@@ -53,8 +55,13 @@ def _progress(total: int, enabled: bool, repeat: int = 1, repeats: int = 1) -> I
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     label = "measuring" if repeats == 1 else f"measuring (repeat {repeat}/{repeats})"
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("prompts"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("prompts"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, transient=True, disable=not enabled) as bar:
         task = bar.add_task("measure", total=total)
         yield lambda n: bar.advance(task, n)
@@ -63,7 +70,9 @@ def _progress(total: int, enabled: bool, repeat: int = 1, repeats: int = 1) -> I
 class Harness:
     """Runs one experiment, writes its time series into ``run_dir`` and returns its :class:`Result`."""
 
-    def __init__(self, config: ExperimentConfig, run_dir: Path, overrides: list[str] | None = None) -> None:
+    def __init__(
+        self, config: ExperimentConfig, run_dir: Path, overrides: list[str] | None = None
+    ) -> None:
         self.cfg = config
         self.run_dir = run_dir
         self.overrides = overrides or []
@@ -81,7 +90,7 @@ class Harness:
             session.open()  # an explicit meter that cannot work stops the job here, before the model loads
             log.info("tokenising %d prompts (%s)", cfg.n + len(warmup_idx), prompt_set.source)
             prompts = backend.prepare(prompt_set, measured_idx + warmup_idx)
-            measured, warm = prompts[:cfg.n], prompts[cfg.n:]
+            measured, warm = prompts[: cfg.n], prompts[cfg.n :]
             log.info("loading %s", cfg.model.name_or_path)
             t0 = time.perf_counter()
             model = backend.load()
@@ -90,7 +99,9 @@ class Harness:
             session.start_sampling()
             baseline, baseline_reason = session.baseline(backend.synchronize)
 
-            batches = make_batches(measured, cfg.batch, getattr(cfg.backend, "sort_by_length", False))
+            batches = make_batches(
+                measured, cfg.batch, getattr(cfg.backend, "sort_by_length", False)
+            )
             session.phase("warmup")
             backend.seed(cfg.seed)
             t0 = time.perf_counter()
@@ -108,7 +119,9 @@ class Harness:
             peak, peak_what = backend.peak_memory()
             prefill = None
             if cfg.energy.prefill_split and session.hardware_meters:
-                with session.window("prefill", backend.synchronize, meters=session.hardware_meters) as pw:
+                with session.window(
+                    "prefill", backend.synchronize, meters=session.hardware_meters
+                ) as pw:
                     for batch in batches:
                         backend.prefill(batch)
                 prefill = (pw.readings, pw.duration_s)
@@ -117,10 +130,14 @@ class Harness:
             flops, flops_s = self._count_flops(backend, batches, windows[0][1], model.config)
             warnings = backend.warnings() + session.warnings + session.end_checks()
             if n_cut := sum(p.truncated for p in measured):
-                warnings.append(f"{n_cut} of {cfg.n} prompts truncated to max_input_tokens={cfg.max_input_tokens}")
+                warnings.append(
+                    f"{n_cut} of {cfg.n} prompts truncated to max_input_tokens={cfg.max_input_tokens}"
+                )
             if set(warmup_idx) & set(measured_idx):
-                warnings.append("warm-up reused measured prompts (the dataset has no others): a prompt cache "
-                                "could make measured requests cheaper")
+                warnings.append(
+                    "warm-up reused measured prompts (the dataset has no others): a prompt cache "
+                    "could make measured requests cheaper"
+                )
             for win, _, _ in windows:
                 warnings += session.window_warnings(win)
         finally:
@@ -129,31 +146,58 @@ class Harness:
 
         tokens = metrics.token_counts(records)
         window_s = sum(w for _, _, w in windows)
-        energy_section = self._energy(session, windows, tokens, baseline, baseline_reason, prefill, timeseries)
+        energy_section = self._energy(
+            session, windows, tokens, baseline, baseline_reason, prefill, timeseries
+        )
         return Result(
-            llem_version=__version__, experiment_id=str(uuid.uuid4()), config_hash=cfg.config_hash(),
-            started_at=started, ended_at=_now(), config=cfg.model_dump(mode="json"), overrides=self.overrides,
+            llem_version=__version__,
+            experiment_id=str(uuid.uuid4()),
+            config_hash=cfg.config_hash(),
+            started_at=started,
+            ended_at=_now(),
+            config=cfg.model_dump(mode="json"),
+            overrides=self.overrides,
             model=model,
-            dataset=DatasetRecord(source=prompt_set.source, measured_indices=measured_idx,
-                                  warmup_indices=warmup_idx, truncated_prompts=sum(p.truncated for p in measured)),
-            tokens=tokens, throughput=metrics.throughput(tokens, window_s), latency=metrics.latency(records),
-            timing=TimingMetrics(model_load_s=load_s, warmup_s=warmup_s, measured_window_s=window_s,
-                                 flops_pass_s=flops_s),
+            dataset=DatasetRecord(
+                source=prompt_set.source,
+                measured_indices=measured_idx,
+                warmup_indices=warmup_idx,
+                truncated_prompts=sum(p.truncated for p in measured),
+            ),
+            tokens=tokens,
+            throughput=metrics.throughput(tokens, window_s),
+            latency=metrics.latency(records),
+            timing=TimingMetrics(
+                model_load_s=load_s,
+                warmup_s=warmup_s,
+                measured_window_s=window_s,
+                flops_pass_s=flops_s,
+            ),
             memory=MemoryMetrics(peak_bytes=peak, measured=peak_what),
-            flops=flops, energy=energy_section, repeats=self._repeats(windows),
-            requests=[metrics.request_metrics(r) for r in sorted(records, key=lambda r: (r.repeat, r.index))],
-            warnings=list(dict.fromkeys(warnings + self._checks(tokens.output, window_s, energy_section))),
+            flops=flops,
+            energy=energy_section,
+            repeats=self._repeats(windows),
+            requests=[
+                metrics.request_metrics(r)
+                for r in sorted(records, key=lambda r: (r.repeat, r.index))
+            ],
+            warnings=list(
+                dict.fromkeys(warnings + self._checks(tokens.output, window_s, energy_section))
+            ),
             environment=env,
         )
 
-    def _measure(self, backend: Backend, session: EnergySession, batches: list[list[Prompt]], repeat: int
-                 ) -> tuple[Window, list[RequestRecord], float]:
+    def _measure(
+        self, backend: Backend, session: EnergySession, batches: list[list[Prompt]], repeat: int
+    ) -> tuple[Window, list[RequestRecord], float]:
         """One measured window: every batch back to back, between two synchronised clock and meter reads."""
         show = not self.cfg.quiet and sys.stderr.isatty()
         records: list[RequestRecord] = []
         backend.seed(self.cfg.seed)
-        with _progress(self.cfg.n, show, repeat, self.cfg.repeats) as advance, \
-                session.window(f"repeat-{repeat}", backend.synchronize) as win:
+        with (
+            _progress(self.cfg.n, show, repeat, self.cfg.repeats) as advance,
+            session.window(f"repeat-{repeat}", backend.synchronize) as win,
+        ):
             start = time.perf_counter()
             for batch in batches:
                 records += backend.generate(batch)
@@ -164,14 +208,28 @@ class Harness:
             r.repeat = repeat
         return win, records, window_s
 
-    def _energy(self, session: EnergySession, windows, tokens, baseline, baseline_reason, prefill, timeseries):
+    def _energy(
+        self,
+        session: EnergySession,
+        windows,
+        tokens,
+        baseline,
+        baseline_reason,
+        prefill,
+        timeseries,
+    ):
         cc = next((m for m in session.meters if isinstance(m, CodeCarbonMeter)), None)
         carbon = (cc.emissions_kg, cc.country, cc.detail) if cc is not None else None
         return energy_metrics(
             meters=[m.name for m in session.meters],
             windows=[(w.name, w.readings, secs) for w, _, secs in windows],
-            output_tokens=tokens.output, requests=tokens.requests, baseline=baseline,
-            baseline_reason=baseline_reason, reason_if_none=session.reason(), carbon=carbon, prefill=prefill,
+            output_tokens=tokens.output,
+            requests=tokens.requests,
+            baseline=baseline,
+            baseline_reason=baseline_reason,
+            reason_if_none=session.reason(),
+            carbon=carbon,
+            prefill=prefill,
             timeseries=timeseries,
         )
 
@@ -187,11 +245,20 @@ class Harness:
                 d = getattr(lat, f"{name}_ms")
                 for p in ("p50", "p90", "p99"):
                     q[f"{name}_{p}_ms"] = getattr(d, p) if d else None
-            per.append(RepeatMetrics(
-                repeat=i, window_s=secs, output_tokens=tokens.output, output_tokens_per_s=tp.output_tokens_per_s,
-                total_tokens_per_s=tp.total_tokens_per_s, energy_j=energy_j,
-                energy_per_output_token_j=energy_j / tokens.output if energy_j is not None and tokens.output else None,
-                **q))
+            per.append(
+                RepeatMetrics(
+                    repeat=i,
+                    window_s=secs,
+                    output_tokens=tokens.output,
+                    output_tokens_per_s=tp.output_tokens_per_s,
+                    total_tokens_per_s=tp.total_tokens_per_s,
+                    energy_j=energy_j,
+                    energy_per_output_token_j=energy_j / tokens.output
+                    if energy_j is not None and tokens.output
+                    else None,
+                    **q,
+                )
+            )
         keys = [k for k in RepeatMetrics.model_fields if k not in {"repeat", "output_tokens"}]
         stats = {}
         for k in keys:
@@ -199,18 +266,28 @@ class Harness:
             stats[k] = summarize(values) if all(v is not None for v in values) else None
         return RepeatSummary(per_repeat=per, stats=stats)
 
-    def _count_flops(self, backend: Backend, batches: list[list[Prompt]], records: list[RequestRecord],
-                     model_config: dict) -> tuple[FlopsMetrics, float | None]:
+    def _count_flops(
+        self,
+        backend: Backend,
+        batches: list[list[Prompt]],
+        records: list[RequestRecord],
+        model_config: dict,
+    ) -> tuple[FlopsMetrics, float | None]:
         steps = {r.index: r.output_tokens for r in records}
         if backend.pads_batches:  # a padded batch runs until its longest output is done
-            shapes = [(len(b), max(p.input_tokens for p in b), max(steps[p.index] for p in b)) for b in batches]
+            shapes = [
+                (len(b), max(p.input_tokens for p in b), max(steps[p.index] for p in b))
+                for b in batches
+            ]
         else:  # continuous batching: every request costs its own length
             shapes = [(1, p.input_tokens, steps[p.index]) for b in batches for p in b]
         analytic_all = analytic_flops(model_config, shapes)
         if not self.cfg.flops.enabled:
             count, flops_s = FlopCount(None, 0, 0, 0, [], "disabled", "flops.enabled=false"), None
         else:
-            chosen = batches[: self.cfg.flops.max_batches] if self.cfg.flops.max_batches else batches
+            chosen = (
+                batches[: self.cfg.flops.max_batches] if self.cfg.flops.max_batches else batches
+            )
             t0 = time.perf_counter()
             count = backend.count_flops(chosen)
             flops_s = time.perf_counter() - t0
@@ -221,19 +298,28 @@ class Harness:
 
         reason = count.reason
         if analytic is None and count.batches:
-            reason = f"no closed-form FLOP formula for model_type {model_config.get('model_type')!r}"
+            reason = (
+                f"no closed-form FLOP formula for model_type {model_config.get('model_type')!r}"
+            )
         return FlopsMetrics(
-            counted=count.flops, analytic=analytic, counted_requests=count.requests,
-            counted_output_tokens=count.output_tokens, counted_per_output_token=per_tok(count.flops),
-            analytic_per_output_token=per_tok(analytic), analytic_window_total=analytic_all,
-            method=count.method, reason=reason,
+            counted=count.flops,
+            analytic=analytic,
+            counted_requests=count.requests,
+            counted_output_tokens=count.output_tokens,
+            counted_per_output_token=per_tok(count.flops),
+            analytic_per_output_token=per_tok(analytic),
+            analytic_window_total=analytic_all,
+            method=count.method,
+            reason=reason,
         ), flops_s
 
     def _checks(self, output_tokens: int, window_s: float, energy_section) -> list[str]:
         out = []
         expected = self.cfg.n * self.cfg.repeats * self.cfg.max_new_tokens
         if output_tokens != expected and not self.cfg.stop_at_eos:
-            out.append(f"expected {expected} output tokens with a fixed output length, got {output_tokens}")
+            out.append(
+                f"expected {expected} output tokens with a fixed output length, got {output_tokens}"
+            )
         per_window = window_s / self.cfg.repeats
         if short := quality.short_window(per_window):
             out.append(short)

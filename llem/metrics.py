@@ -28,15 +28,23 @@ def distribution(values: Sequence[float]) -> Distribution | None:
         return None
     s = sorted(values)
     return Distribution(
-        count=len(s), mean=sum(s) / len(s), p50=percentile(s, 50), p90=percentile(s, 90), p99=percentile(s, 99),
-        min=s[0], max=s[-1],
+        count=len(s),
+        mean=sum(s) / len(s),
+        p50=percentile(s, 50),
+        p90=percentile(s, 90),
+        p99=percentile(s, 99),
+        min=s[0],
+        max=s[-1],
     )
 
 
 def request_metrics(r: RequestRecord) -> RequestMetrics:
     times = r.token_times_s
     return RequestMetrics(
-        index=r.index, repeat=r.repeat, input_tokens=r.input_tokens, output_tokens=r.output_tokens,
+        index=r.index,
+        repeat=r.repeat,
+        input_tokens=r.input_tokens,
+        output_tokens=r.output_tokens,
         ttft_ms=(times[0] - r.start_s) * 1e3 if times else None,
         e2e_ms=(r.end_s - r.start_s) * 1e3,
         itl_mean_ms=(times[-1] - times[0]) * 1e3 / (len(times) - 1) if len(times) > 1 else None,
@@ -66,4 +74,6 @@ def latency(records: Sequence[RequestRecord]) -> LatencyMetrics:
             ttft.append((t[0] - r.start_s) * 1e3)
         e2e.append((r.end_s - r.start_s) * 1e3)
         itl.extend((b - a) * 1e3 for a, b in itertools.pairwise(t))
-    return LatencyMetrics(ttft_ms=distribution(ttft), itl_ms=distribution(itl), e2e_ms=distribution(e2e))
+    return LatencyMetrics(
+        ttft_ms=distribution(ttft), itl_ms=distribution(itl), e2e_ms=distribution(e2e)
+    )

@@ -15,10 +15,27 @@ from llem.config import ExperimentConfig, validate
 from llem.errors import ConfigError, UsageError
 
 # Hydra flags that only print something: no experiment runs, so nothing is checked.
-_PASSTHROUGH = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i",
-                "--shell-completion", "-sc", "--experimental-rerun"}
-_WITH_VALUE = {"--config-path": "config_path", "-cp": "config_path", "--config-name": "config_name",
-               "-cn": "config_name", "--config-dir": "config_dir", "-cd": "config_dir"}
+_PASSTHROUGH = {
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--version",
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--shell-completion",
+    "-sc",
+    "--experimental-rerun",
+}
+_WITH_VALUE = {
+    "--config-path": "config_path",
+    "-cp": "config_path",
+    "--config-name": "config_name",
+    "-cn": "config_name",
+    "--config-dir": "config_dir",
+    "-cd": "config_dir",
+}
 
 
 @dataclass
@@ -69,8 +86,9 @@ def compose_jobs(cl: CommandLine) -> Plan:
     resolvers.register()
     register_plugins()
     if cl.config_path:
-        init = initialize_config_dir(config_dir=str(Path(cl.config_path).resolve()), version_base="1.3",
-                                     job_name="llem")
+        init = initialize_config_dir(
+            config_dir=str(Path(cl.config_path).resolve()), version_base="1.3", job_name="llem"
+        )
     else:
         init = initialize_config_module("llem.conf", version_base="1.3", job_name="llem")
     overrides = list(cl.overrides)
@@ -93,7 +111,11 @@ def compose_jobs(cl: CommandLine) -> Plan:
         lines += [f"  [{' '.join(_user_part(j)) or 'defaults'}] {exc}" for j, exc in problems]
         raise ConfigError("\n".join(lines))
     launcher = hydra_cfg.launcher
-    mode = str(launcher.get("mode", "subprocess")) if "llem_launcher" in str(launcher.get("_target_")) else "other"
+    mode = (
+        str(launcher.get("mode", "subprocess"))
+        if "llem_launcher" in str(launcher.get("_target_"))
+        else "other"
+    )
     return Plan(results, mode)
 
 
@@ -135,7 +157,8 @@ def _compose(compose, config_name: str, overrides: list[str], hydra_node: bool =
             group, option = missing.rsplit("/", 1)
             raise UsageError(
                 f"unknown {group} '{option}': choose one of {', '.join(sorted(exc.options))}"
-                f" (e.g. {group}={sorted(exc.options)[0]})") from None
+                f" (e.g. {group}={sorted(exc.options)[0]})"
+            ) from None
         raise UsageError(f"config '{config_name}' not found: {_first_line(str(exc))}") from None
     except OverrideParseException as exc:
         raise UsageError(f"cannot parse override: {_first_line(str(exc))}") from None
@@ -155,7 +178,9 @@ def _composition_message(exc: Exception, compose, config_name: str) -> str:
 
             base = compose(config_name, overrides=[])
             node = OmegaConf.select(base, parent) if parent else base
-            close = difflib.get_close_matches(leaf, list(node.keys()), n=1) if node is not None else []
+            close = (
+                difflib.get_close_matches(leaf, list(node.keys()), n=1) if node is not None else []
+            )
             if close:
                 hint = f" (did you mean '{'.'.join(filter(None, [parent, close[0]]))}'?)"
         except Exception:
@@ -189,12 +214,15 @@ def check(args: list[str]) -> list[ExperimentConfig]:
 
     seen: set[str] = set()
     for exp in experiments:
-        in_containers = plan.launcher_mode == "docker"  # engines live in the images, not on this host
-        for key, check_fn, arg in (("backend", (lambda _: None) if in_containers else require_backend,
-                                    exp.backend.name),
-                                   ("model", check_model, exp.model),
-                                   ("dataset", check_dataset, exp.dataset),
-                                   ("energy", check_meter, exp.energy)):
+        in_containers = (
+            plan.launcher_mode == "docker"
+        )  # engines live in the images, not on this host
+        for key, check_fn, arg in (
+            ("backend", (lambda _: None) if in_containers else require_backend, exp.backend.name),
+            ("model", check_model, exp.model),
+            ("dataset", check_dataset, exp.dataset),
+            ("energy", check_meter, exp.energy),
+        ):
             ident = f"{key}:{arg!r}"
             if ident not in seen:
                 seen.add(ident)
@@ -209,12 +237,14 @@ def check_isolation(backends: set[str], launcher_mode: str, docker_usable=None) 
     if docker_usable is None:
         from llem.study.launcher import docker_usable
     if launcher_mode != "docker" or not docker_usable():
-        raise UsageError("Multi-backend studies require Docker.\n"
-                         f"Install Docker, then: docker compose pull {' '.join(sorted(backends))}\n"
-                         "and run the study with hydra.launcher.mode=docker")
+        raise UsageError(
+            "Multi-backend studies require Docker.\n"
+            f"Install Docker, then: docker compose pull {' '.join(sorted(backends))}\n"
+            "and run the study with hydra.launcher.mode=docker"
+        )
 
 
 def experiment(*overrides: str) -> ExperimentConfig:
     """The packaged experiment with ``key=value`` overrides, composed and validated (for scripts and notebooks)."""
-    (_, exp), = compose_jobs(CommandLine(overrides=list(overrides))).jobs
+    ((_, exp),) = compose_jobs(CommandLine(overrides=list(overrides))).jobs
     return exp

@@ -51,8 +51,12 @@ class ThroughputMetrics(_Model):
 class LatencyMetrics(_Model):
     """From per-step timestamps taken as each token reached the host."""
 
-    ttft_ms: Distribution | None = Field(description="time to first token: request submission -> first token")
-    itl_ms: Distribution | None = Field(description="inter-token latency: gaps between consecutive tokens")
+    ttft_ms: Distribution | None = Field(
+        description="time to first token: request submission -> first token"
+    )
+    itl_ms: Distribution | None = Field(
+        description="inter-token latency: gaps between consecutive tokens"
+    )
     e2e_ms: Distribution | None = Field(description="end-to-end: request submission -> last token")
 
 
@@ -70,13 +74,18 @@ class TimingMetrics(_Model):
     model_load_s: float = Field(description="from_pretrained + move to device")
     warmup_s: float = Field(description="warm-up batches (excluded from every other metric)")
     measured_window_s: float = Field(
-        description="first batch start -> last batch end, synchronised (summed over repeats)")
-    flops_pass_s: float | None = Field(description="untimed FLOP-counting pass (not part of the window)")
+        description="first batch start -> last batch end, synchronised (summed over repeats)"
+    )
+    flops_pass_s: float | None = Field(
+        description="untimed FLOP-counting pass (not part of the window)"
+    )
 
 
 class MemoryMetrics(_Model):
     peak_bytes: int | None
-    measured: str = Field(description="what peak_bytes is: CUDA allocator peak, or process peak RSS")
+    measured: str = Field(
+        description="what peak_bytes is: CUDA allocator peak, or process peak RSS"
+    )
 
 
 class FlopsMetrics(_Model):
@@ -84,12 +93,15 @@ class FlopsMetrics(_Model):
 
     counted: int | None = Field(description="torch FLOP counter over the counted batches")
     analytic: int | None = Field(
-        description="closed-form count for the same shapes (padded batches for pytorch; per request for engines)")
+        description="closed-form count for the same shapes (padded batches for pytorch; per request for engines)"
+    )
     counted_requests: int
     counted_output_tokens: int
     counted_per_output_token: float | None
     analytic_per_output_token: float | None
-    analytic_window_total: int | None = Field(description="closed-form count for every measured batch")
+    analytic_window_total: int | None = Field(
+        description="closed-form count for every measured batch"
+    )
     method: str
     reason: str | None = None
 
@@ -123,7 +135,9 @@ class CarbonEstimate(_Model):
 
     emissions_kg_co2eq: float | None
     country_iso_code: str
-    energy_estimate_j: float | None = Field(description="CodeCarbon's modelled CPU + GPU + RAM energy")
+    energy_estimate_j: float | None = Field(
+        description="CodeCarbon's modelled CPU + GPU + RAM energy"
+    )
     cpu_estimate_j: float | None
     gpu_estimate_j: float | None
     ram_estimate_j: float | None
@@ -135,7 +149,9 @@ class PrefillSplit(_Model):
 
     prefill_j: float | None
     prefill_window_s: float
-    decode_j: float | None = Field(description="measured window energy minus the prefill pass (derived)")
+    decode_j: float | None = Field(
+        description="measured window energy minus the prefill pass (derived)"
+    )
     method: str
 
 
@@ -147,7 +163,9 @@ class EnergyMetrics(_Model):
     """
 
     meters: list[str] = Field(description="active meters")
-    covers: str | None = Field(description="what total_j includes, e.g. 'GPU board' or 'GPU board + CPU package'")
+    covers: str | None = Field(
+        description="what total_j includes, e.g. 'GPU board' or 'GPU board + CPU package'"
+    )
     method: str | None
     total_j: float | None
     gpu_j: float | None
@@ -159,15 +177,23 @@ class EnergyMetrics(_Model):
     average_power_w: float | None
     output_tokens_per_j: float | None
     window_s: float | None
-    baseline: list[IdleBaseline] = Field(description="idle power per device (model loaded, nothing running)")
+    baseline: list[IdleBaseline] = Field(
+        description="idle power per device (model loaded, nothing running)"
+    )
     baseline_reason: str | None = None
-    adjusted_total_j: float | None = Field(description="SECONDARY: total_j minus idle power x window")
+    adjusted_total_j: float | None = Field(
+        description="SECONDARY: total_j minus idle power x window"
+    )
     adjusted_per_output_token_j: float | None
-    estimate_j: float | None = Field(description="CodeCarbon's MODELLED energy, never a measurement")
+    estimate_j: float | None = Field(
+        description="CodeCarbon's MODELLED energy, never a measurement"
+    )
     co2: CarbonEstimate | None
     prefill: PrefillSplit | None
     readings: list[EnergyReading]
-    timeseries: str | None = Field(description="time-series file beside result.json (see llem.energy.sampler)")
+    timeseries: str | None = Field(
+        description="time-series file beside result.json (see llem.energy.sampler)"
+    )
     reason: str | None = Field(description="why total_j is null")
 
 
@@ -203,10 +229,14 @@ class ModelRecord(_Model):
     source: str = Field(description="builtin | local | hub")
     architecture: str
     parameters: int
-    dtype: str = Field(description="dtype the weights ran in (see warnings for precision fallbacks)")
+    dtype: str = Field(
+        description="dtype the weights ran in (see warnings for precision fallbacks)"
+    )
     device: str
     context_length: int | None
-    random_weights: bool = Field(description="true for llem's built-in model: outputs are meaningless")
+    random_weights: bool = Field(
+        description="true for llem's built-in model: outputs are meaningless"
+    )
     chat_template_applied: bool
     config: dict = Field(description="the model's config.json as loaded")
 

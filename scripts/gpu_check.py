@@ -38,10 +38,19 @@ def build_model(folder: Path) -> None:
         if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
             shutil.copy(f, folder / f.name)
     src = json.loads((tiny / "config.json").read_text())
-    config = LlamaConfig(hidden_size=2048, num_hidden_layers=16, num_attention_heads=16, num_key_value_heads=8,
-                         intermediate_size=8192, vocab_size=src["vocab_size"], max_position_embeddings=4096,
-                         bos_token_id=src["bos_token_id"], eos_token_id=src["eos_token_id"],
-                         pad_token_id=src["pad_token_id"], dtype="bfloat16")
+    config = LlamaConfig(
+        hidden_size=2048,
+        num_hidden_layers=16,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        intermediate_size=8192,
+        vocab_size=src["vocab_size"],
+        max_position_embeddings=4096,
+        bos_token_id=src["bos_token_id"],
+        eos_token_id=src["eos_token_id"],
+        pad_token_id=src["pad_token_id"],
+        dtype="bfloat16",
+    )
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = LlamaForCausalLM(config).to(torch.bfloat16)
@@ -51,13 +60,34 @@ def build_model(folder: Path) -> None:
     torch.cuda.empty_cache()
 
 
-def run_llem(model: Path, out: Path, energy: str, n: int, repeats: int, backend: str = "pytorch") -> dict:
-    args = [sys.executable, "-m", "llem", f"backend={backend}", f"model.name_or_path={model}",
-            "backend.device=cuda", "precision=bf16",
-            f"energy={energy}", "energy.codecarbon=false", "energy.baseline.duration_s=10",
-            "energy.baseline.max_age_h=0", "energy.sample_interval_ms=50", "dataset=synthetic",
-            "dataset.input_tokens=512", f"n={n}", "batch=64", "max_new_tokens=128", "warmup_batches=1",
-            f"repeats={repeats}", "repeat_gap_s=2", "flops.max_batches=1", f"output_dir={out}", "quiet=true"]
+def run_llem(
+    model: Path, out: Path, energy: str, n: int, repeats: int, backend: str = "pytorch"
+) -> dict:
+    args = [
+        sys.executable,
+        "-m",
+        "llem",
+        f"backend={backend}",
+        f"model.name_or_path={model}",
+        "backend.device=cuda",
+        "precision=bf16",
+        f"energy={energy}",
+        "energy.codecarbon=false",
+        "energy.baseline.duration_s=10",
+        "energy.baseline.max_age_h=0",
+        "energy.sample_interval_ms=50",
+        "dataset=synthetic",
+        "dataset.input_tokens=512",
+        f"n={n}",
+        "batch=64",
+        "max_new_tokens=128",
+        "warmup_batches=1",
+        f"repeats={repeats}",
+        "repeat_gap_s=2",
+        "flops.max_batches=1",
+        f"output_dir={out}",
+        "quiet=true",
+    ]
     print("$", " ".join(args[2:]))
     t0 = time.time()
     proc = subprocess.run(args, text=True, capture_output=True)
@@ -72,8 +102,11 @@ def run_llem(model: Path, out: Path, energy: str, n: int, repeats: int, backend:
 def integrated(folder: Path, window: str) -> float | None:
     import pyarrow.parquet as pq
 
-    rows = [r for r in pq.read_table(folder / "timeseries.parquet").to_pylist()
-            if r["phase"] == window and r["device"] == "gpu0" and r["power_w"] is not None]
+    rows = [
+        r
+        for r in pq.read_table(folder / "timeseries.parquet").to_pylist()
+        if r["phase"] == window and r["device"] == "gpu0" and r["power_w"] is not None
+    ]
     pts = sorted((r["time_unix_s"], r["power_w"]) for r in rows)
     if len(pts) < 2:
         return None
@@ -92,10 +125,13 @@ def compare_engines(model: Path, pytorch: dict, opts) -> None:
         print("vLLM not installed here: engine comparison skipped")
         return
     vllm = run_llem(model, WORK / "results-vllm", "nvml", opts.n, 1, backend="vllm")
-    rows = (("output tok/s", ("throughput", "output_tokens_per_s"), 1),
-            ("TTFT p50 (ms)", ("latency", "ttft_ms", "p50"), 1), ("E2E p50 (ms)", ("latency", "e2e_ms", "p50"), 1),
-            ("energy (mJ/output token)", ("energy", "per_output_token_j"), 1e3),
-            ("energy (Wh/1k requests)", ("energy", "wh_per_1k_requests"), 1))
+    rows = (
+        ("output tok/s", ("throughput", "output_tokens_per_s"), 1),
+        ("TTFT p50 (ms)", ("latency", "ttft_ms", "p50"), 1),
+        ("E2E p50 (ms)", ("latency", "e2e_ms", "p50"), 1),
+        ("energy (mJ/output token)", ("energy", "per_output_token_j"), 1e3),
+        ("energy (Wh/1k requests)", ("energy", "wh_per_1k_requests"), 1),
+    )
     print(f"\n{'metric':<26} {'pytorch':>12} {'vllm':>12}")
     for label, path, scale in rows:
         values = []
@@ -109,7 +145,9 @@ def compare_engines(model: Path, pytorch: dict, opts) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=512, help="prompts per window (512 keeps an H200 busy > 10 s)")
+    parser.add_argument(
+        "--n", type=int, default=512, help="prompts per window (512 keeps an H200 busy > 10 s)"
+    )
     parser.add_argument("--repeats", type=int, default=2)
     opts = parser.parse_args()
 
@@ -131,18 +169,33 @@ def main() -> int:
         power = integrated(Path(nvml["_folder"]), r["window"])
         d = disagreement(r["energy_j"], power)
         failed |= d is None or d > TOLERANCE
-        rows.append((r["window"], f"{r['duration_s']:.1f} s", f"{r['energy_j']:.1f} J" if r["energy_j"] else "null",
-                     f"{power:.1f} J" if power else "null", f"{d * 100:.1f}%" if d is not None else "n/a"))
-    print("\ncounter (nvmlDeviceGetTotalEnergyConsumption) vs integrated POWER_INSTANT samples (50 ms)")
+        rows.append(
+            (
+                r["window"],
+                f"{r['duration_s']:.1f} s",
+                f"{r['energy_j']:.1f} J" if r["energy_j"] else "null",
+                f"{power:.1f} J" if power else "null",
+                f"{d * 100:.1f}%" if d is not None else "n/a",
+            )
+        )
+    print(
+        "\ncounter (nvmlDeviceGetTotalEnergyConsumption) vs integrated POWER_INSTANT samples (50 ms)"
+    )
     print(f"{'window':<10} {'length':>8} {'counter':>12} {'integrated':>12} {'diff':>7}")
     for row in rows:
         print(f"{row[0]:<10} {row[1]:>8} {row[2]:>12} {row[3]:>12} {row[4]:>7}")
     for b in e["baseline"]:
-        print(f"idle baseline {b['device']}: {b['idle_power_w']:.1f} W over {b['duration_s']:.0f} s ({b['source']})")
-    print(f"NVML total {e['total_j']:.1f} J, {e['per_output_token_j'] * 1e3:.3f} mJ/output token, "
-          f"{e['average_power_w']:.0f} W average, {e['wh_per_1k_requests']:.3f} Wh/1k requests; "
-          f"baseline-adjusted {e['adjusted_total_j']:.1f} J")
-    print(f"throughput {nvml['throughput']['output_tokens_per_s']:.0f} output tok/s; warnings: {nvml['warnings']}")
+        print(
+            f"idle baseline {b['device']}: {b['idle_power_w']:.1f} W over {b['duration_s']:.0f} s ({b['source']})"
+        )
+    print(
+        f"NVML total {e['total_j']:.1f} J, {e['per_output_token_j'] * 1e3:.3f} mJ/output token, "
+        f"{e['average_power_w']:.0f} W average, {e['wh_per_1k_requests']:.3f} Wh/1k requests; "
+        f"baseline-adjusted {e['adjusted_total_j']:.1f} J"
+    )
+    print(
+        f"throughput {nvml['throughput']['output_tokens_per_s']:.0f} output tok/s; warnings: {nvml['warnings']}"
+    )
 
     try:
         from llem.energy.zeus import zeus_status
@@ -155,8 +208,10 @@ def main() -> int:
         z, nv = zeus["energy"]["per_output_token_j"], e["per_output_token_j"]
         d = disagreement(nv, z)
         failed |= d is None or d > TOLERANCE
-        print(f"Zeus {z * 1e3 if z else float('nan'):.3f} mJ/token vs NVML {nv * 1e3:.3f} mJ/token: "
-              f"{d * 100 if d is not None else float('nan'):.1f}% apart")
+        print(
+            f"Zeus {z * 1e3 if z else float('nan'):.3f} mJ/token vs NVML {nv * 1e3:.3f} mJ/token: "
+            f"{d * 100 if d is not None else float('nan'):.1f}% apart"
+        )
     else:
         print(f"Zeus not compared: {zeus_why}")
     compare_engines(model, nvml, opts)

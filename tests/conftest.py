@@ -21,10 +21,19 @@ AIENERGYSCORE = SHARED_DATA / "aienergyscore.jsonl"
 LLEM = Path(sys.executable).with_name("llem")
 
 
-def run_llem(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_llem(
+    *args: str, cwd: Path, env: dict | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
     """Run the real ``llem`` console script (non-interactive, so no progress bar)."""
-    return subprocess.run([str(LLEM), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(LLEM), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +65,14 @@ def gpt2_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
     tok.chat_template = None
     tok.save_pretrained(folder)
     torch.manual_seed(0)
-    config = GPT2Config(n_embd=64, n_layer=2, n_head=2, n_positions=256, vocab_size=len(tok),
-                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    config = GPT2Config(
+        n_embd=64,
+        n_layer=2,
+        n_head=2,
+        n_positions=256,
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     GPT2LMHeadModel(config).save_pretrained(folder)
     return folder

@@ -37,7 +37,9 @@ class Clock:
 class FakeGpu:
     uuid: str
     name: str = "NVIDIA H200"
-    trace: list[tuple[float, float]] = field(default_factory=lambda: [(0.0, 100.0)])  # (from t, watts)
+    trace: list[tuple[float, float]] = field(
+        default_factory=lambda: [(0.0, 100.0)]
+    )  # (from t, watts)
     counter_supported: bool = True
     instant_supported: bool = True
     reset_at: float | None = None  # the counter restarts from 0 at this time (driver reload)
@@ -61,14 +63,18 @@ class FakeGpu:
         return sum((b - a) * self.power(a) for a, b in itertools.pairwise(points))
 
 
-def make_nvml(gpus: list[FakeGpu], clock=time.time, origin: float | None = None,
-              driver: str = "580.65") -> types.ModuleType:
+def make_nvml(
+    gpus: list[FakeGpu], clock=time.time, origin: float | None = None, driver: str = "580.65"
+) -> types.ModuleType:
     """A module object standing in for ``pynvml``."""
     origin = clock() if origin is None else origin
     state = {"inits": 0, "shutdowns": 0}
     nv = types.ModuleType("pynvml")
     nv.NVMLError, nv.NVMLError_NotSupported, nv.NVMLError_LibraryNotFound = (
-        NVMLError, NVMLError_NotSupported, NVMLError_LibraryNotFound)
+        NVMLError,
+        NVMLError_NotSupported,
+        NVMLError_LibraryNotFound,
+    )
     nv.NVML_SUCCESS, nv.NVML_ERROR_NOT_SUPPORTED = 0, 3
     nv.NVML_FI_DEV_POWER_INSTANT, nv.NVML_TEMPERATURE_GPU, nv.NVML_CLOCK_SM = 186, 0, 1
     nv.state, nv.gpus = state, gpus
@@ -115,7 +121,9 @@ def make_nvml(gpus: list[FakeGpu], clock=time.time, origin: float | None = None,
     nv.nvmlDeviceGetMemoryInfo = lambda g: types.SimpleNamespace(used=10 * 2**30, total=141 * 2**30)
     nv.nvmlDeviceGetClockInfo = lambda g, kind: 1980
     nv.nvmlDeviceGetCurrentClocksEventReasons = lambda g: g.throttle
-    nv.nvmlDeviceGetComputeRunningProcesses = lambda g: [types.SimpleNamespace(pid=p) for p in g.pids]
+    nv.nvmlDeviceGetComputeRunningProcesses = lambda g: [
+        types.SimpleNamespace(pid=p) for p in g.pids
+    ]
     nv.nvmlDeviceGetPersistenceMode = lambda g: g.persistence
     nv.nvmlDeviceGetEnforcedPowerLimit = lambda g: g.power_limit_mw
     nv.nvmlSystemGetDriverVersion = lambda: driver

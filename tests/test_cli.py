@@ -15,17 +15,25 @@ pytestmark = pytest.mark.e2e
 
 
 def _modules_after(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
-                         capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL)
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-@pytest.mark.parametrize("code", [
-    "import llem, llem.cli, llem.config, llem.result",
-    "from llem.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
-    "from llem.cli import main\nmain(['config'])",
-    "from llem.cli import main\ntry:\n    main(['--cfg', 'job'])\nexcept SystemExit:\n    pass",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import llem, llem.cli, llem.config, llem.result",
+        "from llem.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
+        "from llem.cli import main\nmain(['config'])",
+        "from llem.cli import main\ntry:\n    main(['--cfg', 'job'])\nexcept SystemExit:\n    pass",
+    ],
+)
 def test_light_commands_do_not_import_torch_or_transformers(code):
     loaded = _modules_after(code)
     assert "torch" not in loaded and "transformers" not in loaded
@@ -34,14 +42,25 @@ def test_light_commands_do_not_import_torch_or_transformers(code):
 def test_help_lists_groups_and_examples(tmp_path):
     proc = run_llem("--help", cwd=tmp_path)
     assert proc.returncode == 0
-    for text in ("llem run experiment.yaml", "backend: pytorch", "model: gpt2, llama3", "dataset: aienergyscore"):
+    for text in (
+        "llem run experiment.yaml",
+        "backend: pytorch",
+        "model: gpt2, llama3",
+        "dataset: aienergyscore",
+    ):
         assert text in proc.stdout
 
 
 def test_config_reports_backends_nvml_and_docker(tmp_path):
     proc = run_llem("config", cwd=tmp_path)
     assert proc.returncode == 0
-    for text in ("backend pytorch", "installed", "pip install llenergymeasure[vllm]", "NVML", "docker"):
+    for text in (
+        "backend pytorch",
+        "installed",
+        "pip install llenergymeasure[vllm]",
+        "NVML",
+        "docker",
+    ):
         assert text in proc.stdout
 
 
@@ -52,5 +71,9 @@ def test_schema_command_prints_the_result_schema(tmp_path):
 
 def test_cfg_job_shows_the_composed_experiment(tmp_path):
     proc = run_llem("--cfg", "job", "batch=4", cwd=tmp_path)
-    assert proc.returncode == 0 and "batch: 4" in proc.stdout and "name_or_path: llem://tiny-llama" in proc.stdout
+    assert (
+        proc.returncode == 0
+        and "batch: 4" in proc.stdout
+        and "name_or_path: llem://tiny-llama" in proc.stdout
+    )
     assert list(tmp_path.iterdir()) == []

@@ -18,7 +18,10 @@ CASES = [
     (["backend=pytroch"], "unknown backend 'pytroch': choose one of pytorch"),
     (["model=nope"], "unknown model 'nope': choose one of gpt2, llama3"),
     (["model.name_or_path=/no/such/model"], "model.name_or_path=/no/such/model: no such folder"),
-    (["model.name_or_path=someorg/not-cached"], "not in the local Hugging Face cache and the hub is unreachable"),
+    (
+        ["model.name_or_path=someorg/not-cached"],
+        "not in the local Hugging Face cache and the hub is unreachable",
+    ),
     (["dataset=jsonl"], "'dataset.path' has no value"),
     (["dataset=jsonl", "dataset.path=/no/such.jsonl"], "no such file"),
     (["dataset=aienergyscore"], "no network and no cached copy"),

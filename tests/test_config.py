@@ -10,9 +10,12 @@ from llem import resolvers
 from llem.config import ExperimentConfig, validate
 from llem.errors import ConfigError
 
-GROUPS = {"backend": ["pytorch", "vllm", "tensorrt"], "model": ["tiny", "gpt2", "smollm2", "qwen2.5-0.5b", "llama3"],
-          "dataset": ["builtin", "aienergyscore", "synthetic", "jsonl"],
-          "energy": ["auto", "nvml", "zeus", "rapl", "codecarbon", "none"]}
+GROUPS = {
+    "backend": ["pytorch", "vllm", "tensorrt"],
+    "model": ["tiny", "gpt2", "smollm2", "qwen2.5-0.5b", "llama3"],
+    "dataset": ["builtin", "aienergyscore", "synthetic", "jsonl"],
+    "energy": ["auto", "nvml", "zeus", "rapl", "codecarbon", "none"],
+}
 
 
 def _compose(*overrides: str):
@@ -51,25 +54,32 @@ def test_every_group_option_spells_out_every_schema_key(group, option):
     cfg = OmegaConf.to_container(_compose(f"{group}={option}", *extra), resolve=True)
     exp = validate(cfg)
     section = getattr(exp, group)
-    assert set(cfg[group]) == set(type(section).model_fields), f"{group}/{option}.yaml and schema differ"
+    assert set(cfg[group]) == set(type(section).model_fields), (
+        f"{group}/{option}.yaml and schema differ"
+    )
 
 
 def test_top_level_yaml_keys_match_schema():
     cfg = base()
     assert set(cfg) == set(ExperimentConfig.model_fields)
     for nested in ("decoding", "flops"):
-        assert set(cfg[nested]) == set(type(getattr(ExperimentConfig.model_validate(cfg), nested)).model_fields)
+        assert set(cfg[nested]) == set(
+            type(getattr(ExperimentConfig.model_validate(cfg), nested)).model_fields
+        )
 
 
-@pytest.mark.parametrize("change,needle", [
-    ({"batch": "abc"}, "batch='abc' has the wrong type"),
-    ({"batch": True}, "batch=true has the wrong type"),
-    ({"batch": 0}, "batch=0 is out of range"),
-    ({"n": -1}, "n=-1 is out of range"),
-    ({"precision": "fp8"}, "precision='fp8' is not allowed: use one of"),
-    ({"bogus": 1}, "unknown key 'bogus'"),
-    ({"batch": 8, "n": 4}, "batch=8 is larger than n=4"),
-])
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ({"batch": "abc"}, "batch='abc' has the wrong type"),
+        ({"batch": True}, "batch=true has the wrong type"),
+        ({"batch": 0}, "batch=0 is out of range"),
+        ({"n": -1}, "n=-1 is out of range"),
+        ({"precision": "fp8"}, "precision='fp8' is not allowed: use one of"),
+        ({"bogus": 1}, "unknown key 'bogus'"),
+        ({"batch": 8, "n": 4}, "batch=8 is larger than n=4"),
+    ],
+)
 def test_bad_values_name_the_key_and_the_fix(change, needle):
     with pytest.raises(ConfigError) as err:
         validate(base() | change)
@@ -101,7 +111,10 @@ def test_device_map_needs_gpus():
 
 def test_config_hash_ignores_output_location_but_not_measurement_settings():
     a = validate(base())
-    assert a.config_hash() == validate(base() | {"output_dir": "elsewhere", "quiet": True}).config_hash()
+    assert (
+        a.config_hash()
+        == validate(base() | {"output_dir": "elsewhere", "quiet": True}).config_hash()
+    )
     assert a.config_hash() != validate(base() | {"batch": 2}).config_hash()
     assert len(a.config_hash()) == 16
 

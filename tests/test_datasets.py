@@ -78,14 +78,17 @@ def test_table_formats(tmp_path):
         check_dataset(JsonlDataset(path=str(tmp_path / "p.csv")))
 
 
-@pytest.mark.parametrize("content,needle", [
-    (None, "no such file"),
-    ("", "has no prompts"),
-    ('{"prompt": "ok"}\n{"prompt": "fine"\n', "line 2 is not valid JSON"),
-    ('{"prompt": "ok"}\n["a list"]\n', "line 2 is not a JSON object"),
-    ('{"prompt": "ok"}\n\n{"text": "x"}\n', "line 3 has no 'prompt' key (keys: text)"),
-    ('{"prompt": ""}\n', "line 1: 'prompt' must be a non-empty string"),
-])
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        (None, "no such file"),
+        ("", "has no prompts"),
+        ('{"prompt": "ok"}\n{"prompt": "fine"\n', "line 2 is not valid JSON"),
+        ('{"prompt": "ok"}\n["a list"]\n', "line 2 is not a JSON object"),
+        ('{"prompt": "ok"}\n\n{"text": "x"}\n', "line 3 has no 'prompt' key (keys: text)"),
+        ('{"prompt": ""}\n', "line 1: 'prompt' must be a non-empty string"),
+    ],
+)
 def test_malformed_jsonl_names_the_line(tmp_path, content, needle):
     path = tmp_path / "prompts.jsonl"
     if content is not None:
@@ -98,7 +101,9 @@ def test_malformed_jsonl_names_the_line(tmp_path, content, needle):
 def test_jsonl_custom_field(tmp_path):
     path = tmp_path / "q.jsonl"
     path.write_text('{"question": "why?"}\n{"question": "how?"}\n')
-    ps, _, _ = load_prompts(JsonlDataset(path=str(path), field="question", style="chat"), n=2, n_warmup=0)
+    ps, _, _ = load_prompts(
+        JsonlDataset(path=str(path), field="question", style="chat"), n=2, n_warmup=0
+    )
     assert ps.texts == ["why?", "how?"] and ps.chat_style
 
 

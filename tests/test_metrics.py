@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from llem.backends.base import RequestRecord
-from llem.metrics import distribution, latency, percentile, request_metrics, throughput, token_counts
+from llem.metrics import (
+    distribution,
+    latency,
+    percentile,
+    request_metrics,
+    throughput,
+    token_counts,
+)
 
 
 def test_percentile_interpolates_like_numpy_linear():
@@ -40,7 +47,11 @@ def test_latency_from_step_timestamps():
 
 def test_request_metrics_and_single_token_request():
     r = request_metrics(_batch_of_two()[0])
-    assert r.ttft_ms == pytest.approx(100) and r.e2e_ms == pytest.approx(150) and r.itl_mean_ms == pytest.approx(25)
+    assert (
+        r.ttft_ms == pytest.approx(100)
+        and r.e2e_ms == pytest.approx(150)
+        and r.itl_mean_ms == pytest.approx(25)
+    )
     one = request_metrics(RequestRecord(3, 4, 1, 0.0, [0.5]))
     assert one.itl_mean_ms is None and one.e2e_ms == pytest.approx(500)
 

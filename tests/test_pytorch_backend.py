@@ -39,7 +39,9 @@ def test_fixed_length_generation_counts_exact_tokens(tiny_model_dir):
     assert [r.output_tokens for r in records] == [7, 7, 7]
     assert [r.input_tokens for r in records] == [p.input_tokens for p in prompts]
     assert len({p.input_tokens for p in prompts}) > 1  # padding was needed and not counted
-    assert all(len(r.token_times_s) == 7 and r.token_times_s == sorted(r.token_times_s) for r in records)
+    assert all(
+        len(r.token_times_s) == 7 and r.token_times_s == sorted(r.token_times_s) for r in records
+    )
     assert records[0].token_times_s[0] > records[0].start_s
 
 
@@ -58,19 +60,28 @@ def test_chat_template_and_truncation_keep_the_generation_prompt(tiny_model_dir)
     assert backend.chat_template_applied
     assert max(p.input_tokens for p in prompts) <= 40 and any(p.truncated for p in prompts)
     suffix = backend.tokenizer("<|assistant|>\n", add_special_tokens=False)["input_ids"]
-    assert all(list(p.token_ids[-len(suffix):]) == suffix for p in prompts)
+    assert all(list(p.token_ids[-len(suffix) :]) == suffix for p in prompts)
 
 
 def test_chat_template_always_without_template_is_an_error(gpt2_model_dir):
-    backend, ps, idx = _backend(**{"n": 2, "model.name_or_path": str(gpt2_model_dir),
-                                   "dataset.chat_template": "always"})
+    backend, ps, idx = _backend(
+        **{"n": 2, "model.name_or_path": str(gpt2_model_dir), "dataset.chat_template": "always"}
+    )
     with pytest.raises(UsageError, match="has no chat template"):
         backend.prepare(ps, idx)
 
 
 def test_local_gpt2_folder_without_pad_token(gpt2_model_dir):
-    backend, ps, idx = _backend(**{"n": 4, "batch": 2, "max_new_tokens": 3, "precision": "fp32",
-                                   "max_input_tokens": 64, "model.name_or_path": str(gpt2_model_dir)})
+    backend, ps, idx = _backend(
+        **{
+            "n": 4,
+            "batch": 2,
+            "max_new_tokens": 3,
+            "precision": "fp32",
+            "max_input_tokens": 64,
+            "model.name_or_path": str(gpt2_model_dir),
+        }
+    )
     prompts = backend.prepare(ps, idx)
     model = backend.load()
     assert model.source == "local" and not model.random_weights and not model.chat_template_applied
@@ -81,7 +92,9 @@ def test_local_gpt2_folder_without_pad_token(gpt2_model_dir):
 
 def test_context_too_short_is_a_usage_error(gpt2_model_dir):
     backend, ps, idx = _backend(**{"n": 20, "model.name_or_path": str(gpt2_model_dir)})
-    with pytest.raises(UsageError, match=r"context of 256 tokens.*lower max_input_tokens or max_new_tokens"):
+    with pytest.raises(
+        UsageError, match=r"context of 256 tokens.*lower max_input_tokens or max_new_tokens"
+    ):
         backend.prepare(ps, idx)
 
 
@@ -90,4 +103,8 @@ def test_make_batches_sorted_and_ragged():
 
     prompts = [Prompt(i, tuple(range(n))) for i, n in enumerate([5, 1, 3, 2, 4])]
     assert [[p.index for p in b] for b in make_batches(prompts, 2)] == [[0, 1], [2, 3], [4]]
-    assert [[p.input_tokens for p in b] for b in make_batches(prompts, 2, sort_by_length=True)] == [[1, 2], [3, 4], [5]]
+    assert [[p.input_tokens for p in b] for b in make_batches(prompts, 2, sort_by_length=True)] == [
+        [1, 2],
+        [3, 4],
+        [5],
+    ]

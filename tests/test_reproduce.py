@@ -20,8 +20,14 @@ def _only_result(root: Path) -> Path:
 
 
 def test_reproduce_a_run_from_an_experiment_file_is_identical(tmp_path):
-    (tmp_path / "exp.yaml").write_text(yaml.safe_dump({
-        "defaults": ["llem", {"override dataset": "synthetic"}, "_self_"], "dataset": {"input_tokens": 12}}))
+    (tmp_path / "exp.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "defaults": ["llem", {"override dataset": "synthetic"}, "_self_"],
+                "dataset": {"input_tokens": 12},
+            }
+        )
+    )
     first = run_llem("run", "exp.yaml", *FAST, "batch=2", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     original = _only_result(tmp_path / "results")
@@ -39,13 +45,23 @@ def test_reproduce_a_run_from_an_experiment_file_is_identical(tmp_path):
 def test_reproduce_a_study_job_with_an_override_lists_the_difference(tmp_path):
     study = run_llem("-m", "batch=1,2", *FAST, f"hydra.sweep.dir={tmp_path}/study", cwd=tmp_path)
     assert study.returncode == 0, study.stderr
-    job = next(p.parent for p in (tmp_path / "study").glob("*/result.json") if p.parent.name.startswith("1_"))
+    job = next(
+        p.parent
+        for p in (tmp_path / "study").glob("*/result.json")
+        if p.parent.name.startswith("1_")
+    )
     proc = run_llem("reproduce", str(job), "seed=7", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "differs in 1 key(s)" in proc.stdout and "seed: 42 -> 7" in proc.stdout
-    assert len(list((tmp_path / "study").glob("*/result.json"))) == 2  # the study folder is untouched
+    assert (
+        len(list((tmp_path / "study").glob("*/result.json"))) == 2
+    )  # the study folder is untouched
 
 
 def test_reproduce_needs_a_run_folder(tmp_path):
     proc = run_llem("reproduce", str(tmp_path / "nope"), cwd=tmp_path)
-    assert proc.returncode == 2 and proc.stderr.startswith("Error: ") and "no result.json" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and proc.stderr.startswith("Error: ")
+        and "no result.json" in proc.stderr
+    )

@@ -22,7 +22,14 @@ pytestmark = pytest.mark.e2e
 MULTIRUN = REPO / "multirun_examples"
 EXAMPLES = REPO / "llem" / "examples"
 # tiny and fast: 4 prompts (batch 4 is swept), 2 new tokens, no warm-up, no FLOP pass, no energy meter
-TINY = ("n=4", "max_new_tokens=2", "energy=none", "quiet=true", "flops.enabled=false", "warmup_batches=0")
+TINY = (
+    "n=4",
+    "max_new_tokens=2",
+    "energy=none",
+    "quiet=true",
+    "flops.enabled=false",
+    "warmup_batches=0",
+)
 
 ALL_FILES = [
     *sorted(MULTIRUN.glob("*.yaml")),
@@ -33,9 +40,20 @@ ALL_FILES = [
 RUNNABLE = [
     (MULTIRUN / "batch_sweep.yaml", (), "batch", [1, 4], ("batch",)),
     (MULTIRUN / "precision_sweep.yaml", (), "precision", ["fp32", "bf16"], ("precision",)),
-    (MULTIRUN / "dataset_comparison.yaml", (), "dataset", ["builtin", "synthetic"], ("dataset", "name")),
-    (MULTIRUN / "repeats_ci.yaml", ("repeat_gap_s=0", "hydra.launcher.cooldown_s=0"), "batch", [1, 4],
-     ("batch",)),
+    (
+        MULTIRUN / "dataset_comparison.yaml",
+        (),
+        "dataset",
+        ["builtin", "synthetic"],
+        ("dataset", "name"),
+    ),
+    (
+        MULTIRUN / "repeats_ci.yaml",
+        ("repeat_gap_s=0", "hydra.launcher.cooldown_s=0"),
+        "batch",
+        [1, 4],
+        ("batch",),
+    ),
     (EXAMPLES / "study.yaml.example", (), "batch", [1, 4], ("batch",)),
 ]
 
@@ -62,8 +80,9 @@ def test_every_example_is_a_documented_study_file(path):
         assert path.name in (MULTIRUN / "README.md").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize(("path", "extra", "column", "values", "config_key"), RUNNABLE,
-                         ids=[r[0].name for r in RUNNABLE])
+@pytest.mark.parametrize(
+    ("path", "extra", "column", "values", "config_key"), RUNNABLE, ids=[r[0].name for r in RUNNABLE]
+)
 def test_runnable_example(tmp_path, path, extra, column, values, config_key):
     sweep = tmp_path / "study"
     proc = run_llem("run", str(path), *TINY, *extra, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
@@ -72,15 +91,23 @@ def test_runnable_example(tmp_path, path, extra, column, values, config_key):
     assert len(results) == len(values)
     configs = [json.loads(p.read_text())["config"] for p in results]
     assert [_get(c, config_key) for c in configs] == values
-    assert all(c["n"] == 4 and c["max_new_tokens"] == 2 for c in configs)  # command-line overrides reach every job
+    assert all(
+        c["n"] == 4 and c["max_new_tokens"] == 2 for c in configs
+    )  # command-line overrides reach every job
 
     summary = json.loads((sweep / "study_summary.json").read_text())
-    assert summary["final"] and summary["counts"]["ok"] == len(values) and summary["n_jobs"] == len(values)
+    assert (
+        summary["final"]
+        and summary["counts"]["ok"] == len(values)
+        and summary["n_jobs"] == len(values)
+    )
     assert summary["swept"] == {column: values}
     assert column in summary["columns"]
     with (sweep / "study_summary.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert [r[column] for r in rows] == [str(v) for v in values] and {r["status"] for r in rows} == {"ok"}
+    assert [r[column] for r in rows] == [str(v) for v in values] and {
+        r["status"] for r in rows
+    } == {"ok"}
     assert f"| {column} |" in (sweep / "study_summary.md").read_text()
     assert not list(tmp_path.glob("results"))  # everything went to hydra.sweep.dir
 
@@ -102,9 +129,16 @@ def test_slurm_example_composes_with_the_submitit_slurm_launcher(tmp_path):
     assert proc.returncode == 0, proc.stderr
     launcher = yaml.safe_load(proc.stdout)["hydra"]["launcher"]
     assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
-    assert launcher["partition"] == "gpu" and launcher["gpus_per_node"] == 1 and launcher["timeout_min"] == 60
+    assert (
+        launcher["partition"] == "gpu"
+        and launcher["gpus_per_node"] == 1
+        and launcher["timeout_min"] == 60
+    )
     job = run_llem("run", str(path), "--cfg", "job", cwd=tmp_path)
-    assert job.returncode == 0 and yaml.safe_load(job.stdout)["model"]["name_or_path"] == "llem://tiny-llama"
+    assert (
+        job.returncode == 0
+        and yaml.safe_load(job.stdout)["model"]["name_or_path"] == "llem://tiny-llama"
+    )
 
 
 def _compose(folder: Path, name: str, overrides: list[str]):
@@ -117,10 +151,17 @@ def _compose(folder: Path, name: str, overrides: list[str]):
     resolvers.register()
     register_plugins()
     with initialize_config_dir(config_dir=str(folder), version_base="1.3", job_name="llem"):
-        return compose(name, overrides=["hydra.searchpath=[pkg://llem.conf]", *overrides], return_hydra_config=True)
+        return compose(
+            name,
+            overrides=["hydra.searchpath=[pkg://llem.conf]", *overrides],
+            return_hydra_config=True,
+        )
 
 
-MULTI_BACKEND = [MULTIRUN / "multi_backend_docker.yaml", EXAMPLES / "study_multi_backend.yaml.example"]
+MULTI_BACKEND = [
+    MULTIRUN / "multi_backend_docker.yaml",
+    EXAMPLES / "study_multi_backend.yaml.example",
+]
 
 
 @pytest.mark.parametrize("path", MULTI_BACKEND, ids=lambda p: p.name)
@@ -139,10 +180,25 @@ def test_multi_backend_example_composes_and_is_refused_before_any_job(tmp_path, 
     assert exp.backend.name == "pytorch" and exp.n == data["n"]
     docker = cfg.hydra.launcher.docker
     for backend in ("pytorch", "vllm"):
-        job = Job(0, [f"backend={backend}"], OmegaConf.create({}), tmp_path / "0", "h", backend, slot="GPU-x")
-        argv = docker_argv(job, tmp_path / ".jobs" / "0.pkl", "llem.app:hydra_app", docker, tmp_path)
-        assert argv[:2] == ["docker", "run"] and f"ghcr.io/llenergymeasure/{backend}:" in " ".join(argv)
-        assert "--ipc=host" in argv and argv[argv.index("--ulimit"):][:2] == ["--ulimit", "memlock=-1"]
+        job = Job(
+            0,
+            [f"backend={backend}"],
+            OmegaConf.create({}),
+            tmp_path / "0",
+            "h",
+            backend,
+            slot="GPU-x",
+        )
+        argv = docker_argv(
+            job, tmp_path / ".jobs" / "0.pkl", "llem.app:hydra_app", docker, tmp_path
+        )
+        assert argv[:2] == ["docker", "run"] and f"ghcr.io/llenergymeasure/{backend}:" in " ".join(
+            argv
+        )
+        assert "--ipc=host" in argv and argv[argv.index("--ulimit") :][:2] == [
+            "--ulimit",
+            "memlock=-1",
+        ]
 
     proc = run_llem("run", str(path), cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -155,15 +211,28 @@ def test_multi_backend_example_composes_and_is_refused_before_any_job(tmp_path, 
 
 def test_submitit_local_runs_each_job_in_its_own_process(tmp_path):
     sweep = tmp_path / "study"
-    proc = run_llem("-m", "batch=1,2", "n=2", *TINY[1:], "hydra/launcher=submitit_local",
-                    "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    proc = run_llem(
+        "-m",
+        "batch=1,2",
+        "n=2",
+        *TINY[1:],
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=5",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(list(sweep.glob("*/result.json"))) == 2
     summary = json.loads((sweep / "study_summary.json").read_text())
-    assert summary["final"] and summary["counts"]["ok"] == 2 and summary["swept"] == {"batch": [1, 2]}
+    assert (
+        summary["final"] and summary["counts"]["ok"] == 2 and summary["swept"] == {"batch": [1, 2]}
+    )
     # submitit's local executor names each job's folder after the job's process id
     pids = sorted(int(p.name) for p in (sweep / ".submitit").iterdir() if p.name.isdigit())
     assert len(pids) == 2 and pids[0] != pids[1]
     for pid in pids:
         log = (sweep / ".submitit" / str(pid) / f"{pid}_0_log.out").read_text()
-        assert re.search(rf"JobEnvironment\(job_id={pid}\b", log) and "Job completed successfully" in log
+        assert (
+            re.search(rf"JobEnvironment\(job_id={pid}\b", log)
+            and "Job completed successfully" in log
+        )

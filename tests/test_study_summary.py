@@ -54,27 +54,46 @@ def template(tiny_model_dir, tmp_path_factory) -> dict:
     from tests.fake_nvml import FakeGpu, make_nvml
     from tests.test_config import base
 
-    cfg = base() | {"n": 6, "batch": 3, "max_new_tokens": 4, "repeats": 3, "quiet": True, "warmup_batches": 1}
+    cfg = base() | {
+        "n": 6,
+        "batch": 3,
+        "max_new_tokens": 4,
+        "repeats": 3,
+        "quiet": True,
+        "warmup_batches": 1,
+    }
     cfg["energy"] |= {"meter": "nvml", "sample_interval_ms": 20}
     cfg["energy"]["baseline"] = {"enabled": False, "duration_s": 0.3, "max_age_h": 24.0}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(sys.modules, "pynvml", make_nvml([FakeGpu("GPU-1234-abcd", trace=[(0.0, 250.0)])]))
+        mp.setitem(
+            sys.modules, "pynvml", make_nvml([FakeGpu("GPU-1234-abcd", trace=[(0.0, 250.0)])])
+        )
         mp.delenv("CUDA_VISIBLE_DEVICES", raising=False)
         result = Harness(validate(cfg), tmp_path_factory.mktemp("template")).run()
     data = result.model_dump(mode="json")
-    assert data["energy"]["per_output_token_j"] is not None and len(data["repeats"]["per_repeat"]) == 3
+    assert (
+        data["energy"]["per_output_token_j"] is not None and len(data["repeats"]["per_repeat"]) == 3
+    )
     return data
 
 
-def variant(template: dict, overrides: list[str], *, tps: float, jpt: float | None = None,
-            repeats: int = 1) -> dict:
+def variant(
+    template: dict, overrides: list[str], *, tps: float, jpt: float | None = None, repeats: int = 1
+) -> dict:
     """A copy of the real result with chosen throughput, J/token (None: not measured) and repeats (1 or 3)."""
     data = copy.deepcopy(template)
     data["overrides"] = overrides
     data["throughput"]["output_tokens_per_s"] = tps
     energy = data["energy"]
     if jpt is None:
-        for key in ("total_j", "gpu_j", "per_output_token_j", "per_request_j", "wh_per_1k_requests", "covers"):
+        for key in (
+            "total_j",
+            "gpu_j",
+            "per_output_token_j",
+            "per_request_j",
+            "wh_per_1k_requests",
+            "covers",
+        ):
             energy[key] = None
         energy["reason"] = "no hardware meter"
     else:
@@ -84,17 +103,40 @@ def variant(template: dict, overrides: list[str], *, tps: float, jpt: float | No
         data["repeats"]["per_repeat"] = data["repeats"]["per_repeat"][:1]
         for name, iv in stats.items():
             if iv is not None:
-                stats[name] = {"n": 1, "mean": iv["mean"], "std": None, "ci95_low": None, "ci95_high": None}
+                stats[name] = {
+                    "n": 1,
+                    "mean": iv["mean"],
+                    "std": None,
+                    "ci95_low": None,
+                    "ci95_high": None,
+                }
     else:
-        stats["output_tokens_per_s"] = {"n": 3, "mean": tps, "std": 1.0, "ci95_low": tps - 5, "ci95_high": tps + 5}
+        stats["output_tokens_per_s"] = {
+            "n": 3,
+            "mean": tps,
+            "std": 1.0,
+            "ci95_low": tps - 5,
+            "ci95_high": tps + 5,
+        }
         if jpt is not None:
-            stats["energy_per_output_token_j"] = {"n": 3, "mean": jpt, "std": 0.01, "ci95_low": jpt * 0.9,
-                                                  "ci95_high": jpt * 1.1}
+            stats["energy_per_output_token_j"] = {
+                "n": 3,
+                "mean": jpt,
+                "std": 0.01,
+                "ci95_low": jpt * 0.9,
+                "ci95_high": jpt * 1.1,
+            }
     return data
 
 
-def make_job(sweep: Path, num: int, overrides: list[str], *, result: dict | None = None,
-             error: dict | None = None) -> Path:
+def make_job(
+    sweep: Path,
+    num: int,
+    overrides: list[str],
+    *,
+    result: dict | None = None,
+    error: dict | None = None,
+) -> Path:
     """A job folder as Hydra + llem leave it: .hydra/overrides.yaml, then result.json or error.json."""
     folder = sweep / f"{num}_{SLUG}"
     (folder / ".hydra").mkdir(parents=True)
@@ -102,18 +144,35 @@ def make_job(sweep: Path, num: int, overrides: list[str], *, result: dict | None
     if result is not None:
         write_json_atomic(folder / "result.json", result)
     if error is not None:
-        write_json_atomic(folder / "error.json", {"status": "failed", "error": "RuntimeError: boom", "exit_code": 1,
-                                                  "overrides": overrides, "ended_at": "2026-01-01T00:00:00+00:00"}
-                          | error)
+        write_json_atomic(
+            folder / "error.json",
+            {
+                "status": "failed",
+                "error": "RuntimeError: boom",
+                "exit_code": 1,
+                "overrides": overrides,
+                "ended_at": "2026-01-01T00:00:00+00:00",
+            }
+            | error,
+        )
     return folder
 
 
 def write_study_json(sweep: Path, jobs: list[list[str]]) -> None:
-    write_json_atomic(sweep / "study.json", {
-        "llem_version": "9.9.9", "created_at": "2026-01-01T00:00:00+00:00", "sweep_dir": str(sweep),
-        "launcher": "llem", "mode": "subprocess",
-        "jobs": [{"num": i, "subdir": f"{i}_{SLUG}", "overrides": o, "config_hash": f"hash{i}"}
-                 for i, o in enumerate(jobs)]})
+    write_json_atomic(
+        sweep / "study.json",
+        {
+            "llem_version": "9.9.9",
+            "created_at": "2026-01-01T00:00:00+00:00",
+            "sweep_dir": str(sweep),
+            "launcher": "llem",
+            "mode": "subprocess",
+            "jobs": [
+                {"num": i, "subdir": f"{i}_{SLUG}", "overrides": o, "config_hash": f"hash{i}"}
+                for i, o in enumerate(jobs)
+            ],
+        },
+    )
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -134,7 +193,12 @@ def test_statuses_from_study_json_and_folders(tmp_path, template):
     plan = [[f"batch={b}", "n=8"] for b in (1, 2, 4, 8)]
     write_study_json(sweep, plan)
     make_job(sweep, 0, plan[0], result=variant(template, plan[0], tps=100.0, jpt=0.5))
-    make_job(sweep, 1, plan[1], error={"status": "timeout", "error": "timed out after 60 s", "exit_code": None})
+    make_job(
+        sweep,
+        1,
+        plan[1],
+        error={"status": "timeout", "error": "timed out after 60 s", "exit_code": None},
+    )
     make_job(sweep, 2, plan[2])  # started, no outcome yet; job 3 has no folder
 
     s = write_summary(sweep)
@@ -147,7 +211,10 @@ def test_statuses_from_study_json_and_folders(tmp_path, template):
     assert s["jobs"][0]["result"] == f"0_{SLUG}/result.json" and s["jobs"][3]["result"] is None
     assert s["jobs"][3]["config_hash"] == "hash3"  # from the plan
     assert s["jobs"][0]["config_hash"] == template["config_hash"]  # from result.json
-    assert "4 jobs: 1 ok, 0 failed, 1 timeout, 1 running, 1 pending" in (sweep / SUMMARY_MD).read_text()
+    assert (
+        "4 jobs: 1 ok, 0 failed, 1 timeout, 1 running, 1 pending"
+        in (sweep / SUMMARY_MD).read_text()
+    )
 
     s = write_summary(sweep, final=True)
     assert [j["status"] for j in s["jobs"]] == ["ok", "timeout", "incomplete", "pending"]
@@ -162,24 +229,40 @@ def test_statuses_from_study_json_and_folders(tmp_path, template):
 def test_jobs_from_folders_without_study_json(tmp_path, template):
     """Hydra's own launchers (basic, joblib, submitit): the jobs are the folders holding .hydra/overrides.yaml."""
     sweep = tmp_path / "study"
-    combos = [("llem://tiny-llama", 1), ("llem://tiny-llama", 4), ("/models/gpt2", 1), ("/models/gpt2", 4)]
+    combos = [
+        ("llem://tiny-llama", 1),
+        ("llem://tiny-llama", 4),
+        ("/models/gpt2", 1),
+        ("/models/gpt2", 4),
+    ]
     for i, (model, batch) in enumerate(combos):
         o = [f"model.name_or_path={model}", f"batch={batch}", "n=8", "quiet=true"]
-        make_job(sweep, i, o, **({"result": variant(template, o, tps=50.0 * (i + 1))} if i != 2 else
-                                 {"error": {"error": "ValueError: bad model"}}))
+        make_job(
+            sweep,
+            i,
+            o,
+            **(
+                {"result": variant(template, o, tps=50.0 * (i + 1))}
+                if i != 2
+                else {"error": {"error": "ValueError: bad model"}}
+            ),
+        )
     (sweep / "not_a_job").mkdir()  # no .hydra/overrides.yaml: ignored
     (sweep / ".jobs").mkdir()
 
     s = write_summary(sweep, final=True)
     assert [j["job"] for j in s["jobs"]] == [f"{i}_{SLUG}" for i in range(4)]
     assert [j["status"] for j in s["jobs"]] == ["ok", "ok", "failed", "ok"]
-    assert s["swept"] == {"model.name_or_path": ["llem://tiny-llama", "/models/gpt2"], "batch": [1, 4]}
+    assert s["swept"] == {
+        "model.name_or_path": ["llem://tiny-llama", "/models/gpt2"],
+        "batch": [1, 4],
+    }
     assert s["fixed"] == {"n": "8", "quiet": "true"}
 
     rows = read_csv(sweep / SUMMARY_CSV)
     names = list(rows[0])
     assert names[:5] == ["num", "job", "model.name_or_path", "batch", "status"]
-    assert names[5:5 + len(METRIC_COLUMNS)] == [c for c, _ in METRIC_COLUMNS]
+    assert names[5 : 5 + len(METRIC_COLUMNS)] == [c for c, _ in METRIC_COLUMNS]
     assert names[-3:] == ["config_hash", "result", "error"]
     assert not set(c for c, _ in CI_COLUMNS) & set(names)  # one repeat everywhere: no CI columns
     assert [(r["model.name_or_path"], r["batch"]) for r in rows] == [(m, str(b)) for m, b in combos]
@@ -205,7 +288,10 @@ def test_metrics_and_ci_columns_with_repeats(tmp_path, template):
     m = s["jobs"][0]["metrics"]
     t = template
     assert m["energy_total_j"] == t["energy"]["total_j"] and m["energy_covers"] == "GPU board"
-    assert m["ttft_p50_ms"] == t["latency"]["ttft_ms"]["p50"] and m["e2e_p99_ms"] == t["latency"]["e2e_ms"]["p99"]
+    assert (
+        m["ttft_p50_ms"] == t["latency"]["ttft_ms"]["p50"]
+        and m["e2e_p99_ms"] == t["latency"]["e2e_ms"]["p99"]
+    )
     assert m["itl_p50_ms"] == t["latency"]["itl_ms"]["p50"]
     assert m["peak_memory_bytes"] == t["memory"]["peak_bytes"]
     assert m["flops_per_output_token"] == t["flops"]["counted_per_output_token"]
@@ -214,7 +300,10 @@ def test_metrics_and_ci_columns_with_repeats(tmp_path, template):
     assert m["repeats"] == 3 and s["jobs"][1]["metrics"]["repeats"] == 1
 
     table = pq.read_table(sweep / SUMMARY_PARQUET).to_pylist()
-    assert table[0]["output_tokens_per_s_ci95_low"] == 95.0 and table[0]["output_tokens_per_s_ci95_high"] == 105.0
+    assert (
+        table[0]["output_tokens_per_s_ci95_low"] == 95.0
+        and table[0]["output_tokens_per_s_ci95_high"] == 105.0
+    )
     assert table[0]["energy_per_output_token_j_ci95_low"] == pytest.approx(0.36)
     assert table[0]["energy_per_output_token_j_ci95_high"] == pytest.approx(0.44)
     assert table[1]["output_tokens_per_s_ci95_low"] is None  # one repeat: no interval
@@ -237,7 +326,9 @@ def test_swept_key_named_like_a_metric_shares_the_column(tmp_path, template):
 
 def test_override_values_are_typed_per_column(tmp_path):
     sweep = tmp_path / "study"
-    for i, o in enumerate([["x=1", "y=0.5", "z=true", "w='a b'"], ["x=2", "y=1", "z=false", "w=7"]]):
+    for i, o in enumerate(
+        [["x=1", "y=0.5", "z=true", "w='a b'"], ["x=2", "y=1", "z=false", "w=7"]]
+    ):
         make_job(sweep, i, o)
     write_summary(sweep)
     table = pq.read_table(sweep / SUMMARY_PARQUET)
@@ -252,18 +343,34 @@ def test_override_values_are_typed_per_column(tmp_path):
 
 def test_every_file_is_written_and_readable(tmp_path, template):
     sweep = tmp_path / "study"
-    for i, (b, tps, jpt) in enumerate([(1, 100.0, 0.5), (2, 180.0, 0.3), (4, 150.0, 0.6), (8, 250.0, 0.4)]):
+    for i, (b, tps, jpt) in enumerate(
+        [(1, 100.0, 0.5), (2, 180.0, 0.3), (4, 150.0, 0.6), (8, 250.0, 0.4)]
+    ):
         o = [f"batch={b}"]
-        make_job(sweep, i, o, result=variant(template, o, tps=tps, jpt=jpt, repeats=3 if i % 2 else 1))
-    make_job(sweep, 4, ["batch=16"], error={"error": "torch.OutOfMemoryError: CUDA out of memory | tried"})
+        make_job(
+            sweep, i, o, result=variant(template, o, tps=tps, jpt=jpt, repeats=3 if i % 2 else 1)
+        )
+    make_job(
+        sweep,
+        4,
+        ["batch=16"],
+        error={"error": "torch.OutOfMemoryError: CUDA out of memory | tried"},
+    )
     s = write_summary(sweep, final=True)
 
     assert s["pareto_front"] == [f"1_{SLUG}", f"3_{SLUG}"]  # (180, 0.3) and (250, 0.4)
     assert s["plot"] == PARETO_PNG
     assert (sweep / PARETO_PNG).read_bytes()[:8] == PNG_MAGIC
-    assert len(read_csv(sweep / SUMMARY_CSV)) == 5 and pq.read_table(sweep / SUMMARY_PARQUET).num_rows == 5
+    assert (
+        len(read_csv(sweep / SUMMARY_CSV)) == 5
+        and pq.read_table(sweep / SUMMARY_PARQUET).num_rows == 5
+    )
     on_disk = load_summary(sweep)
-    assert on_disk["counts"]["ok"] == 4 and on_disk["counts"]["failed"] == 1 and len(on_disk["jobs"]) == 5
+    assert (
+        on_disk["counts"]["ok"] == 4
+        and on_disk["counts"]["failed"] == 1
+        and len(on_disk["jobs"]) == 5
+    )
     assert on_disk["sweep_dir"] == str(sweep.resolve()) and on_disk["updated_at"]
     meta = json.loads(pq.read_table(sweep / SUMMARY_PARQUET).schema.metadata[b"llem.study"])
     assert meta["n_jobs"] == 5
@@ -283,7 +390,9 @@ def test_plot_variants(tmp_path, template):
     """No energy: throughput vs the one swept parameter; no completed job: no png."""
     sweep = tmp_path / "a"
     for i, b in enumerate((1, 2, 4)):
-        make_job(sweep, i, [f"batch={b}"], result=variant(template, [f"batch={b}"], tps=100.0 * (i + 1)))
+        make_job(
+            sweep, i, [f"batch={b}"], result=variant(template, [f"batch={b}"], tps=100.0 * (i + 1))
+        )
     assert write_summary(sweep)["plot"] == PARETO_PNG
     assert (sweep / PARETO_PNG).read_bytes()[:8] == PNG_MAGIC
     assert load_summary(sweep)["pareto_front"] == []
@@ -298,7 +407,16 @@ def test_plot_variants(tmp_path, template):
 
 def test_pareto_front_by_hand():
     # (throughput, J/token): higher throughput, lower energy is better
-    points = [(100, 1.0), (200, 2.0), (150, 0.5), (300, 2.0), (300, 3.0), (50, 0.5), (None, 0.1), (400, None)]
+    points = [
+        (100, 1.0),
+        (200, 2.0),
+        (150, 0.5),
+        (300, 2.0),
+        (300, 3.0),
+        (50, 0.5),
+        (None, 0.1),
+        (400, None),
+    ]
     assert pareto_front(points) == [2, 3]
     assert pareto_front([]) == []
     assert pareto_front([(10, 1.0)]) == [0]
@@ -312,6 +430,7 @@ def test_pareto_front_by_hand():
 def _brute_front(points):
     def dominates(q, p):
         return q[0] >= p[0] and q[1] <= p[1] and q != p
+
     return sorted(i for i, p in enumerate(points) if not any(dominates(q, p) for q in points))
 
 
@@ -361,7 +480,10 @@ def test_concurrent_writers_leave_valid_files(tmp_path, template):
         o = [f"batch={i + 1}"]
         make_job(sweep, i, o, result=variant(template, o, tps=10.0 * (i + 1), jpt=1.0 / (i + 1)))
     code = f"from llem.study.summary import write_summary; write_summary({str(sweep)!r})"
-    procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
     errors: list[BaseException] = []
 
     def writer():
@@ -381,7 +503,10 @@ def test_concurrent_writers_leave_valid_files(tmp_path, template):
     assert not errors
     s = load_summary(sweep)
     assert s["counts"]["ok"] == 12 and len(s["jobs"]) == 12
-    assert len(read_csv(sweep / SUMMARY_CSV)) == 12 and pq.read_table(sweep / SUMMARY_PARQUET).num_rows == 12
+    assert (
+        len(read_csv(sweep / SUMMARY_CSV)) == 12
+        and pq.read_table(sweep / SUMMARY_PARQUET).num_rows == 12
+    )
     assert (sweep / PARETO_PNG).read_bytes()[:8] == PNG_MAGIC
     assert not [p for p in sweep.iterdir() if p.name.endswith(".tmp")]
 
@@ -389,7 +514,9 @@ def test_concurrent_writers_leave_valid_files(tmp_path, template):
 def test_a_rebuild_waits_for_the_study_lock(tmp_path, template):
     sweep = tmp_path / "study"
     make_job(sweep, 0, ["batch=1"], result=variant(template, ["batch=1"], tps=1.0))
-    code = f"from llem.study.summary import write_summary; write_summary({str(sweep)!r}, plot=False)"
+    code = (
+        f"from llem.study.summary import write_summary; write_summary({str(sweep)!r}, plot=False)"
+    )
     with open(sweep / LOCK_FILE, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         proc = subprocess.Popen([sys.executable, "-c", code])
@@ -406,8 +533,15 @@ def test_a_rebuild_waits_for_the_study_lock(tmp_path, template):
 def _job_config(sweep: Path, subdir: str, mode: str = "MULTIRUN"):
     from omegaconf import OmegaConf
 
-    return OmegaConf.create({"hydra": {"mode": mode, "runtime": {"output_dir": str(sweep / subdir)},
-                                       "sweep": {"dir": str(sweep), "subdir": subdir}}})
+    return OmegaConf.create(
+        {
+            "hydra": {
+                "mode": mode,
+                "runtime": {"output_dir": str(sweep / subdir)},
+                "sweep": {"dir": str(sweep), "subdir": subdir},
+            }
+        }
+    )
 
 
 def _failed_return(overrides: list[str]):
@@ -473,8 +607,17 @@ def test_callback_config_composes():
 
 # ---------------------------------------------------------------------------------------------- end to end
 
-E2E = ["-m", "batch=1,2", "n=2", "max_new_tokens=2", "warmup_batches=0", "quiet=true", "energy=none",
-       "flops.enabled=false", "hydra/callbacks=llem_summary"]
+E2E = [
+    "-m",
+    "batch=1,2",
+    "n=2",
+    "max_new_tokens=2",
+    "warmup_batches=0",
+    "quiet=true",
+    "energy=none",
+    "flops.enabled=false",
+    "hydra/callbacks=llem_summary",
+]
 
 
 def _check_sweep(tmp_path: Path) -> dict:
@@ -485,7 +628,9 @@ def _check_sweep(tmp_path: Path) -> dict:
     assert [(j["num"], j["status"]) for j in s["jobs"]] == [(0, "ok"), (1, "ok")]
     assert s["swept"] == {"batch": [1, 2]} and s["final"] is True  # on_multirun_end ran
     rows = read_csv(sweep / SUMMARY_CSV)
-    assert [r["batch"] for r in rows] == ["1", "2"] and all(float(r["output_tokens_per_s"]) > 0 for r in rows)
+    assert [r["batch"] for r in rows] == ["1", "2"] and all(
+        float(r["output_tokens_per_s"]) > 0 for r in rows
+    )
     assert "2 jobs: 2 ok, 0 failed" in (sweep / SUMMARY_MD).read_text()
     assert (sweep / PARETO_PNG).read_bytes()[:8] == PNG_MAGIC
     return s
@@ -515,8 +660,18 @@ def test_e2e_failed_jobs_get_error_json_from_the_callback(tmp_path):
     bad = tmp_path / "badmodel"
     bad.mkdir()
     (bad / "config.json").write_text("{}")
-    proc = run_llem("-m", "batch=1,2", "n=2", "max_new_tokens=2", "quiet=true", "energy=none",
-                    f"model.name_or_path={bad}", "hydra/launcher=basic", "hydra/callbacks=llem_summary", cwd=tmp_path)
+    proc = run_llem(
+        "-m",
+        "batch=1,2",
+        "n=2",
+        "max_new_tokens=2",
+        "quiet=true",
+        "energy=none",
+        f"model.name_or_path={bad}",
+        "hydra/launcher=basic",
+        "hydra/callbacks=llem_summary",
+        cwd=tmp_path,
+    )
     sweep = next((tmp_path / "results").glob("study_*"))
     s = load_summary(sweep)
     assert [j["status"] for j in s["jobs"]] == ["failed", "failed"], proc.stderr

@@ -17,29 +17,71 @@ STAND_INS = REPO / "tests" / "stand_ins"
 def test_preflight_names_the_extra_when_tensorrt_llm_is_missing(tmp_path):
     proc = run_llem("backend=tensorrt", cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr == ("Error: backend 'tensorrt' is not installed: pip install llenergymeasure[tensorrt]  "
-                           "(TensorRT-LLM compiled engines; NVIDIA GPUs)\n")
+    assert proc.stderr == (
+        "Error: backend 'tensorrt' is not installed: pip install llenergymeasure[tensorrt]  "
+        "(TensorRT-LLM compiled engines; NVIDIA GPUs)\n"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_llm_and_sampling_kwargs():
     from llem.backends.tensorrt import llm_kwargs, sampling_kwargs
 
-    exp = validate(config_with(**{"backend": {"name": "tensorrt", "engine_dir": None, "tensor_parallel_size": 2,
-                                              "pipeline_parallel_size": 1, "max_batch_size": 64,
-                                              "max_num_tokens": None, "max_seq_len": 4096,
-                                              "trust_remote_code": False,
-                                              "engine_args": {"enable_chunked_prefill": True}},
-                                  "precision": "fp16", "max_new_tokens": 10}))
+    exp = validate(
+        config_with(
+            **{
+                "backend": {
+                    "name": "tensorrt",
+                    "engine_dir": None,
+                    "tensor_parallel_size": 2,
+                    "pipeline_parallel_size": 1,
+                    "max_batch_size": 64,
+                    "max_num_tokens": None,
+                    "max_seq_len": 4096,
+                    "trust_remote_code": False,
+                    "engine_args": {"enable_chunked_prefill": True},
+                },
+                "precision": "fp16",
+                "max_new_tokens": 10,
+            }
+        )
+    )
     kw = llm_kwargs(exp, "/models/m")
-    assert kw == {"model": "/models/m", "tokenizer": "/models/m", "dtype": "float16", "tensor_parallel_size": 2,
-                  "pipeline_parallel_size": 1, "trust_remote_code": False, "max_batch_size": 64,
-                  "max_seq_len": 4096, "enable_chunked_prefill": True}
-    assert sampling_kwargs(exp, 10) == {"max_tokens": 10, "seed": 42, "min_tokens": 10, "ignore_eos": True,
-                                        "temperature": 0.0, "top_k": 1}
-    eos = validate(config_with(**{"backend": exp.backend.model_dump(), "stop_at_eos": True,
-                                  "decoding.strategy": "sample", "decoding.temperature": 0.7}))
-    assert sampling_kwargs(eos, 5) == {"max_tokens": 5, "seed": 42, "temperature": 0.7, "top_p": 1.0}
+    assert kw == {
+        "model": "/models/m",
+        "tokenizer": "/models/m",
+        "dtype": "float16",
+        "tensor_parallel_size": 2,
+        "pipeline_parallel_size": 1,
+        "trust_remote_code": False,
+        "max_batch_size": 64,
+        "max_seq_len": 4096,
+        "enable_chunked_prefill": True,
+    }
+    assert sampling_kwargs(exp, 10) == {
+        "max_tokens": 10,
+        "seed": 42,
+        "min_tokens": 10,
+        "ignore_eos": True,
+        "temperature": 0.0,
+        "top_k": 1,
+    }
+    eos = validate(
+        config_with(
+            **{
+                "backend": exp.backend.model_dump(),
+                "stop_at_eos": True,
+                "decoding.strategy": "sample",
+                "decoding.temperature": 0.7,
+            }
+        )
+    )
+    assert sampling_kwargs(eos, 5) == {
+        "max_tokens": 5,
+        "seed": 42,
+        "temperature": 0.7,
+        "top_p": 1.0,
+    }
 
 
 def test_result_assembly_through_the_harness(tmp_path, monkeypatch, tiny_model_dir):
@@ -49,19 +91,45 @@ def test_result_assembly_through_the_harness(tmp_path, monkeypatch, tiny_model_d
 
     from llem.harness import Harness
 
-    cfg = config_with(**{"n": 4, "batch": 2, "max_new_tokens": 6, "quiet": True, "energy.meter": "none",
-                         "backend": {"name": "tensorrt", "engine_dir": None, "tensor_parallel_size": 1,
-                                     "pipeline_parallel_size": 1, "max_batch_size": None, "max_num_tokens": None,
-                                     "max_seq_len": None, "trust_remote_code": False, "engine_args": {}}})
+    cfg = config_with(
+        **{
+            "n": 4,
+            "batch": 2,
+            "max_new_tokens": 6,
+            "quiet": True,
+            "energy.meter": "none",
+            "backend": {
+                "name": "tensorrt",
+                "engine_dir": None,
+                "tensor_parallel_size": 1,
+                "pipeline_parallel_size": 1,
+                "max_batch_size": None,
+                "max_num_tokens": None,
+                "max_seq_len": None,
+                "trust_remote_code": False,
+                "engine_args": {},
+            },
+        }
+    )
     result = Harness(validate(cfg), tmp_path).run()
     assert result.tokens.output == 4 * 6 and result.tokens.requests == 4
-    assert result.latency.ttft_ms is None and result.latency.itl_ms is None  # not measured: null, not invented
+    assert (
+        result.latency.ttft_ms is None and result.latency.itl_ms is None
+    )  # not measured: null, not invented
     assert result.latency.e2e_ms.count == 4 and result.latency.e2e_ms.min > 0
-    assert result.flops.counted is None and result.flops.analytic > 0 and "closed form" in result.flops.reason
+    assert (
+        result.flops.counted is None
+        and result.flops.analytic > 0
+        and "closed form" in result.flops.reason
+    )
     from llem.flops import analytic_flops
 
-    unpadded = analytic_flops(result.model.config, [(1, q.input_tokens, 6) for q in result.requests])
-    assert result.flops.analytic_window_total == unpadded  # no padding in an engine that batches in flight
+    unpadded = analytic_flops(
+        result.model.config, [(1, q.input_tokens, 6) for q in result.requests]
+    )
+    assert (
+        result.flops.analytic_window_total == unpadded
+    )  # no padding in an engine that batches in flight
     assert result.model.parameters == 1016448 and result.model.random_weights
     assert any("TTFT and ITL are not measured" in w for w in result.warnings)
     llm_calls = [kw for name, kw in tensorrt_llm.CALLS if name == "LLM"]
@@ -74,9 +142,20 @@ def test_missing_engine_dir_is_a_usage_error(monkeypatch, tmp_path):
     from llem.backends.tensorrt import TensorRTBackend
     from llem.errors import UsageError
 
-    cfg = config_with(**{"backend": {"name": "tensorrt", "engine_dir": str(tmp_path / "none"),
-                                     "tensor_parallel_size": 1, "pipeline_parallel_size": 1,
-                                     "max_batch_size": None, "max_num_tokens": None, "max_seq_len": None,
-                                     "trust_remote_code": False, "engine_args": {}}})
+    cfg = config_with(
+        **{
+            "backend": {
+                "name": "tensorrt",
+                "engine_dir": str(tmp_path / "none"),
+                "tensor_parallel_size": 1,
+                "pipeline_parallel_size": 1,
+                "max_batch_size": None,
+                "max_num_tokens": None,
+                "max_seq_len": None,
+                "trust_remote_code": False,
+                "engine_args": {},
+            }
+        }
+    )
     with pytest.raises(UsageError, match=r"backend\.engine_dir"):
         TensorRTBackend(validate(cfg))

@@ -8,14 +8,20 @@ from llem.models import tiny
 
 
 def _digest(folder) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+    }
 
 
 def test_build_is_byte_identical(tmp_path, tiny_model_dir):
     (tmp_path / "a").mkdir()
     tiny.build(tmp_path / "a")
     assert _digest(tmp_path / "a") == _digest(tiny_model_dir)
-    assert {"config.json", "model.safetensors", "tokenizer.json", tiny.PROVENANCE_FILE} <= set(_digest(tiny_model_dir))
+    assert {"config.json", "model.safetensors", "tokenizer.json", tiny.PROVENANCE_FILE} <= set(
+        _digest(tiny_model_dir)
+    )
 
 
 def test_cached_folder_is_reused(tiny_model_dir):
@@ -37,10 +43,16 @@ def test_loads_with_from_pretrained_and_generates(tiny_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, local_files_only=True)
     assert type(model).__name__ == "LlamaForCausalLM" and tok.padding_side == "left"
-    ids = tok.apply_chat_template([{"role": "user", "content": "Explain photosynthesis."}],
-                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "Explain photosynthesis."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**ids, max_new_tokens=4, min_new_tokens=4, do_sample=False)
     assert out.shape[1] == ids["input_ids"].shape[1] + 4
     assert ids["input_ids"][0, 0].item() == tok.bos_token_id
-    assert len(tok("Summarise the meeting notes below.")["input_ids"]) < 12  # a trained BPE, not bytes
+    assert (
+        len(tok("Summarise the meeting notes below.")["input_ids"]) < 12
+    )  # a trained BPE, not bytes
     assert torch.isfinite(model(**ids).logits).all()

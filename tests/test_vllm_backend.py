@@ -55,8 +55,17 @@ def test_backend_vllm_yaml_validates_to_the_vllm_schema():
     e = exp()
     assert isinstance(e.backend, VllmConfig) and e.backend.name == "vllm"
     b = e.backend
-    assert (b.tensor_parallel_size, b.pipeline_parallel_size, b.gpu_memory_utilization) == (1, 1, None)
-    assert (b.max_model_len, b.max_num_seqs, b.max_num_batched_tokens, b.quantization) == (None, None, None, None)
+    assert (b.tensor_parallel_size, b.pipeline_parallel_size, b.gpu_memory_utilization) == (
+        1,
+        1,
+        None,
+    )
+    assert (b.max_model_len, b.max_num_seqs, b.max_num_batched_tokens, b.quantization) == (
+        None,
+        None,
+        None,
+        None,
+    )
     assert (b.enforce_eager, b.enable_prefix_caching, b.kv_cache_dtype) == (False, False, "auto")
     assert b.trust_remote_code is False and b.device == "auto" and b.engine_args == {}
     assert isinstance(validate(_compose()).backend, PyTorchBackend)  # the default stays pytorch
@@ -78,7 +87,9 @@ def test_pytorch_only_keys_are_rejected_without_the_union_tag():
 def test_unknown_backend_name_and_out_of_range_values():
     cfg = vllm_cfg()
     cfg["backend"]["name"] = "nope"
-    with pytest.raises(ConfigError, match=r"backend\.name='nope' is not a backend: use one of 'pytorch', 'vllm'"):
+    with pytest.raises(
+        ConfigError, match=r"backend\.name='nope' is not a backend: use one of 'pytorch', 'vllm'"
+    ):
         validate(cfg)
     with pytest.raises(ConfigError, match=r"backend\.gpu_memory_utilization=1\.5 is out of range"):
         exp("backend.gpu_memory_utilization=1.5")
@@ -88,7 +99,16 @@ def test_unknown_backend_name_and_out_of_range_values():
 
 # --------------------------------------------------------------------------- engine_args checking
 
-FIELDS = {"model", "dtype", "seed", "block_size", "swap_space", "max_logprobs", "tensor_parallel_size", "_private"}
+FIELDS = {
+    "model",
+    "dtype",
+    "seed",
+    "block_size",
+    "swap_space",
+    "max_logprobs",
+    "tensor_parallel_size",
+    "_private",
+}
 
 
 def test_engine_arg_names_reads_dataclass_fields():
@@ -110,14 +130,24 @@ def test_unknown_engine_args_are_rejected_with_the_valid_names():
         check_engine_args({"blok_size": 32}, FIELDS)
     msg = str(err.value)
     assert "blok_size" in msg and "did you mean 'block_size'" in msg
-    assert msg.endswith("Valid names: block_size, max_logprobs, swap_space")  # not llem-set or private names
+    assert msg.endswith(
+        "Valid names: block_size, max_logprobs, swap_space"
+    )  # not llem-set or private names
 
 
-@pytest.mark.parametrize("key,fix", [("dtype", "set precision"), ("seed", "set seed"),
-                                     ("model", "set model.name_or_path"),
-                                     ("tensor_parallel_size", "set backend.tensor_parallel_size")])
+@pytest.mark.parametrize(
+    "key,fix",
+    [
+        ("dtype", "set precision"),
+        ("seed", "set seed"),
+        ("model", "set model.name_or_path"),
+        ("tensor_parallel_size", "set backend.tensor_parallel_size"),
+    ],
+)
 def test_engine_args_may_not_set_what_llem_sets(key, fix):
-    with pytest.raises(UsageError, match=re.escape(f"backend.engine_args.{key}: llem sets this one: {fix}")):
+    with pytest.raises(
+        UsageError, match=re.escape(f"backend.engine_args.{key}: llem sets this one: {fix}")
+    ):
         check_engine_args({key: 1}, FIELDS)
 
 
@@ -126,42 +156,108 @@ def test_engine_args_may_not_set_what_llem_sets(key, fix):
 
 def test_engine_kwargs_on_cpu_defaults():
     kw = engine_kwargs(exp(), "/m", "float32", "cpu")
-    assert kw == {"model": "/m", "tokenizer": "/m", "dtype": "float32", "seed": 42, "trust_remote_code": False,
-                  "tensor_parallel_size": 1, "pipeline_parallel_size": 1, "enforce_eager": False,
-                  "enable_prefix_caching": False, "kv_cache_dtype": "auto", "disable_log_stats": False,
-                  "gpu_memory_utilization": CPU_MEMORY_UTILIZATION}
+    assert kw == {
+        "model": "/m",
+        "tokenizer": "/m",
+        "dtype": "float32",
+        "seed": 42,
+        "trust_remote_code": False,
+        "tensor_parallel_size": 1,
+        "pipeline_parallel_size": 1,
+        "enforce_eager": False,
+        "enable_prefix_caching": False,
+        "kv_cache_dtype": "auto",
+        "disable_log_stats": False,
+        "gpu_memory_utilization": CPU_MEMORY_UTILIZATION,
+    }
 
 
 def test_engine_kwargs_on_gpu_keeps_vllm_defaults_and_passes_every_key():
     assert "gpu_memory_utilization" not in engine_kwargs(exp(), "/m", "bfloat16", "cuda")
-    e = exp("seed=7", "backend.tensor_parallel_size=2", "backend.pipeline_parallel_size=2",
-            "backend.gpu_memory_utilization=0.8", "backend.max_model_len=2048", "backend.max_num_seqs=16",
-            "backend.max_num_batched_tokens=4096", "backend.enforce_eager=true", "backend.enable_prefix_caching=true",
-            "backend.kv_cache_dtype=fp8", "backend.quantization=awq", "backend.trust_remote_code=true",
-            "+backend.engine_args.block_size=32")
+    e = exp(
+        "seed=7",
+        "backend.tensor_parallel_size=2",
+        "backend.pipeline_parallel_size=2",
+        "backend.gpu_memory_utilization=0.8",
+        "backend.max_model_len=2048",
+        "backend.max_num_seqs=16",
+        "backend.max_num_batched_tokens=4096",
+        "backend.enforce_eager=true",
+        "backend.enable_prefix_caching=true",
+        "backend.kv_cache_dtype=fp8",
+        "backend.quantization=awq",
+        "backend.trust_remote_code=true",
+        "+backend.engine_args.block_size=32",
+    )
     kw = engine_kwargs(e, "org/model", "bfloat16", "cuda", revision="abc")
     assert kw | {} == kw and kw["revision"] == "abc" and kw["seed"] == 7
-    assert {k: kw[k] for k in ("tensor_parallel_size", "pipeline_parallel_size", "gpu_memory_utilization",
-                               "max_model_len", "max_num_seqs", "max_num_batched_tokens", "enforce_eager",
-                               "enable_prefix_caching", "kv_cache_dtype", "quantization", "trust_remote_code",
-                               "block_size")} == {
-        "tensor_parallel_size": 2, "pipeline_parallel_size": 2, "gpu_memory_utilization": 0.8,
-        "max_model_len": 2048, "max_num_seqs": 16, "max_num_batched_tokens": 4096, "enforce_eager": True,
-        "enable_prefix_caching": True, "kv_cache_dtype": "fp8", "quantization": "awq", "trust_remote_code": True,
-        "block_size": 32}
+    assert {
+        k: kw[k]
+        for k in (
+            "tensor_parallel_size",
+            "pipeline_parallel_size",
+            "gpu_memory_utilization",
+            "max_model_len",
+            "max_num_seqs",
+            "max_num_batched_tokens",
+            "enforce_eager",
+            "enable_prefix_caching",
+            "kv_cache_dtype",
+            "quantization",
+            "trust_remote_code",
+            "block_size",
+        )
+    } == {
+        "tensor_parallel_size": 2,
+        "pipeline_parallel_size": 2,
+        "gpu_memory_utilization": 0.8,
+        "max_model_len": 2048,
+        "max_num_seqs": 16,
+        "max_num_batched_tokens": 4096,
+        "enforce_eager": True,
+        "enable_prefix_caching": True,
+        "kv_cache_dtype": "fp8",
+        "quantization": "awq",
+        "trust_remote_code": True,
+        "block_size": 32,
+    }
 
 
 def test_sampling_kwargs_fixed_length_greedy():
     assert sampling_kwargs(exp("max_new_tokens=8"), 8, seed=3) == {
-        "n": 1, "max_tokens": 8, "min_tokens": 8, "ignore_eos": True, "detokenize": False, "temperature": 0.0}
+        "n": 1,
+        "max_tokens": 8,
+        "min_tokens": 8,
+        "ignore_eos": True,
+        "detokenize": False,
+        "temperature": 0.0,
+    }
     assert sampling_kwargs(exp("max_new_tokens=8"), 1)["min_tokens"] == 1  # prefill pass
 
 
 def test_sampling_kwargs_stop_at_eos_and_sampling():
-    kw = sampling_kwargs(exp("stop_at_eos=true", "decoding.strategy=sample", "decoding.temperature=0.7",
-                             "decoding.top_p=0.9", "decoding.top_k=50"), 16, seed=45)
-    assert kw == {"n": 1, "max_tokens": 16, "min_tokens": 0, "ignore_eos": False, "detokenize": False,
-                  "temperature": 0.7, "top_p": 0.9, "top_k": 50, "seed": 45}
+    kw = sampling_kwargs(
+        exp(
+            "stop_at_eos=true",
+            "decoding.strategy=sample",
+            "decoding.temperature=0.7",
+            "decoding.top_p=0.9",
+            "decoding.top_k=50",
+        ),
+        16,
+        seed=45,
+    )
+    assert kw == {
+        "n": 1,
+        "max_tokens": 16,
+        "min_tokens": 0,
+        "ignore_eos": False,
+        "detokenize": False,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": 50,
+        "seed": 45,
+    }
 
 
 def test_dtype_follows_the_pytorch_cpu_rule():
@@ -175,9 +271,13 @@ def test_dtype_follows_the_pytorch_cpu_rule():
 
 def test_device_must_match_the_vllm_build():
     assert resolve_device("auto", "cpu") == "cpu" and resolve_device("cuda", "cuda") == "cuda"
-    with pytest.raises(UsageError, match=r"backend\.device=cuda but the installed vLLM is a CPU build"):
+    with pytest.raises(
+        UsageError, match=r"backend\.device=cuda but the installed vLLM is a CPU build"
+    ):
         resolve_device("cuda", "cpu")
-    with pytest.raises(UsageError, match=r"backend\.device=cpu but the installed vLLM is vLLM's CUDA build"):
+    with pytest.raises(
+        UsageError, match=r"backend\.device=cpu but the installed vLLM is vLLM's CUDA build"
+    ):
         resolve_device("cpu", "cuda")
 
 
@@ -186,8 +286,11 @@ def test_device_must_match_the_vllm_build():
 
 def _out(prompt_len: int, n: int, first: float | None, last: float | None):
     metrics = None if first is None else SimpleNamespace(first_token_ts=first, last_token_ts=last)
-    return SimpleNamespace(prompt_token_ids=list(range(prompt_len)),
-                           outputs=[SimpleNamespace(token_ids=list(range(n)))], metrics=metrics)
+    return SimpleNamespace(
+        prompt_token_ids=list(range(prompt_len)),
+        outputs=[SimpleNamespace(token_ids=list(range(n)))],
+        metrics=metrics,
+    )
 
 
 BATCH = [Prompt(0, (1, 2, 3)), Prompt(5, (1, 2))]
@@ -209,10 +312,13 @@ def test_records_from_vllm_metrics():
     assert (b.index, b.output_tokens) == (5, 1) and b.token_times_s == pytest.approx([10.3])
 
 
-@pytest.mark.parametrize("outs,why", [
-    ([_out(3, 4, None, None), _out(2, 1, 10.3, 10.3)], "no request metrics"),
-    ([_out(3, 4, 10.2, 10.5), _out(2, 1, 11.3, 11.3)], "clock mismatch"),
-])
+@pytest.mark.parametrize(
+    "outs,why",
+    [
+        ([_out(3, 4, None, None), _out(2, 1, 10.3, 10.3)], "no request metrics"),
+        ([_out(3, 4, 10.2, 10.5), _out(2, 1, 11.3, 11.3)], "clock mismatch"),
+    ],
+)
 def test_records_fall_back_to_batch_timing(outs, why):
     records, problem = to_records(BATCH, outs, 10.0, 10.6, clock_offset=0.0)
     assert why in problem
@@ -231,9 +337,11 @@ def test_records_refuse_outputs_that_do_not_match_the_batch():
 
 
 def test_checkpoint_parameters_reads_safetensors_headers(tmp_path: Path):
-    header = {"__metadata__": {"format": "pt"},
-              "a": {"dtype": "F32", "shape": [3, 4], "data_offsets": [0, 48]},
-              "b": {"dtype": "F32", "shape": [5], "data_offsets": [48, 68]}}
+    header = {
+        "__metadata__": {"format": "pt"},
+        "a": {"dtype": "F32", "shape": [3, 4], "data_offsets": [0, 48]},
+        "b": {"dtype": "F32", "shape": [5], "data_offsets": [48, 68]},
+    }
     raw = json.dumps(header).encode()
     (tmp_path / "model.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(68))
     assert checkpoint_parameters(tmp_path) == 17
@@ -265,26 +373,41 @@ def test_harness_batches_without_sort_by_length(monkeypatch):
     e = exp("n=4", "batch=2")
     assert not hasattr(e.backend, "sort_by_length")
     prompts = [Prompt(i, (1,) * (10 - i)) for i in range(4)]
-    assert make_batches(prompts, 2, getattr(e.backend, "sort_by_length", False)) == [prompts[:2], prompts[2:]]
+    assert make_batches(prompts, 2, getattr(e.backend, "sort_by_length", False)) == [
+        prompts[:2],
+        prompts[2:],
+    ]
 
 
 # --------------------------------------------------------------------------- the real engine
 
 
-@pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed (scripts/check_vllm_cpu.sh makes a venv with it)")
+@pytest.mark.skipif(
+    not HAS_VLLM, reason="vLLM is not installed (scripts/check_vllm_cpu.sh makes a venv with it)"
+)
 def test_real_vllm_engine_generates_exact_token_counts(tiny_model_dir):
     from llem.backends import load_backend
     from llem.datasets import load_prompts
     from llem.harness import make_batches
 
-    e = exp("n=4", "batch=2", "max_new_tokens=5", "precision=fp32", "backend.enforce_eager=true",
-            "backend.gpu_memory_utilization=0.15")
+    e = exp(
+        "n=4",
+        "batch=2",
+        "max_new_tokens=5",
+        "precision=fp32",
+        "backend.enforce_eager=true",
+        "backend.gpu_memory_utilization=0.15",
+    )
     backend = load_backend(e)
     ps, idx, _ = load_prompts(e.dataset, e.n, 0)
     prompts = backend.prepare(ps, idx)
     try:
         model = backend.load()
-        assert (model.dtype, model.device, model.architecture) == ("float32", "cpu", "LlamaForCausalLM")
+        assert (model.dtype, model.device, model.architecture) == (
+            "float32",
+            "cpu",
+            "LlamaForCausalLM",
+        )
         assert model.parameters == checkpoint_parameters(tiny_model_dir)
         backend.reset_peak_memory()
         records = []
@@ -299,7 +422,9 @@ def test_real_vllm_engine_generates_exact_token_counts(tiny_model_dir):
         backend.prefill(prompts[:2])
         peak, what = backend.peak_memory()
         assert peak and "child" in what
-        assert backend.count_flops([prompts[:2]]).batches == [(1, p.input_tokens, 5) for p in prompts[:2]]
+        assert backend.count_flops([prompts[:2]]).batches == [
+            (1, p.input_tokens, 5) for p in prompts[:2]
+        ]
     finally:
         backend.close()
     assert backend.llm is None

@@ -17,14 +17,24 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 def _run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
-                          timeout=900, **kw)
+    return subprocess.run(
+        cmd,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=900,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    proc = _run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(REPO)], cwd=out)
+    proc = _run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(REPO)], cwd=out
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (whl,) = out.glob("llenergymeasure-2.0.0-*.whl")
     return whl
@@ -34,9 +44,15 @@ def test_wheel_contents(wheel):
     import zipfile
 
     names = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("llem/conf/llem.yaml", "llem/conf/model/tiny.yaml", "llem/conf/__init__.py",
-                 "llem/conf/hydra/callbacks/llem_summary.yaml", "hydra_plugins/llem_plugins/llem_launcher.py",
-                 "llem/datasets/builtin_prompts.jsonl", "llem/examples/experiment.yaml.example"):
+    for name in (
+        "llem/conf/llem.yaml",
+        "llem/conf/model/tiny.yaml",
+        "llem/conf/__init__.py",
+        "llem/conf/hydra/callbacks/llem_summary.yaml",
+        "hydra_plugins/llem_plugins/llem_launcher.py",
+        "llem/datasets/builtin_prompts.jsonl",
+        "llem/examples/experiment.yaml.example",
+    ):
         assert name in names
     assert not any(n.startswith("tests/") for n in names)
 
@@ -64,10 +80,23 @@ def test_fresh_install_outside_the_repo(wheel, tmp_path):
     (result,) = work.glob("results/*/result.json")
     data = json.loads(result.read_text())
     assert data["tokens"]["output"] == 16 and data["llem_version"] == "2.0.0"
-    proc = _run([str(llem), "-m", "batch=1,2", "n=2", "max_new_tokens=2", "quiet=true", "hydra.sweep.dir=study"],
-                cwd=work)
+    proc = _run(
+        [
+            str(llem),
+            "-m",
+            "batch=1,2",
+            "n=2",
+            "max_new_tokens=2",
+            "quiet=true",
+            "hydra.sweep.dir=study",
+        ],
+        cwd=work,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "[llem] study of 2 jobs" in proc.stdout and len(list((work / "study").glob("*/result.json"))) == 2
+    assert (
+        "[llem] study of 2 jobs" in proc.stdout
+        and len(list((work / "study").glob("*/result.json"))) == 2
+    )
     assert (work / "study" / "study_summary.json").exists()
     code = "import llem.conf, os; print(os.path.dirname(llem.conf.__file__))"
     where = _run([str(venv / "bin" / "python"), "-c", code], cwd=work).stdout.strip()

@@ -24,20 +24,32 @@ class DockerConf:
     executable: str = "docker"
     host: Optional[str] = None  # DOCKER_HOST for the client (e.g. unix:///tmp/podman.sock)
     image: Optional[str] = None  # one image for every backend; else images[backend]
-    images: Any = field(default_factory=lambda: {
-        "pytorch": "ghcr.io/llenergymeasure/pytorch:${oc.env:LLEM_VERSION,2.0.0}-cuda12.4",
-        "vllm": "ghcr.io/llenergymeasure/vllm:${oc.env:LLEM_VERSION,2.0.0}-cuda12.4",
-        "tensorrt": "ghcr.io/llenergymeasure/tensorrt:${oc.env:LLEM_VERSION,2.0.0}-cuda12.4",
-    })
-    python: str = "python"  # interpreter inside the image (the worker runs as `python -m llem.study.worker`)
+    images: Any = field(
+        default_factory=lambda: {
+            "pytorch": "ghcr.io/llenergymeasure/pytorch:${oc.env:LLEM_VERSION,2.0.0}-cuda12.4",
+            "vllm": "ghcr.io/llenergymeasure/vllm:${oc.env:LLEM_VERSION,2.0.0}-cuda12.4",
+            "tensorrt": "ghcr.io/llenergymeasure/tensorrt:${oc.env:LLEM_VERSION,2.0.0}-cuda12.4",
+        }
+    )
+    python: str = (
+        "python"  # interpreter inside the image (the worker runs as `python -m llem.study.worker`)
+    )
     gpus: bool = True  # pass the job's GPU(s) with --gpus device=<uuid>
     runtime: Optional[str] = None  # --runtime (e.g. runc, nvidia)
     ulimits: List[str] = field(default_factory=list)  # e.g. ["nofile=1024:1024"]
     network: Optional[str] = None  # --network (none for offline jobs)
-    hf_cache: Optional[str] = "${oc.env:HF_HOME,${oc.env:HOME,/root}/.cache/huggingface}"  # mounted read-write
+    hf_cache: Optional[str] = (
+        "${oc.env:HF_HOME,${oc.env:HOME,/root}/.cache/huggingface}"  # mounted read-write
+    )
     mounts: List[str] = field(default_factory=list)  # extra -v host:container[:ro]
-    env: List[str] = field(default_factory=lambda: ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE",
-                                                  "LLEM_CACHE_DIR"])  # passed by name only
+    env: List[str] = field(
+        default_factory=lambda: [
+            "HF_TOKEN",
+            "HUGGING_FACE_HUB_TOKEN",
+            "HF_HUB_OFFLINE",
+            "LLEM_CACHE_DIR",
+        ]
+    )  # passed by name only
     extra_args: List[str] = field(default_factory=list)
 
 
@@ -54,7 +66,9 @@ class LlemLauncherConf:
     docker: DockerConf = field(default_factory=DockerConf)
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="llem", node=LlemLauncherConf, provider="llem")
+ConfigStore.instance().store(
+    group="hydra/launcher", name="llem", node=LlemLauncherConf, provider="llem"
+)
 
 
 class LlemLauncher(Launcher):
@@ -64,10 +78,14 @@ class LlemLauncher(Launcher):
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
         from llem.study.launcher import launch
 
         return launch(self, job_overrides, initial_job_idx)

@@ -29,12 +29,27 @@ class BackendInfo:
 BACKENDS: dict[str, BackendInfo] = {
     info.name: info
     for info in (
-        BackendInfo("pytorch", "llem.backends.pytorch", ("torch", "transformers"), "pytorch",
-                    "transformers generate on PyTorch; CPU or NVIDIA GPUs"),
-        BackendInfo("vllm", "llem.backends.vllm", ("vllm",), "vllm",
-                    "vLLM offline engine, continuous batching; NVIDIA GPUs"),
-        BackendInfo("tensorrt", "llem.backends.tensorrt", ("tensorrt_llm",), "tensorrt",
-                    "TensorRT-LLM compiled engines; NVIDIA GPUs"),
+        BackendInfo(
+            "pytorch",
+            "llem.backends.pytorch",
+            ("torch", "transformers"),
+            "pytorch",
+            "transformers generate on PyTorch; CPU or NVIDIA GPUs",
+        ),
+        BackendInfo(
+            "vllm",
+            "llem.backends.vllm",
+            ("vllm",),
+            "vllm",
+            "vLLM offline engine, continuous batching; NVIDIA GPUs",
+        ),
+        BackendInfo(
+            "tensorrt",
+            "llem.backends.tensorrt",
+            ("tensorrt_llm",),
+            "tensorrt",
+            "TensorRT-LLM compiled engines; NVIDIA GPUs",
+        ),
     )
 }
 
@@ -51,7 +66,9 @@ def require_backend(name: str) -> None:
         raise UsageError("No inference backend installed.\n" + "\n".join(lines))
     info = BACKENDS[name]
     if not info.installed():
-        raise UsageError(f"backend '{name}' is not installed: {install_hint(info)}  ({info.purpose})")
+        raise UsageError(
+            f"backend '{name}' is not installed: {install_hint(info)}  ({info.purpose})"
+        )
     if importlib.util.find_spec(info.module) is None:
         raise UsageError(f"backend '{name}' is not available in llem {_version()} yet")
 

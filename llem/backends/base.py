@@ -34,9 +34,13 @@ class RequestRecord:
     input_tokens: int
     output_tokens: int
     start_s: float  # submission time (perf_counter)
-    token_times_s: list[float] = field(default_factory=list)  # arrival of each output token (perf_counter)
+    token_times_s: list[float] = field(
+        default_factory=list
+    )  # arrival of each output token (perf_counter)
     repeat: int = 1
-    finished_s: float | None = None  # completion time when per-token times are not known (perf_counter)
+    finished_s: float | None = (
+        None  # completion time when per-token times are not known (perf_counter)
+    )
 
     @property
     def end_s(self) -> float:
@@ -51,7 +55,9 @@ class FlopCount:
     requests: int  # requests covered by the count
     output_tokens: int
     input_tokens: int
-    batches: list[tuple[int, int, int]]  # (batch size, padded input length, new tokens) per counted batch
+    batches: list[
+        tuple[int, int, int]
+    ]  # (batch size, padded input length, new tokens) per counted batch
     method: str
     reason: str | None = None
 

@@ -14,5 +14,8 @@ def resolve_dtype(precision: str, device: str, native_bf16: bool) -> tuple[str, 
     """
     if device == "cpu" and (precision == "fp16" or (precision == "bf16" and not native_bf16)):
         why = "fp16 is not native on CPUs" if precision == "fp16" else "this CPU has no native bf16"
-        return "float32", f"precision={precision} ran as fp32 on CPU ({why}); set precision=fp32 to silence"
+        return (
+            "float32",
+            f"precision={precision} ran as fp32 on CPU ({why}); set precision=fp32 to silence",
+        )
     return DTYPE_NAMES[precision], None

@@ -48,24 +48,38 @@ class PromptBuilder:
         self.cfg = config
         self.chat_template_applied = False
 
-    def build(self, prompt_set: PromptSet, indices: list[int], context_length: int | None) -> list[Prompt]:
-        prompts = self._synthetic(prompt_set, indices) if prompt_set.synthetic else self._tokenise(prompt_set, indices)
+    def build(
+        self, prompt_set: PromptSet, indices: list[int], context_length: int | None
+    ) -> list[Prompt]:
+        prompts = (
+            self._synthetic(prompt_set, indices)
+            if prompt_set.synthetic
+            else self._tokenise(prompt_set, indices)
+        )
         self._check_context(prompts, context_length)
         return prompts
 
     def _synthetic(self, prompt_set: PromptSet, indices: list[int]) -> list[Prompt]:
         syn = prompt_set.synthetic
         tok = self.tokenizer
-        ids = synthetic_token_ids(max(indices) + 1, syn.input_tokens, len(tok), set(tok.all_special_ids), syn.seed,
-                                  tok.bos_token_id)
+        ids = synthetic_token_ids(
+            max(indices) + 1,
+            syn.input_tokens,
+            len(tok),
+            set(tok.all_special_ids),
+            syn.seed,
+            tok.bos_token_id,
+        )
         return [Prompt(i, tuple(ids[i])) for i in indices]
 
     def _use_chat_template(self, chat_style: bool) -> bool:
         mode = self.cfg.dataset.chat_template
         has = bool(getattr(self.tokenizer, "chat_template", None))
         if mode == "always" and not has:
-            raise UsageError(f"dataset.chat_template=always but {self.cfg.model.name_or_path} has no chat "
-                             "template: use dataset.chat_template=auto or never")
+            raise UsageError(
+                f"dataset.chat_template=always but {self.cfg.model.name_or_path} has no chat "
+                "template: use dataset.chat_template=auto or never"
+            )
         return mode == "always" or (mode == "auto" and chat_style and has)
 
     def _tokenise(self, prompt_set: PromptSet, indices: list[int]) -> list[Prompt]:
@@ -77,14 +91,22 @@ class PromptBuilder:
             ids = self._encode(prompt_set.texts[i])
             truncated = len(ids) > limit
             if truncated:
-                ids = self._truncate(prompt_set.texts[i], limit) if self.chat_template_applied else ids[:limit]
+                ids = (
+                    self._truncate(prompt_set.texts[i], limit)
+                    if self.chat_template_applied
+                    else ids[:limit]
+                )
             prompts.append(Prompt(i, tuple(ids), truncated))
         return prompts
 
     def _encode(self, text: str) -> list[int]:
         if self.chat_template_applied:
-            out = self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                                     add_generation_prompt=True, tokenize=True, return_dict=False)
+            out = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}],
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=False,
+            )
             return list(out)
         return self.tokenizer(text, verbose=False)["input_ids"]
 
@@ -97,7 +119,9 @@ class PromptBuilder:
             if len(ids) <= limit:
                 return ids
             keep -= len(ids) - limit
-        raise UsageError(f"max_input_tokens={limit} is shorter than the chat template itself: raise it")
+        raise UsageError(
+            f"max_input_tokens={limit} is shorter than the chat template itself: raise it"
+        )
 
     def _check_context(self, prompts: list[Prompt], ctx: int | None) -> None:
         longest = max(p.input_tokens for p in prompts)
@@ -105,4 +129,5 @@ class PromptBuilder:
             raise UsageError(
                 f"{self.cfg.model.name_or_path} has a context of {ctx} tokens, but the longest prompt "
                 f"({longest} tokens) + max_new_tokens={self.cfg.max_new_tokens} needs "
-                f"{longest + self.cfg.max_new_tokens}: lower max_input_tokens or max_new_tokens")
+                f"{longest + self.cfg.max_new_tokens}: lower max_input_tokens or max_new_tokens"
+            )

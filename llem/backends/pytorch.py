@@ -34,7 +34,9 @@ def create(config: ExperimentConfig) -> PyTorchBackend:
 
 def resolve_device(requested: str) -> str:
     if requested == "cuda" and not torch.cuda.is_available():
-        raise UsageError("backend.device=cuda but torch sees no CUDA GPU: use backend.device=cpu or auto")
+        raise UsageError(
+            "backend.device=cuda but torch sees no CUDA GPU: use backend.device=cpu or auto"
+        )
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return requested
@@ -44,7 +46,9 @@ def _import_model_class(config) -> None:
     """Import the modelling module now, so that the timed load measures loading, not Python imports."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    with contextlib.suppress(KeyError):  # remote code or an unusual architecture: imported during load
+    with contextlib.suppress(
+        KeyError
+    ):  # remote code or an unusual architecture: imported during load
         MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
 
 
@@ -85,8 +89,11 @@ class PyTorchBackend:
     # ------------------------------------------------------------------ preparation (not timed)
 
     def _hf_kwargs(self) -> dict:
-        return {"revision": self.cfg.model.revision, "trust_remote_code": self.bcfg.trust_remote_code,
-                "local_files_only": self.source.local_files_only}
+        return {
+            "revision": self.cfg.model.revision,
+            "trust_remote_code": self.bcfg.trust_remote_code,
+            "local_files_only": self.source.local_files_only,
+        }
 
     def prepare(self, prompt_set: PromptSet, indices: list[int]) -> list[Prompt]:
         """Tokenise the prompts at ``indices`` of ``prompt_set`` (chat template, truncation, context check)."""
@@ -117,14 +124,22 @@ class PyTorchBackend:
         self.generation_config = self._generation_config()
         prov = tiny.provenance(self.source.path) if self.source.kind != "hub" else None
         if prov and prov.get("random_weights"):
-            self._warnings.append("random weights (llem's built-in tiny model): outputs are meaningless; "
-                                  "the numbers measure the pipeline, not a useful model")
+            self._warnings.append(
+                "random weights (llem's built-in tiny model): outputs are meaningless; "
+                "the numbers measure the pipeline, not a useful model"
+            )
         return ModelRecord(
-            name_or_path=self.cfg.model.name_or_path, resolved_path=self.source.path, source=self.source.kind,
-            architecture=type(model).__name__, parameters=sum(p.numel() for p in model.parameters()),
-            dtype=str(model.dtype).removeprefix("torch."), device=str(model.device),
-            context_length=self.context_length(), random_weights=bool(prov and prov.get("random_weights")),
-            chat_template_applied=self.chat_template_applied, config=self.hf_config.to_dict(),
+            name_or_path=self.cfg.model.name_or_path,
+            resolved_path=self.source.path,
+            source=self.source.kind,
+            architecture=type(model).__name__,
+            parameters=sum(p.numel() for p in model.parameters()),
+            dtype=str(model.dtype).removeprefix("torch."),
+            device=str(model.device),
+            context_length=self.context_length(),
+            random_weights=bool(prov and prov.get("random_weights")),
+            chat_template_applied=self.chat_template_applied,
+            config=self.hf_config.to_dict(),
         )
 
     def _generation_config(self) -> GenerationConfig:
@@ -135,10 +150,17 @@ class PyTorchBackend:
         if eos is None:
             eos = self.tokenizer.eos_token_id
         return GenerationConfig(
-            max_new_tokens=self.cfg.max_new_tokens, min_new_tokens=self.cfg.max_new_tokens if fixed else None,
-            do_sample=sample, temperature=d.temperature if sample else None, top_p=d.top_p if sample else None,
-            top_k=d.top_k if sample else None, num_beams=1, use_cache=self.bcfg.use_cache,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos, bos_token_id=self.tokenizer.bos_token_id,
+            max_new_tokens=self.cfg.max_new_tokens,
+            min_new_tokens=self.cfg.max_new_tokens if fixed else None,
+            do_sample=sample,
+            temperature=d.temperature if sample else None,
+            top_p=d.top_p if sample else None,
+            top_k=d.top_k if sample else None,
+            num_beams=1,
+            use_cache=self.bcfg.use_cache,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=eos,
+            bos_token_id=self.tokenizer.bos_token_id,
         )
 
     def eos_ids(self) -> set[int]:
@@ -155,15 +177,25 @@ class PyTorchBackend:
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - p.input_tokens) + list(p.token_ids) for p in batch])
         mask = torch.tensor([[0] * (width - p.input_tokens) + [1] * p.input_tokens for p in batch])
-        return {"input_ids": ids.to(self.input_device), "attention_mask": mask.to(self.input_device)}
+        return {
+            "input_ids": ids.to(self.input_device),
+            "attention_mask": mask.to(self.input_device),
+        }
 
-    def _run(self, batch: list[Prompt], streamer: BaseStreamer | None = None,
-             generation_config: GenerationConfig | None = None) -> torch.Tensor:
+    def _run(
+        self,
+        batch: list[Prompt],
+        streamer: BaseStreamer | None = None,
+        generation_config: GenerationConfig | None = None,
+    ) -> torch.Tensor:
         inputs = self._collate(batch)
         with torch.inference_mode():
-            out = self.model.generate(**inputs, generation_config=generation_config or self.generation_config,
-                                      streamer=streamer)
-        return out[:, inputs["input_ids"].shape[1]:].cpu()
+            out = self.model.generate(
+                **inputs,
+                generation_config=generation_config or self.generation_config,
+                streamer=streamer,
+            )
+        return out[:, inputs["input_ids"].shape[1] :].cpu()
 
     def prefill(self, batch: list[Prompt]) -> None:
         """The same batch with one new token: the prefill (plus one LM-head step)."""
@@ -177,8 +209,10 @@ class PyTorchBackend:
         new = self._run(batch, clock)
         self.synchronize()
         counts = self._output_counts(new)
-        return [RequestRecord(p.index, p.input_tokens, c, start, clock.times[:c])
-                for p, c in zip(batch, counts, strict=True)]
+        return [
+            RequestRecord(p.index, p.input_tokens, c, start, clock.times[:c])
+            for p, c in zip(batch, counts, strict=True)
+        ]
 
     def _output_counts(self, new: torch.Tensor) -> list[int]:
         """Generated tokens per row: up to and including the first EOS when EOS may stop, else all steps."""
@@ -212,16 +246,27 @@ class PyTorchBackend:
 
     def peak_memory(self) -> tuple[int | None, str]:
         if self.device == "cuda":
-            return torch.cuda.max_memory_allocated(), "CUDA allocator peak (torch.cuda.max_memory_allocated)"
+            return (
+                torch.cuda.max_memory_allocated(),
+                "CUDA allocator peak (torch.cuda.max_memory_allocated)",
+            )
         try:
             status = Path("/proc/self/status").read_text()
-            kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
-            what = "process peak RSS during the window" if self._rss_reset else "process peak RSS since start"
+            kb = int(
+                next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))
+            )
+            what = (
+                "process peak RSS during the window"
+                if self._rss_reset
+                else "process peak RSS since start"
+            )
             return kb * 1024, what
         except (OSError, StopIteration):
             import resource
 
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS since start"
+            return resource.getrusage(
+                resource.RUSAGE_SELF
+            ).ru_maxrss * 1024, "process peak RSS since start"
 
     def count_flops(self, batches: list[list[Prompt]]) -> FlopCount:
         from torch.utils.flop_counter import FlopCounterMode
@@ -237,8 +282,14 @@ class PyTorchBackend:
                 outputs += sum(self._output_counts(new))
                 inputs += sum(p.input_tokens for p in batch)
                 requests += len(batch)
-        return FlopCount(counter.get_total_flops(), requests, outputs, inputs, shapes,
-                         method="torch.utils.flop_counter.FlopCounterMode (CPU flash-attention formula added)")
+        return FlopCount(
+            counter.get_total_flops(),
+            requests,
+            outputs,
+            inputs,
+            shapes,
+            method="torch.utils.flop_counter.FlopCounterMode (CPU flash-attention formula added)",
+        )
 
     def warnings(self) -> list[str]:
         return list(self._warnings)

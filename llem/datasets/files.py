@@ -8,7 +8,9 @@ from pathlib import Path
 from llem.errors import UsageError
 
 
-def read_prompts(path: str, field: str, key: str, fallback_fields: tuple[str, ...] = ()) -> list[str]:
+def read_prompts(
+    path: str, field: str, key: str, fallback_fields: tuple[str, ...] = ()
+) -> list[str]:
     """Prompts under ``field`` (or the first present of ``fallback_fields``) of a .jsonl/.csv/.parquet file.
 
     JSON lines whose keys all start with ``_`` are metadata (e.g. provenance) and are skipped, as are blank
@@ -27,15 +29,21 @@ def read_prompts(path: str, field: str, key: str, fallback_fields: tuple[str, ..
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise UsageError(f"{key}={path}: line {lineno} is not valid JSON ({exc.msg}); "
-                                 f'each line must be an object like {{"{field}": "..."}}') from None
+                raise UsageError(
+                    f"{key}={path}: line {lineno} is not valid JSON ({exc.msg}); "
+                    f'each line must be an object like {{"{field}": "..."}}'
+                ) from None
             if not isinstance(record, dict):
-                raise UsageError(f'{key}={path}: line {lineno} is not a JSON object; use {{"{field}": "..."}}')
+                raise UsageError(
+                    f'{key}={path}: line {lineno} is not a JSON object; use {{"{field}": "..."}}'
+                )
             if record and all(k.startswith("_") for k in record):
                 continue
             prompts.append(_prompt(record, field, fallback_fields, f"{key}={path}: line {lineno}"))
     if not prompts:
-        raise UsageError(f"{key}={path}: the file has no prompts; add lines like {{\"{field}\": \"...\"}}")
+        raise UsageError(
+            f'{key}={path}: the file has no prompts; add lines like {{"{field}": "..."}}'
+        )
     return prompts
 
 
@@ -46,8 +54,10 @@ def _prompt(record: dict, field: str, fallbacks: tuple[str, ...], where: str) ->
             if not isinstance(value, str) or not value.strip():
                 raise UsageError(f"{where}: '{name}' must be a non-empty string")
             return value
-    raise UsageError(f"{where} has no '{field}' key (keys: {', '.join(record) or 'none'}); "
-                     f"set dataset.field=<key> or fix the file")
+    raise UsageError(
+        f"{where} has no '{field}' key (keys: {', '.join(record) or 'none'}); "
+        f"set dataset.field=<key> or fix the file"
+    )
 
 
 def _read_table(file: Path, field: str, key: str, fallbacks: tuple[str, ...]) -> list[str]:
@@ -55,13 +65,21 @@ def _read_table(file: Path, field: str, key: str, fallbacks: tuple[str, ...]) ->
     import pyarrow.parquet
 
     try:
-        table = pyarrow.parquet.read_table(file) if file.suffix == ".parquet" else pyarrow.csv.read_csv(file)
+        table = (
+            pyarrow.parquet.read_table(file)
+            if file.suffix == ".parquet"
+            else pyarrow.csv.read_csv(file)
+        )
     except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise UsageError(f"{key}={file}: cannot read the file ({str(exc).splitlines()[0]})") from None
+        raise UsageError(
+            f"{key}={file}: cannot read the file ({str(exc).splitlines()[0]})"
+        ) from None
     column = next((c for c in (field, *fallbacks) if c in table.column_names), None)
     if column is None:
-        raise UsageError(f"{key}={file} has no column '{field}' (columns: {', '.join(table.column_names)}); "
-                         "set dataset.field=<column>")
+        raise UsageError(
+            f"{key}={file} has no column '{field}' (columns: {', '.join(table.column_names)}); "
+            "set dataset.field=<column>"
+        )
     prompts = [str(v) for v in table.column(column).to_pylist() if v is not None and str(v).strip()]
     if not prompts:
         raise UsageError(f"{key}={file}: column '{column}' has no prompts")

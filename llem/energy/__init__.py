@@ -109,12 +109,18 @@ class EnergySession:
                 self.meters.append(RaplMeter(zones))
             else:
                 self.unavailable.append(why or "no RAPL")
-        if choice == "codecarbon" or (choice == "auto" and cfg.codecarbon and codecarbon_status() is None):
+        if choice == "codecarbon" or (
+            choice == "auto" and cfg.codecarbon and codecarbon_status() is None
+        ):
             self.meters.append(CodeCarbonMeter(cfg.country_iso_code))
         elif choice == "auto" and cfg.codecarbon:
             self.unavailable.append(codecarbon_status() or "")
-        self.sampler = Sampler(cfg.sample_interval_ms / 1000.0, self.nvml, self.gpus if self.nvml else [],
-                               pollers=[m.poll for m in self.meters])
+        self.sampler = Sampler(
+            cfg.sample_interval_ms / 1000.0,
+            self.nvml,
+            self.gpus if self.nvml else [],
+            pollers=[m.poll for m in self.meters],
+        )
         if self.nvml is not None:
             self.warnings += quality.device_problems(self.nvml, self.gpus)
 
@@ -130,7 +136,9 @@ class EnergySession:
             self.unavailable.append("no GPU visible to this job (CUDA_VISIBLE_DEVICES)")
             return
         self.gpu_backend = "nvml"
-        self.meters.append(NvmlMeter(nvml, self.gpus, lambda g, a, b: self.sampler.integrate(g, a, b)))
+        self.meters.append(
+            NvmlMeter(nvml, self.gpus, lambda g, a, b: self.sampler.integrate(g, a, b))
+        )
 
     def _open_zeus(self) -> None:
         from zeus.device import get_gpus
@@ -138,7 +146,10 @@ class EnergySession:
         from llem.energy.zeus import ZeusMeter
 
         zgpus = get_gpus()
-        labels = {i: (f"gpu{i} {zgpus.get_name(i)}", f"zeus-gpu{i}-{zgpus.get_name(i)}") for i in range(len(zgpus))}
+        labels = {
+            i: (f"gpu{i} {zgpus.get_name(i)}", f"zeus-gpu{i}-{zgpus.get_name(i)}")
+            for i in range(len(zgpus))
+        }
         self.meters.append(ZeusMeter(list(labels), labels))
         self.gpu_backend = "zeus"
 
@@ -156,9 +167,13 @@ class EnergySession:
             return "disabled (energy=none)"
         why = "; ".join(w for w in self.unavailable if w)
         if self.cfg.meter == "codecarbon":
-            return "energy=codecarbon measures nothing: its modelled estimate is in energy.estimate_j"
+            return (
+                "energy=codecarbon measures nothing: its modelled estimate is in energy.estimate_j"
+            )
         if self.meters:  # only CodeCarbon
-            return f"no hardware meter ({why}); CodeCarbon's modelled estimate is in energy.estimate_j"
+            return (
+                f"no hardware meter ({why}); CodeCarbon's modelled estimate is in energy.estimate_j"
+            )
         return f"no usable meter ({why})"
 
     # ------------------------------------------------------------------ running
@@ -172,7 +187,9 @@ class EnergySession:
             self.sampler.set_phase(name)
 
     @contextmanager
-    def window(self, name: str, sync: Callable[[], None], meters: list[Meter] | None = None) -> Iterator[Window]:
+    def window(
+        self, name: str, sync: Callable[[], None], meters: list[Meter] | None = None
+    ) -> Iterator[Window]:
         """Measure the enclosed block; ``sync`` waits for the device before each boundary read."""
         win = Window(name)
         chosen = self.meters if meters is None else meters
@@ -193,10 +210,16 @@ class EnergySession:
             for m in reversed(chosen):
                 win.readings += m.stop()
             if self.sampler:
-                win.rows = [r for r in self.sampler.snapshot() if win.start_s <= r["time_unix_s"] <= win.end_s]
+                win.rows = [
+                    r
+                    for r in self.sampler.snapshot()
+                    if win.start_s <= r["time_unix_s"] <= win.end_s
+                ]
             self.phase("idle")
 
-    def baseline(self, sync: Callable[[], None]) -> tuple[list[baseline_cache.IdlePower], str | None]:
+    def baseline(
+        self, sync: Callable[[], None]
+    ) -> tuple[list[baseline_cache.IdlePower], str | None]:
         """Idle power per hardware-metered device (cached), or ([], why not)."""
         if not self.cfg.baseline.enabled:
             return [], "disabled (energy.baseline.enabled=false)"
@@ -219,9 +242,18 @@ class EnergySession:
         for r in win.readings:
             if r.energy_j is None or r.device_key is None:
                 continue
-            entry = baseline_cache.IdlePower(r.device, r.device_key, r.covers, r.meter, r.energy_j / r.duration_s,
-                                             r.duration_s, r.start_s)
-            baseline_cache.store(keys.get(r.device_key, baseline_cache.cache_key(r.device_key, "")), entry)
+            entry = baseline_cache.IdlePower(
+                r.device,
+                r.device_key,
+                r.covers,
+                r.meter,
+                r.energy_j / r.duration_s,
+                r.duration_s,
+                r.start_s,
+            )
+            baseline_cache.store(
+                keys.get(r.device_key, baseline_cache.cache_key(r.device_key, "")), entry
+            )
             out.append(entry)
         return out, None if out else "the idle window gave no reading"
 
@@ -252,7 +284,9 @@ class EnergySession:
     def window_warnings(self, win: Window) -> list[str]:
         out = quality.reading_problems(win.readings)
         if self.sampler:
-            out += quality.sample_problems(win.rows, self.gpus if self.nvml else [], self.sampler.interval_s)
+            out += quality.sample_problems(
+                win.rows, self.gpus if self.nvml else [], self.sampler.interval_s
+            )
         return out
 
     def end_checks(self) -> list[str]:

@@ -47,4 +47,6 @@ def load(key: str, max_age_s: float) -> IdlePower | None:
 
 
 def store(key: str, entry: IdlePower) -> None:
-    write_json_atomic(cache_dir("baselines") / f"{key}.json", asdict(entry) | {"source": "measured"})
+    write_json_atomic(
+        cache_dir("baselines") / f"{key}.json", asdict(entry) | {"source": "measured"}
+    )

@@ -48,13 +48,21 @@ class CodeCarbonMeter:
         import inspect
 
         # no files, no API: newer CodeCarbon takes output_methods=[], older save_to_*=False
-        quiet_output = ({"output_methods": []} if "output_methods" in inspect.signature(tracker_cls).parameters
-                        or "output_methods" in inspect.signature(tracker_cls.__mro__[1]).parameters
-                        else {"save_to_file": False, "save_to_api": False})
+        quiet_output = (
+            {"output_methods": []}
+            if "output_methods" in inspect.signature(tracker_cls).parameters
+            or "output_methods" in inspect.signature(tracker_cls.__mro__[1]).parameters
+            else {"save_to_file": False, "save_to_api": False}
+        )
         with contextlib.redirect_stdout(io.StringIO()):
             self._tracker = tracker_cls(
-                country_iso_code=self.country, log_level="error", measure_power_secs=interval_s,
-                allow_multiple_runs=True, tracking_mode="process", project_name="llem", **quiet_output,
+                country_iso_code=self.country,
+                log_level="error",
+                measure_power_secs=interval_s,
+                allow_multiple_runs=True,
+                tracking_mode="process",
+                project_name="llem",
+                **quiet_output,
             )
         self._t0 = 0.0
         self._last = {"energy": 0.0, "emissions": 0.0, "cpu_j": 0.0, "gpu_j": 0.0, "ram_j": 0.0}
@@ -73,11 +81,20 @@ class CodeCarbonMeter:
         with contextlib.redirect_stdout(io.StringIO()):
             self._tracker.stop()
         d = self._tracker.final_emissions_data
-        now = {"energy": d.energy_consumed * KWH_TO_J, "emissions": float(d.emissions or 0.0),
-               "cpu_j": d.cpu_energy * KWH_TO_J, "gpu_j": d.gpu_energy * KWH_TO_J, "ram_j": d.ram_energy * KWH_TO_J}
+        now = {
+            "energy": d.energy_consumed * KWH_TO_J,
+            "emissions": float(d.emissions or 0.0),
+            "cpu_j": d.cpu_energy * KWH_TO_J,
+            "gpu_j": d.gpu_energy * KWH_TO_J,
+            "ram_j": d.ram_energy * KWH_TO_J,
+        }
         delta = {k: now[k] - self._last[k] for k in now}
         self._last = now
-        self.detail |= {"cpu_model": d.cpu_model, "country": d.country_iso_code, "tracking_mode": d.tracking_mode}
+        self.detail |= {
+            "cpu_model": d.cpu_model,
+            "country": d.country_iso_code,
+            "tracking_mode": d.tracking_mode,
+        }
         return delta
 
     def stop(self) -> list[Reading]:
@@ -87,9 +104,18 @@ class CodeCarbonMeter:
         for key in ("cpu_j", "gpu_j", "ram_j"):
             self.detail[key] = self.detail.get(key, 0.0) + delta[key]
         total = delta["energy"]
-        return [Reading(self.name, "process (CodeCarbon model of CPU + GPU + RAM)", ESTIMATE, MODELLED,
-                        total if total > 0 else None, self._t0, t1,
-                        None if total > 0 else "CodeCarbon estimated no energy")]
+        return [
+            Reading(
+                self.name,
+                "process (CodeCarbon model of CPU + GPU + RAM)",
+                ESTIMATE,
+                MODELLED,
+                total if total > 0 else None,
+                self._t0,
+                t1,
+                None if total > 0 else "CodeCarbon estimated no energy",
+            )
+        ]
 
     def poll(self) -> None:
         pass

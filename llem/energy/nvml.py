@@ -17,8 +17,13 @@ from llem.energy.base import COUNTER, GPU_BOARD, INTEGRATED, Reading
 from llem.errors import UsageError
 
 # throttle (clock event) reason bits that mean the GPU was slowed down
-THROTTLE_BITS = {0x4: "software power cap", 0x8: "hardware slowdown", 0x20: "software thermal slowdown",
-                 0x40: "hardware thermal slowdown", 0x80: "hardware power brake"}
+THROTTLE_BITS = {
+    0x4: "software power cap",
+    0x8: "hardware slowdown",
+    0x20: "software thermal slowdown",
+    0x40: "hardware thermal slowdown",
+    0x80: "hardware power brake",
+}
 
 
 def load_nvml() -> tuple[ModuleType | None, str | None]:
@@ -57,7 +62,9 @@ def _uuid(nvml, handle) -> str:
     return u.decode() if isinstance(u, bytes) else u
 
 
-def visible_gpus(nvml, cuda_visible: str | None = None, device_order: str | None = None) -> tuple[list[Gpu], list[str]]:
+def visible_gpus(
+    nvml, cuda_visible: str | None = None, device_order: str | None = None
+) -> tuple[list[Gpu], list[str]]:
     """The GPUs a CUDA process started with ``CUDA_VISIBLE_DEVICES=cuda_visible`` sees, in CUDA order.
 
     Entries may be NVML indices, GPU UUIDs (or unique prefixes) or MIG ids (measured as their parent GPU,
@@ -65,7 +72,11 @@ def visible_gpus(nvml, cuda_visible: str | None = None, device_order: str | None
     exactly only with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (the order NVML uses); otherwise a warning is returned.
     """
     cuda_visible = os.environ.get("CUDA_VISIBLE_DEVICES") if cuda_visible is None else cuda_visible
-    device_order = os.environ.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST") if device_order is None else device_order
+    device_order = (
+        os.environ.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
+        if device_order is None
+        else device_order
+    )
     count = nvml.nvmlDeviceGetCount()
     handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
     uuids = [_uuid(nvml, h) for h in handles]
@@ -86,7 +97,9 @@ def visible_gpus(nvml, cuda_visible: str | None = None, device_order: str | None
                 entries_are_indices = True
                 continue
             if entry.startswith("MIG-"):
-                warnings.append(f"CUDA_VISIBLE_DEVICES entry {entry} is a MIG instance: energy covers its whole GPU")
+                warnings.append(
+                    f"CUDA_VISIBLE_DEVICES entry {entry} is a MIG instance: energy covers its whole GPU"
+                )
                 parent = _mig_parent(nvml, handles, entry)
                 if parent is None:
                     break
@@ -98,10 +111,15 @@ def visible_gpus(nvml, cuda_visible: str | None = None, device_order: str | None
                 break
             chosen.append(match[0])
     if entries_are_indices and len(set(_names(nvml, handles))) > 1 and device_order != "PCI_BUS_ID":
-        warnings.append("GPUs of different models and CUDA_DEVICE_ORDER is not PCI_BUS_ID: CUDA and NVML indices "
-                        "may differ; set CUDA_DEVICE_ORDER=PCI_BUS_ID")
+        warnings.append(
+            "GPUs of different models and CUDA_DEVICE_ORDER is not PCI_BUS_ID: CUDA and NVML indices "
+            "may differ; set CUDA_DEVICE_ORDER=PCI_BUS_ID"
+        )
     names = _names(nvml, handles)
-    gpus = [Gpu(cuda_i, nvml_i, uuids[nvml_i], names[nvml_i], handles[nvml_i]) for cuda_i, nvml_i in enumerate(chosen)]
+    gpus = [
+        Gpu(cuda_i, nvml_i, uuids[nvml_i], names[nvml_i], handles[nvml_i])
+        for cuda_i, nvml_i in enumerate(chosen)
+    ]
     return gpus, warnings
 
 
@@ -156,19 +174,44 @@ class NvmlMeter:
         readings = []
         for g in self.gpus:
             end, begin = self._read_mj(g), self._start.get(g.uuid)
-            common = {"meter": self.name, "device": g.label, "covers": GPU_BOARD, "start_s": self._t0, "end_s": t1,
-                      "device_key": g.uuid}
+            common = {
+                "meter": self.name,
+                "device": g.label,
+                "covers": GPU_BOARD,
+                "start_s": self._t0,
+                "end_s": t1,
+                "device_key": g.uuid,
+            }
             if begin is None or end is None:
                 joules = self._integrate(g, self._t0, t1)
-                reason = None if joules is not None else "no energy counter and too few power samples"
-                readings.append(Reading(method=INTEGRATED, energy_j=joules, reason=reason, **common))
+                reason = (
+                    None if joules is not None else "no energy counter and too few power samples"
+                )
+                readings.append(
+                    Reading(method=INTEGRATED, energy_j=joules, reason=reason, **common)
+                )
             elif end < begin:
-                readings.append(Reading(method=COUNTER, energy_j=None, reason=(
-                    f"energy counter went backwards ({begin:.0f} -> {end:.0f} mJ): driver reload or counter reset"),
-                    **common))
+                readings.append(
+                    Reading(
+                        method=COUNTER,
+                        energy_j=None,
+                        reason=(
+                            f"energy counter went backwards ({begin:.0f} -> {end:.0f} mJ): driver reload or counter reset"
+                        ),
+                        **common,
+                    )
+                )
             elif end == begin:
-                readings.append(Reading(method=COUNTER, energy_j=None, reason=(
-                    "energy counter did not advance (window shorter than its ~100 ms update period?)"), **common))
+                readings.append(
+                    Reading(
+                        method=COUNTER,
+                        energy_j=None,
+                        reason=(
+                            "energy counter did not advance (window shorter than its ~100 ms update period?)"
+                        ),
+                        **common,
+                    )
+                )
             else:
                 readings.append(Reading(method=COUNTER, energy_j=(end - begin) / 1000.0, **common))
         return readings

@@ -17,12 +17,16 @@ def short_window(window_s: float) -> str | None:
     if window_s >= SHORT_WINDOW_S:
         return None
     bound = 100 * COUNTER_ERROR_S / window_s if window_s > 0 else float("inf")
-    return (f"measured window is short ({window_s:.2f} s < {SHORT_WINDOW_S:.0f} s): timings are noisy and a "
-            f"~100 ms energy counter may be off by up to ±{bound:.0f}%; raise n or repeats")
+    return (
+        f"measured window is short ({window_s:.2f} s < {SHORT_WINDOW_S:.0f} s): timings are noisy and a "
+        f"~100 ms energy counter may be off by up to ±{bound:.0f}%; raise n or repeats"
+    )
 
 
 def reading_problems(readings: list[Reading]) -> list[str]:
-    return [f"{r.meter} {r.device}: {r.reason}" for r in readings if r.energy_j is None and r.reason]
+    return [
+        f"{r.meter} {r.device}: {r.reason}" for r in readings if r.energy_j is None and r.reason
+    ]
 
 
 def sample_problems(rows: list[dict], gpus: list[Gpu], interval_s: float) -> list[str]:
@@ -30,8 +34,10 @@ def sample_problems(rows: list[dict], gpus: list[Gpu], interval_s: float) -> lis
     out = []
     process = [r for r in rows if r["device"] == "process"]
     if len(process) < MIN_SAMPLES:
-        out.append(f"fewer than {MIN_SAMPLES} time-series samples in a measured window (period "
-                   f"{interval_s * 1000:.0f} ms): lengthen the window (raise n)")
+        out.append(
+            f"fewer than {MIN_SAMPLES} time-series samples in a measured window (period "
+            f"{interval_s * 1000:.0f} ms): lengthen the window (raise n)"
+        )
     for g in gpus:
         mine = [r for r in rows if r["device"] == f"gpu{g.cuda_index}"]
         mask = 0
@@ -42,7 +48,9 @@ def sample_problems(rows: list[dict], gpus: list[Gpu], interval_s: float) -> lis
             out.append(f"gpu{g.cuda_index} was throttled during the window: {', '.join(slowed)}")
         temps = [r["temperature_c"] for r in mine if r.get("temperature_c") is not None]
         if temps and max(temps) - min(temps) > TEMP_DRIFT_C:
-            out.append(f"gpu{g.cuda_index} temperature drifted {min(temps):.0f} -> {max(temps):.0f} °C in the window")
+            out.append(
+                f"gpu{g.cuda_index} temperature drifted {min(temps):.0f} -> {max(temps):.0f} °C in the window"
+            )
     return out
 
 
@@ -55,13 +63,17 @@ def device_problems(nvml, gpus: list[Gpu]) -> list[str]:
             procs = nvml.nvmlDeviceGetComputeRunningProcesses(g.handle)
             others = sorted({p.pid for p in procs if p.pid != me})
             if others:
-                out.append(f"gpu{g.cuda_index} is shared with other processes (pids {others}): "
-                           "its energy includes theirs")
+                out.append(
+                    f"gpu{g.cuda_index} is shared with other processes (pids {others}): "
+                    "its energy includes theirs"
+                )
         except nvml.NVMLError:
             pass
         try:
             if nvml.nvmlDeviceGetPersistenceMode(g.handle) == 0:
-                out.append(f"gpu{g.cuda_index} persistence mode is off: the first reads may include driver start-up")
+                out.append(
+                    f"gpu{g.cuda_index} persistence mode is off: the first reads may include driver start-up"
+                )
         except nvml.NVMLError:
             pass
     return out

@@ -55,7 +55,10 @@ def find_zones(root: Path = POWERCAP) -> tuple[list[Zone], str | None]:
             zone = Zone(d, label, covers, int((d / "max_energy_range_uj").read_text()))
             zone.read()
         except PermissionError:
-            return [], f"RAPL counters under {root} are not readable (root-only since CVE-2020-8694)"
+            return (
+                [],
+                f"RAPL counters under {root} are not readable (root-only since CVE-2020-8694)",
+            )
         except OSError as exc:
             return [], f"RAPL counter {d}/energy_uj unreadable ({exc.strerror})"
         zones.append(zone)
@@ -72,7 +75,9 @@ class RaplMeter:
     def __init__(self, zones: list[Zone]) -> None:
         self.zones = zones
         self._t0 = 0.0
-        self._lock = threading.Lock()  # poll() runs in the sampler thread, start/stop in the main thread
+        self._lock = (
+            threading.Lock()
+        )  # poll() runs in the sampler thread, start/stop in the main thread
 
     def start(self) -> None:
         with self._lock:
@@ -94,9 +99,20 @@ class RaplMeter:
     def stop(self) -> list[Reading]:
         self.poll()
         t1 = time.time()
-        return [Reading(self.name, z.label, z.covers, COUNTER, z.total_uj / 1e6 if z.total_uj > 0 else None,
-                        self._t0, t1, None if z.total_uj > 0 else "RAPL counter did not advance",
-                        device_key=str(z.path)) for z in self.zones]
+        return [
+            Reading(
+                self.name,
+                z.label,
+                z.covers,
+                COUNTER,
+                z.total_uj / 1e6 if z.total_uj > 0 else None,
+                self._t0,
+                t1,
+                None if z.total_uj > 0 else "RAPL counter did not advance",
+                device_key=str(z.path),
+            )
+            for z in self.zones
+        ]
 
     def close(self) -> None:
         pass

@@ -28,9 +28,18 @@ def _sum(readings: list[Reading], covers: str) -> float | None:
 
 
 def _record(window: str, r: Reading) -> EnergyReading:
-    return EnergyReading(window=window, meter=r.meter, device=r.device, covers=r.covers, method=r.method,
-                         energy_j=r.energy_j, start_unix_s=r.start_s, end_unix_s=r.end_s, duration_s=r.duration_s,
-                         reason=r.reason)
+    return EnergyReading(
+        window=window,
+        meter=r.meter,
+        device=r.device,
+        covers=r.covers,
+        method=r.method,
+        energy_j=r.energy_j,
+        start_unix_s=r.start_s,
+        end_unix_s=r.end_s,
+        duration_s=r.duration_s,
+        reason=r.reason,
+    )
 
 
 def _iso(unix_s: float) -> str:
@@ -38,9 +47,16 @@ def _iso(unix_s: float) -> str:
 
 
 def energy_metrics(
-    *, meters: list[str], windows: list[tuple[str, list[Reading], float]], output_tokens: int, requests: int,
-    baseline: list[IdlePower], baseline_reason: str | None, reason_if_none: str,
-    carbon: tuple[float | None, str, dict] | None = None, prefill: tuple[list[Reading], float] | None = None,
+    *,
+    meters: list[str],
+    windows: list[tuple[str, list[Reading], float]],
+    output_tokens: int,
+    requests: int,
+    baseline: list[IdlePower],
+    baseline_reason: str | None,
+    reason_if_none: str,
+    carbon: tuple[float | None, str, dict] | None = None,
+    prefill: tuple[list[Reading], float] | None = None,
     timeseries: str | None = None,
 ) -> EnergyMetrics:
     """``windows``: (name, readings, window seconds) of each measured window (repeats)."""
@@ -51,7 +67,11 @@ def energy_metrics(
     covers = " + ".join(dict.fromkeys(r.covers for r in hw)) or None
     methods = " + ".join(dict.fromkeys(r.method for r in hw)) or None
     estimate = [r for r in measured if not r.hardware]
-    estimate_j = sum(r.energy_j for r in estimate) if estimate and all(r.energy_j for r in estimate) else None
+    estimate_j = (
+        sum(r.energy_j for r in estimate)
+        if estimate and all(r.energy_j for r in estimate)
+        else None
+    )
 
     idle_w = sum(b.idle_power_w for b in baseline) if baseline else None
     adjusted = total - idle_w * window_s if total is not None and idle_w is not None else None
@@ -63,31 +83,62 @@ def energy_metrics(
     if prefill is not None:
         p_total, _ = hardware_total(prefill[0])
         prefill_split = PrefillSplit(
-            prefill_j=p_total, prefill_window_s=prefill[1],
-            decode_j=(total - p_total * len(windows)) if total is not None and p_total is not None else None,
-            method="prefill-only pass (1 new token per prompt, same batches); decode = measured - prefill x repeats")
+            prefill_j=p_total,
+            prefill_window_s=prefill[1],
+            decode_j=(total - p_total * len(windows))
+            if total is not None and p_total is not None
+            else None,
+            method="prefill-only pass (1 new token per prompt, same batches); decode = measured - prefill x repeats",
+        )
     co2 = None
     if carbon is not None:
         kg, country, detail = carbon
-        co2 = CarbonEstimate(emissions_kg_co2eq=kg, country_iso_code=country, energy_estimate_j=estimate_j,
-                             cpu_estimate_j=detail.get("cpu_j"), gpu_estimate_j=detail.get("gpu_j"),
-                             ram_estimate_j=detail.get("ram_j"),
-                             method="CodeCarbon OfflineEmissionsTracker: modelled power x time x grid intensity")
+        co2 = CarbonEstimate(
+            emissions_kg_co2eq=kg,
+            country_iso_code=country,
+            energy_estimate_j=estimate_j,
+            cpu_estimate_j=detail.get("cpu_j"),
+            gpu_estimate_j=detail.get("gpu_j"),
+            ram_estimate_j=detail.get("ram_j"),
+            method="CodeCarbon OfflineEmissionsTracker: modelled power x time x grid intensity",
+        )
     records = [_record(name, r) for name, rs, _ in windows for r in rs]
     if prefill is not None:
         records += [_record("prefill", r) for r in prefill[0]]
     return EnergyMetrics(
-        meters=meters, covers=covers if total is not None else None, method=methods if total is not None else None,
-        total_j=total, gpu_j=_sum(hw, GPU_BOARD), cpu_package_j=_sum(hw, CPU_PACKAGE), dram_j=_sum(hw, DRAM),
-        per_output_token_j=per(total, output_tokens), per_request_j=per(total, requests),
+        meters=meters,
+        covers=covers if total is not None else None,
+        method=methods if total is not None else None,
+        total_j=total,
+        gpu_j=_sum(hw, GPU_BOARD),
+        cpu_package_j=_sum(hw, CPU_PACKAGE),
+        dram_j=_sum(hw, DRAM),
+        per_output_token_j=per(total, output_tokens),
+        per_request_j=per(total, requests),
         wh_per_1k_requests=per(total * 1000 / J_PER_WH, requests) if total is not None else None,
         average_power_w=per(total, window_s) if window_s else None,
-        output_tokens_per_j=output_tokens / total if total else None, window_s=window_s if total is not None else None,
-        baseline=[IdleBaseline(device=b.device, covers=b.covers, meter=b.meter, idle_power_w=b.idle_power_w,
-                               duration_s=b.duration_s, measured_at=_iso(b.measured_at_unix_s), age_s=b.age_s(),
-                               source=b.source) for b in baseline],
-        baseline_reason=baseline_reason, adjusted_total_j=adjusted,
+        output_tokens_per_j=output_tokens / total if total else None,
+        window_s=window_s if total is not None else None,
+        baseline=[
+            IdleBaseline(
+                device=b.device,
+                covers=b.covers,
+                meter=b.meter,
+                idle_power_w=b.idle_power_w,
+                duration_s=b.duration_s,
+                measured_at=_iso(b.measured_at_unix_s),
+                age_s=b.age_s(),
+                source=b.source,
+            )
+            for b in baseline
+        ],
+        baseline_reason=baseline_reason,
+        adjusted_total_j=adjusted,
         adjusted_per_output_token_j=per(adjusted, output_tokens),
-        estimate_j=estimate_j, co2=co2, prefill=prefill_split, readings=records, timeseries=timeseries,
+        estimate_j=estimate_j,
+        co2=co2,
+        prefill=prefill_split,
+        readings=records,
+        timeseries=timeseries,
         reason=None if total is not None else (reason_if_none if not hw else why),
     )

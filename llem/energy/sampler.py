@@ -33,8 +33,21 @@ from pathlib import Path
 
 from llem.energy.nvml import Gpu
 
-COLUMNS = ("time_unix_s", "phase", "device", "power_w", "power_source", "temperature_c", "sm_util_pct",
-           "mem_util_pct", "memory_used_bytes", "sm_clock_mhz", "throttle_reasons", "cpu_util_pct", "rss_bytes")
+COLUMNS = (
+    "time_unix_s",
+    "phase",
+    "device",
+    "power_w",
+    "power_source",
+    "temperature_c",
+    "sm_util_pct",
+    "mem_util_pct",
+    "memory_used_bytes",
+    "sm_clock_mhz",
+    "throttle_reasons",
+    "cpu_util_pct",
+    "rss_bytes",
+)
 
 
 def _rss_bytes() -> int | None:
@@ -48,8 +61,14 @@ def _rss_bytes() -> int | None:
 class Sampler:
     """Samples every ``interval_s`` in a daemon thread; ``rows`` is the time series (list of dicts)."""
 
-    def __init__(self, interval_s: float, nvml=None, gpus: list[Gpu] | None = None,
-                 pollers: list[Callable[[], None]] | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        interval_s: float,
+        nvml=None,
+        gpus: list[Gpu] | None = None,
+        pollers: list[Callable[[], None]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.interval_s = interval_s
         self.nvml, self.gpus = nvml, list(gpus or [])
         self.pollers = list(pollers or [])
@@ -111,18 +130,27 @@ class Sampler:
             util = 100.0 * (cpu - self._last_cpu[1]) / (now - self._last_cpu[0])
         if util is not None or self._last_cpu is None:
             self._last_cpu = (now, cpu)
-        return {"time_unix_s": now, "phase": self.phase, "device": "process", "cpu_util_pct": util,
-                "rss_bytes": _rss_bytes()}
+        return {
+            "time_unix_s": now,
+            "phase": self.phase,
+            "device": "process",
+            "cpu_util_pct": util,
+            "rss_bytes": _rss_bytes(),
+        }
 
     def _gpu_row(self, now: float, g: Gpu) -> dict:
         nv = self.nvml
         row: dict = {"time_unix_s": now, "phase": self.phase, "device": f"gpu{g.cuda_index}"}
         row["power_w"], row["power_source"] = self._power(g)
-        row["temperature_c"] = _try(lambda: nv.nvmlDeviceGetTemperature(g.handle, nv.NVML_TEMPERATURE_GPU))
+        row["temperature_c"] = _try(
+            lambda: nv.nvmlDeviceGetTemperature(g.handle, nv.NVML_TEMPERATURE_GPU)
+        )
         util = _try(lambda: nv.nvmlDeviceGetUtilizationRates(g.handle))
         row["sm_util_pct"] = getattr(util, "gpu", None)
         row["mem_util_pct"] = getattr(util, "memory", None)
-        row["memory_used_bytes"] = getattr(_try(lambda: nv.nvmlDeviceGetMemoryInfo(g.handle)), "used", None)
+        row["memory_used_bytes"] = getattr(
+            _try(lambda: nv.nvmlDeviceGetMemoryInfo(g.handle)), "used", None
+        )
         row["sm_clock_mhz"] = _try(lambda: nv.nvmlDeviceGetClockInfo(g.handle, nv.NVML_CLOCK_SM))
         row["throttle_reasons"] = _try(lambda: _throttle(nv, g.handle))
         return row
@@ -136,7 +164,9 @@ class Sampler:
                     return fv.value.uiVal / 1000.0, "field:POWER_INSTANT"
             except nv.NVMLError:
                 pass
-            self._instant_ok[g.uuid] = False  # not supported here: fall back for the rest of the run
+            self._instant_ok[g.uuid] = (
+                False  # not supported here: fall back for the rest of the run
+            )
         mw = _try(lambda: nv.nvmlDeviceGetPowerUsage(g.handle))
         return (mw / 1000.0, "power_usage") if mw is not None else (None, None)
 
@@ -148,18 +178,29 @@ class Sampler:
 
     def gpu_rows(self, g: Gpu, start_s: float, end_s: float) -> list[dict]:
         key = f"gpu{g.cuda_index}"
-        return [r for r in self.snapshot() if r["device"] == key and start_s <= r["time_unix_s"] <= end_s]
+        return [
+            r
+            for r in self.snapshot()
+            if r["device"] == key and start_s <= r["time_unix_s"] <= end_s
+        ]
 
     def integrate(self, g: Gpu, start_s: float, end_s: float) -> float | None:
         """Joules from the instant-power samples in [start_s, end_s] (trapezoid), None with < 2 samples."""
-        pts = [(r["time_unix_s"], r["power_w"]) for r in self.gpu_rows(g, start_s, end_s) if r["power_w"] is not None]
+        pts = [
+            (r["time_unix_s"], r["power_w"])
+            for r in self.gpu_rows(g, start_s, end_s)
+            if r["power_w"] is not None
+        ]
         if len(pts) < 2:
             return None
         return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in itertools.pairwise(pts))
 
 
 def _throttle(nv, handle) -> int:
-    fn = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or nv.nvmlDeviceGetCurrentClocksThrottleReasons
+    fn = (
+        getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        or nv.nvmlDeviceGetCurrentClocksThrottleReasons
+    )
     return int(fn(handle))
 
 
@@ -175,12 +216,23 @@ def write_timeseries(rows: list[dict], path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([
-        ("time_unix_s", pa.float64()), ("phase", pa.string()), ("device", pa.string()), ("power_w", pa.float64()),
-        ("power_source", pa.string()), ("temperature_c", pa.float64()), ("sm_util_pct", pa.float64()),
-        ("mem_util_pct", pa.float64()), ("memory_used_bytes", pa.int64()), ("sm_clock_mhz", pa.float64()),
-        ("throttle_reasons", pa.int64()), ("cpu_util_pct", pa.float64()), ("rss_bytes", pa.int64()),
-    ])
+    schema = pa.schema(
+        [
+            ("time_unix_s", pa.float64()),
+            ("phase", pa.string()),
+            ("device", pa.string()),
+            ("power_w", pa.float64()),
+            ("power_source", pa.string()),
+            ("temperature_c", pa.float64()),
+            ("sm_util_pct", pa.float64()),
+            ("mem_util_pct", pa.float64()),
+            ("memory_used_bytes", pa.int64()),
+            ("sm_clock_mhz", pa.float64()),
+            ("throttle_reasons", pa.int64()),
+            ("cpu_util_pct", pa.float64()),
+            ("rss_bytes", pa.int64()),
+        ]
+    )
     table = pa.table({c: [r.get(c) for r in rows] for c in COLUMNS}, schema=schema)
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp)

@@ -17,7 +17,9 @@ from llem.energy.base import COUNTER, GPU_BOARD, Reading
 
 def zeus_status() -> str | None:
     """None when Zeus is installed and sees at least one GPU, else why not."""
-    logging.getLogger("zeus").setLevel(logging.ERROR)  # its AMD probe warns on every NVIDIA/CPU machine
+    logging.getLogger("zeus").setLevel(
+        logging.ERROR
+    )  # its AMD probe warns on every NVIDIA/CPU machine
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             from zeus.device import get_gpus
@@ -40,12 +42,16 @@ class ZeusMeter:
         from zeus.monitor import ZeusMonitor
 
         self.labels = labels
-        self.monitor = ZeusMonitor(gpu_indices=gpu_indices, cpu_indices=[], approx_instant_energy=False)
+        self.monitor = ZeusMonitor(
+            gpu_indices=gpu_indices, cpu_indices=[], approx_instant_energy=False
+        )
         self._t0 = 0.0
 
     def start(self) -> None:
         self._t0 = time.time()
-        self.monitor.begin_window("llem", sync_execution=False)  # the session synchronises the device
+        self.monitor.begin_window(
+            "llem", sync_execution=False
+        )  # the session synchronises the device
 
     def stop(self) -> list[Reading]:
         m = self.monitor.end_window("llem", sync_execution=False)
@@ -55,8 +61,13 @@ class ZeusMeter:
             joules = m.gpu_energy.get(idx)
             reason = None
             if joules is None or joules <= 0:
-                joules, reason = None, "Zeus reported no energy for this GPU (0 J is not a measurement)"
-            readings.append(Reading(self.name, label, GPU_BOARD, COUNTER, joules, self._t0, t1, reason, uuid))
+                joules, reason = (
+                    None,
+                    "Zeus reported no energy for this GPU (0 J is not a measurement)",
+                )
+            readings.append(
+                Reading(self.name, label, GPU_BOARD, COUNTER, joules, self._t0, t1, reason, uuid)
+            )
         return readings
 
     def poll(self) -> None:

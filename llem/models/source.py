@@ -34,7 +34,11 @@ class ModelSource:
 def _kind(name: str) -> str:
     if name.startswith(BUILTIN_PREFIX):
         return "builtin"
-    if name.startswith(("/", ".", "~")) or Path(name).expanduser().exists() or not _HUB_ID.match(name):
+    if (
+        name.startswith(("/", ".", "~"))
+        or Path(name).expanduser().exists()
+        or not _HUB_ID.match(name)
+    ):
         return "local"
     return "hub"
 
@@ -46,7 +50,9 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
         return False
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:
-        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout_s):
+        with socket.create_connection(
+            (url.hostname or "huggingface.co", url.port or 443), timeout=timeout_s
+        ):
             return True
     except OSError:
         return False
@@ -67,20 +73,27 @@ def check_model(cfg: ModelConfig) -> None:
     kind = _kind(name)
     if kind == "builtin":
         if name.removeprefix(BUILTIN_PREFIX) not in BUILTIN_MODELS:
-            raise UsageError(f"model.name_or_path={name}: unknown built-in model; use "
-                             + " or ".join(BUILTIN_PREFIX + m for m in BUILTIN_MODELS))
+            raise UsageError(
+                f"model.name_or_path={name}: unknown built-in model; use "
+                + " or ".join(BUILTIN_PREFIX + m for m in BUILTIN_MODELS)
+            )
     elif kind == "local":
         folder = Path(name).expanduser()
         if not folder.is_dir():
-            raise UsageError(f"model.name_or_path={name}: no such folder; give an existing model folder or a hub id")
+            raise UsageError(
+                f"model.name_or_path={name}: no such folder; give an existing model folder or a hub id"
+            )
         if not (folder / "config.json").is_file():
-            raise UsageError(f"model.name_or_path={name}: folder has no config.json; "
-                             "give a folder saved with save_pretrained()")
+            raise UsageError(
+                f"model.name_or_path={name}: folder has no config.json; "
+                "give a folder saved with save_pretrained()"
+            )
     elif not _in_hub_cache(name, cfg.revision) and not hub_reachable():
         raise UsageError(
             f"model.name_or_path={name} is not in the local Hugging Face cache and the hub is unreachable "
             "(offline): download it once with network access, or give a local folder "
-            "(model.name_or_path=/path/to/model)")
+            "(model.name_or_path=/path/to/model)"
+        )
 
 
 def resolve_model(cfg: ModelConfig) -> ModelSource:

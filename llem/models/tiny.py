@@ -43,8 +43,14 @@ CHAT_TEMPLATE = (
 
 def _spec_key() -> str:
     corpus = hashlib.sha256("\n".join(_training_text()).encode()).hexdigest()
-    spec = {"v": BUILD_VERSION, "arch": ARCH, "vocab": TOKENIZER_VOCAB, "seed": SEED, "tpl": CHAT_TEMPLATE,
-            "corpus": corpus}
+    spec = {
+        "v": BUILD_VERSION,
+        "arch": ARCH,
+        "vocab": TOKENIZER_VOCAB,
+        "seed": SEED,
+        "tpl": CHAT_TEMPLATE,
+        "corpus": corpus,
+    }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -81,28 +87,46 @@ def build(folder: Path) -> None:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=TOKENIZER_VOCAB, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=TOKENIZER_VOCAB,
+        special_tokens=specials,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(_training_text(), trainer=trainer)
     bos_id = tok.token_to_id(SPECIAL["bos"])
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{SPECIAL['bos']} $A", pair=f"{SPECIAL['bos']} $A $B", special_tokens=[(SPECIAL["bos"], bos_id)]
+        single=f"{SPECIAL['bos']} $A",
+        pair=f"{SPECIAL['bos']} $A $B",
+        special_tokens=[(SPECIAL["bos"], bos_id)],
     )
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=SPECIAL["bos"], eos_token=SPECIAL["eos"], pad_token=SPECIAL["pad"],
-        padding_side="left", model_max_length=ARCH["max_position_embeddings"], chat_template=CHAT_TEMPLATE,
+        tokenizer_object=tok,
+        bos_token=SPECIAL["bos"],
+        eos_token=SPECIAL["eos"],
+        pad_token=SPECIAL["pad"],
+        padding_side="left",
+        model_max_length=ARCH["max_position_embeddings"],
+        chat_template=CHAT_TEMPLATE,
     )
     vocab = -(-len(tokenizer) // 64) * 64  # round up: embedding rows for every token id
     config = LlamaConfig(
-        **ARCH, vocab_size=vocab, bos_token_id=bos_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, dtype="float32",
+        **ARCH,
+        vocab_size=vocab,
+        bos_token_id=bos_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        dtype="float32",
     )
     torch.manual_seed(SEED)
     model = LlamaForCausalLM(config).eval()
     tokenizer.save_pretrained(folder)
     model.save_pretrained(folder)
     provenance = {
-        "builder": "llem.models.tiny", "build_version": BUILD_VERSION, "seed": SEED, "random_weights": True,
+        "builder": "llem.models.tiny",
+        "build_version": BUILD_VERSION,
+        "seed": SEED,
+        "random_weights": True,
         "parameters": sum(p.numel() for p in model.parameters()),
         "note": "random weights: generated text is meaningless; use for measuring the pipeline, not a model",
     }

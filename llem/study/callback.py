@@ -45,7 +45,7 @@ def sweep_dir_of_job(hc: Any) -> Path:
         parts = Path(str(hc.sweep.subdir)).parts
     except Exception:  # an unresolvable subdir: fall back to hydra.sweep.dir below
         parts = ()
-    if parts and output_dir.parts[-len(parts):] == parts:
+    if parts and output_dir.parts[-len(parts) :] == parts:
         return Path(*output_dir.parts[: -len(parts)])
     return Path(str(hc.sweep.dir)).resolve()
 
@@ -62,13 +62,16 @@ def write_error_json(folder: Path, job_return: JobReturn) -> None:
     if not folder.is_dir() or (folder / "error.json").exists() or (folder / "result.json").exists():
         return
     exc = job_return._return_value  # .return_value would re-raise the job's exception
-    write_json_atomic(folder / "error.json", {
-        "status": "failed",
-        "error": _one_line(exc) if isinstance(exc, BaseException) else "the job failed",
-        "exit_code": None,
-        "overrides": [str(o) for o in (job_return.overrides or [])],
-        "ended_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
+    write_json_atomic(
+        folder / "error.json",
+        {
+            "status": "failed",
+            "error": _one_line(exc) if isinstance(exc, BaseException) else "the job failed",
+            "exit_code": None,
+            "overrides": [str(o) for o in (job_return.overrides or [])],
+            "ended_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
 
 
 class StudySummaryCallback(Callback):
@@ -85,7 +88,9 @@ class StudySummaryCallback(Callback):
                 write_error_json(Path(str(hc.runtime.output_dir)), job_return)
             write_summary(sweep_dir_of_job(hc))
         except Exception:
-            log.exception("llem: could not update the study summary after this job (the job itself is unaffected)")
+            log.exception(
+                "llem: could not update the study summary after this job (the job itself is unaffected)"
+            )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         try:

@@ -49,7 +49,9 @@ class Job:
     folder: Path
     config_hash: str
     backend: str
-    status: str = "pending"  # pending | skipped | running | ok | failed | timeout | killed | interrupted
+    status: str = (
+        "pending"  # pending | skipped | running | ok | failed | timeout | killed | interrupted
+    )
     started: float = 0.0
     duration_s: float = 0.0
     proc: subprocess.Popen | None = None
@@ -75,8 +77,9 @@ def _print(msg: str) -> None:
 # ---------------------------------------------------------------------------- preparing the jobs
 
 
-def prepare_jobs(launcher, job_overrides, initial_job_idx: int, sweep_dir: Path, llem_task: bool = True
-                 ) -> list[Job]:
+def prepare_jobs(
+    launcher, job_overrides, initial_job_idx: int, sweep_dir: Path, llem_task: bool = True
+) -> list[Job]:
     """Compose and validate every job; exit 2 listing each bad one before anything runs.
 
     Jobs of llem's own task are validated against the experiment schema; other Hydra apps run as they are.
@@ -86,11 +89,15 @@ def prepare_jobs(launcher, job_overrides, initial_job_idx: int, sweep_dir: Path,
     jobs, problems = [], []
     for offset, overrides in enumerate(job_overrides):
         num = initial_job_idx + offset
-        cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+        cfg = launcher.hydra_context.config_loader.load_sweep_config(
+            launcher.config, list(overrides)
+        )
         with open_dict(cfg):
             cfg.hydra.job.id = f"{cfg.hydra.job.name}_{num}"
             cfg.hydra.job.num = num
-            cfg.hydra.sweep.dir = str(sweep_dir)  # frozen: ${now:} must not be re-evaluated in the child
+            cfg.hydra.sweep.dir = str(
+                sweep_dir
+            )  # frozen: ${now:} must not be re-evaluated in the child
             cfg.hydra.sweep.subdir = str(cfg.hydra.sweep.subdir)
         folder = sweep_dir / str(cfg.hydra.sweep.subdir)
         if not llem_task:
@@ -103,8 +110,11 @@ def prepare_jobs(launcher, job_overrides, initial_job_idx: int, sweep_dir: Path,
             continue
         jobs.append(Job(num, list(overrides), cfg, folder, exp.config_hash(), exp.backend.name))
     if problems:
-        sys.stderr.write(f"Error: {len(problems)} of {len(job_overrides)} jobs are invalid; nothing was run:\n"
-                         + "\n".join(problems) + "\n")
+        sys.stderr.write(
+            f"Error: {len(problems)} of {len(job_overrides)} jobs are invalid; nothing was run:\n"
+            + "\n".join(problems)
+            + "\n"
+        )
         raise SystemExit(EXIT_USAGE)
     return jobs
 
@@ -133,8 +143,12 @@ def gpu_slots(gpus_per_job: int, max_parallel: int | None) -> list[str | None]:
         nvml.nvmlShutdown()
     if not gpus:
         return [None]
-    groups = [gpus[i:i + gpus_per_job] for i in range(0, len(gpus) - gpus_per_job + 1, gpus_per_job)]
-    slots = [",".join(g.uuid for g in group) for group in groups] or [",".join(g.uuid for g in gpus)]
+    groups = [
+        gpus[i : i + gpus_per_job] for i in range(0, len(gpus) - gpus_per_job + 1, gpus_per_job)
+    ]
+    slots = [",".join(g.uuid for g in group) for group in groups] or [
+        ",".join(g.uuid for g in gpus)
+    ]
     return slots[:max_parallel] if max_parallel else slots
 
 
@@ -180,8 +194,18 @@ def docker_argv(job: Job, spec: Path, task: str, d, sweep_dir: Path) -> list[str
     it); secrets are passed by name only (``-e HF_TOKEN``), so their values never reach argv or a file."""
     image = d.image or d.images[job.backend]
     # no --rm: with it, Podman's Docker API can lose the exit code; the launcher removes the container
-    argv = [d.executable, "run", "--name", container_name(sweep_dir, job), "--entrypoint", d.python,
-            "-v", f"{sweep_dir}:{sweep_dir}", "-e", "PYTHONUNBUFFERED=1"]
+    argv = [
+        d.executable,
+        "run",
+        "--name",
+        container_name(sweep_dir, job),
+        "--entrypoint",
+        d.python,
+        "-v",
+        f"{sweep_dir}:{sweep_dir}",
+        "-e",
+        "PYTHONUNBUFFERED=1",
+    ]
     if d.gpus and job.slot:
         argv += ["--gpus", f'"device={job.slot}"']
     if d.runtime:
@@ -208,9 +232,17 @@ def container_name(sweep_dir: Path, job: Job) -> str:
 
 def write_error(job: Job) -> None:
     job.folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(job.folder / "error.json", {
-        "status": job.status, "error": job.error, "exit_code": job.exit_code, "overrides": job.overrides,
-        "ended_at": _now(), "log": str(job.log) if job.log else None})
+    write_json_atomic(
+        job.folder / "error.json",
+        {
+            "status": job.status,
+            "error": job.error,
+            "exit_code": job.exit_code,
+            "overrides": job.overrides,
+            "ended_at": _now(),
+            "log": str(job.log) if job.log else None,
+        },
+    )
 
 
 def _tail(path: Path | None, lines: int = 15) -> str:
@@ -233,11 +265,17 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list[JobReturn]:
     from llem.study.summary import write_summary
 
     setup_globals()
-    params = OmegaConf.create(launcher.params) if not isinstance(launcher.params, DictConfig) else launcher.params
+    params = (
+        OmegaConf.create(launcher.params)
+        if not isinstance(launcher.params, DictConfig)
+        else launcher.params
+    )
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir)).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     task = task_path(launcher.task_function)
-    jobs = prepare_jobs(launcher, job_overrides, initial_job_idx, sweep_dir, llem_task=task.startswith("llem."))
+    jobs = prepare_jobs(
+        launcher, job_overrides, initial_job_idx, sweep_dir, llem_task=task.startswith("llem.")
+    )
     check_backends(jobs, params.mode, docker_usable)
     _resume(jobs, params.resume)
     _write_manifest(sweep_dir, jobs, params)
@@ -246,8 +284,10 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list[JobReturn]:
     todo = deque(j for j in jobs if j.status == "pending")
     skipped = len(jobs) - len(todo)
     if skipped:
-        _print(f"[llem] resuming: {skipped} of {len(jobs)} jobs already have a result with the same config; "
-               "skipped (hydra.launcher.resume=false to rerun)")
+        _print(
+            f"[llem] resuming: {skipped} of {len(jobs)} jobs already have a result with the same config; "
+            "skipped (hydra.launcher.resume=false to rerun)"
+        )
     where = f"{len(slots)} GPU slot(s)" if slots[0] is not None else "no GPU: one job at a time"
     _print(f"[llem] study of {len(jobs)} jobs in {sweep_dir} ({params.mode}, {where})")
     free: list[tuple[str | None, float]] = [(s, 0.0) for s in slots]  # (slot, time it becomes free)
@@ -264,8 +304,10 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list[JobReturn]:
                 job.slot = slot_entry[0]
                 _start(job, task, params, sweep_dir)
                 running.append(job)
-                _print(f"[llem] job {_position(job, jobs)} started: {job.label}"
-                       + (f" on {job.slot}" if job.slot else ""))
+                _print(
+                    f"[llem] job {_position(job, jobs)} started: {job.label}"
+                    + (f" on {job.slot}" if job.slot else "")
+                )
             time.sleep(0.05)
             for job in list(running):
                 if _finished(job, params.timeout_s):
@@ -289,7 +331,9 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list[JobReturn]:
         raise SystemExit(130)
     failed = [j for j in jobs if j.status not in ("ok", "skipped")]
     if failed:
-        raise StudyFailed(f"{len(failed)}/{len(jobs)} jobs failed (see {sweep_dir / 'study_summary.md'})")
+        raise StudyFailed(
+            f"{len(failed)}/{len(jobs)} jobs failed (see {sweep_dir / 'study_summary.md'})"
+        )
     return [_job_return(j) for j in jobs]
 
 
@@ -306,8 +350,14 @@ def _start(job: Job, task: str, params, sweep_dir: Path) -> None:
     job.log = sweep_dir / JOBS_DIR / f"{job.num}.log"
     job.started, job.status = time.time(), "running"
     with job.log.open("w") as log:
-        job.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+        job.proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     job.extra["params"] = params
     job.extra["sweep_dir"] = sweep_dir
 
@@ -363,11 +413,18 @@ def _stop(job: Job, params, sweep_dir: Path, sig: int) -> None:
 
 def _remove_container(job: Job, params, sweep_dir: Path) -> None:
     env = dict(os.environ) | ({"DOCKER_HOST": params.docker.host} if params.docker.host else {})
-    subprocess.run([params.docker.executable, "rm", "-f", container_name(sweep_dir, job)], capture_output=True,
-                   timeout=60, check=False, env=env)
+    subprocess.run(
+        [params.docker.executable, "rm", "-f", container_name(sweep_dir, job)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
 
 
-def _report(job: Job, jobs: list[Job], durations: list[float], remaining: int, slots: int, t0: float) -> None:
+def _report(
+    job: Job, jobs: list[Job], durations: list[float], remaining: int, slots: int, t0: float
+) -> None:
     eta = sum(durations) / len(durations) * remaining / slots if durations else 0.0
     detail = ""
     if job.status == "ok" and (job.folder / "result.json").exists():
@@ -380,8 +437,10 @@ def _report(job: Job, jobs: list[Job], durations: list[float], remaining: int, s
         tail = _tail(job.log)
         if tail and job.status == "failed":
             sys.stderr.write(f"--- last lines of {job.log}:\n{tail}\n---\n")
-    _print(f"[llem] job {_position(job, jobs)} {job.status} in {job.duration_s:.1f} s: {job.label} -> {detail} "
-           f"(elapsed {time.time() - t0:.0f} s, ETA {eta:.0f} s)")
+    _print(
+        f"[llem] job {_position(job, jobs)} {job.status} in {job.duration_s:.1f} s: {job.label} -> {detail} "
+        f"(elapsed {time.time() - t0:.0f} s, ETA {eta:.0f} s)"
+    )
 
 
 def _resume(jobs: list[Job], resume: bool) -> None:
@@ -402,12 +461,25 @@ def _resume(jobs: list[Job], resume: bool) -> None:
 
 
 def _write_manifest(sweep_dir: Path, jobs: list[Job], params) -> None:
-    write_json_atomic(sweep_dir / "study.json", {
-        "llem_version": __version__, "created_at": _now(), "sweep_dir": str(sweep_dir), "launcher": "llem",
-        "mode": params.mode,
-        "jobs": [{"num": j.num, "subdir": j.folder.name, "overrides": j.overrides, "config_hash": j.config_hash}
-                 for j in jobs],
-    })
+    write_json_atomic(
+        sweep_dir / "study.json",
+        {
+            "llem_version": __version__,
+            "created_at": _now(),
+            "sweep_dir": str(sweep_dir),
+            "launcher": "llem",
+            "mode": params.mode,
+            "jobs": [
+                {
+                    "num": j.num,
+                    "subdir": j.folder.name,
+                    "overrides": j.overrides,
+                    "config_hash": j.config_hash,
+                }
+                for j in jobs
+            ],
+        },
+    )
 
 
 def _job_return(job: Job) -> JobReturn:

@@ -47,14 +47,35 @@ def _pareto_panel(ax, rows: list[dict], swept: list[str]) -> None:
     pts = [r for r in rows if r.get("energy_per_output_token_j") is not None]
     xs = [r["output_tokens_per_s"] for r in pts]
     ys = [r["energy_per_output_token_j"] for r in pts]
-    ax.errorbar(xs, ys, xerr=_err(pts, "output_tokens_per_s"), yerr=_err(pts, "energy_per_output_token_j"),
-                fmt="o", color="tab:blue", ecolor="lightsteelblue", ms=5, label="job", zorder=2)
+    ax.errorbar(
+        xs,
+        ys,
+        xerr=_err(pts, "output_tokens_per_s"),
+        yerr=_err(pts, "energy_per_output_token_j"),
+        fmt="o",
+        color="tab:blue",
+        ecolor="lightsteelblue",
+        ms=5,
+        label="job",
+        zorder=2,
+    )
     front = pareto_front(list(zip(xs, ys, strict=True)))
-    ax.plot([xs[i] for i in front], [ys[i] for i in front], "-o", color="tab:red", ms=7, mfc="none", mew=1.5,
-            label="Pareto front", zorder=3)
+    ax.plot(
+        [xs[i] for i in front],
+        [ys[i] for i in front],
+        "-o",
+        color="tab:red",
+        ms=7,
+        mfc="none",
+        mew=1.5,
+        label="Pareto front",
+        zorder=3,
+    )
     if len(pts) <= MAX_LABELS:
         for r, x, y in zip(pts, xs, ys, strict=True):
-            ax.annotate(_label(r, swept), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            ax.annotate(
+                _label(r, swept), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7
+            )
     covers = next((r["energy_covers"] for r in pts if r.get("energy_covers")), None)
     ax.set_xlabel("output tokens/s (higher is better)")
     ax.set_ylabel(f"J per output token{f' ({covers})' if covers else ''} (lower is better)")
@@ -91,11 +112,24 @@ def _param_panel(ax, rows: list[dict], swept: list[str]) -> None:
         where = {label: i for i, label in enumerate(labels)}
         xs = [where[str(v)] for v in values]
         if len(labels) <= MAX_LABELS:
-            ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0, ha="right"
-                          if len(labels) > 4 else "center", fontsize=8)
+            ax.set_xticks(
+                range(len(labels)),
+                labels,
+                rotation=30 if len(labels) > 4 else 0,
+                ha="right" if len(labels) > 4 else "center",
+                fontsize=8,
+            )
     ys = [r["output_tokens_per_s"] for r in pts]
-    ax.errorbar(xs, ys, yerr=_err(pts, "output_tokens_per_s"), fmt="-o" if numeric else "o", color="tab:blue",
-                ecolor="lightsteelblue", capsize=3, ms=5)
+    ax.errorbar(
+        xs,
+        ys,
+        yerr=_err(pts, "output_tokens_per_s"),
+        fmt="-o" if numeric else "o",
+        color="tab:blue",
+        ecolor="lightsteelblue",
+        capsize=3,
+        ms=5,
+    )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("output tokens/s")
     ax.set_title(title)
@@ -111,12 +145,16 @@ def write_plot(path: Path, rows: list[dict], swept: list[str]) -> bool:
     from matplotlib.figure import Figure
 
     has_energy = any(r.get("energy_per_output_token_j") is not None for r in done)
-    panels = ([_pareto_panel] if has_energy else []) + ([_param_panel] if len(swept) == 1 or not has_energy else [])
+    panels = ([_pareto_panel] if has_energy else []) + (
+        [_param_panel] if len(swept) == 1 or not has_energy else []
+    )
     fig = Figure(figsize=(6.4 * len(panels), 4.8), layout="constrained")
     FigureCanvasAgg(fig)
     for i, panel in enumerate(panels):
         panel(fig.add_subplot(1, len(panels), i + 1), done, swept)
-    fig.suptitle(f"llem study: {path.parent.name}, {len(done)} completed job{'s' if len(done) != 1 else ''}",
-                 fontsize=10)
+    fig.suptitle(
+        f"llem study: {path.parent.name}, {len(done)} completed job{'s' if len(done) != 1 else ''}",
+        fontsize=10,
+    )
     _replace_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     return True

@@ -19,8 +19,14 @@ import yaml
 from llem.errors import UsageError
 
 # Hydra overrides that belong to the original run's place and mode, not to the experiment
-_PLACE = ("hydra.mode=", "hydra.run.dir=", "hydra.sweep.dir=", "hydra.sweep.subdir=", "hydra.job.num=",
-          "hydra.job.id=")
+_PLACE = (
+    "hydra.mode=",
+    "hydra.run.dir=",
+    "hydra.sweep.dir=",
+    "hydra.sweep.subdir=",
+    "hydra.job.num=",
+    "hydra.job.id=",
+)
 METRICS = (
     ("output tok/s", ("throughput", "output_tokens_per_s")),
     ("total tok/s", ("throughput", "total_tokens_per_s")),
@@ -38,7 +44,9 @@ def command_line(folder: Path, extra: list[str], run_dir: Path) -> list[str]:
     """The llem arguments that re-compose the experiment saved in ``folder``."""
     hydra_yaml = folder / ".hydra" / "hydra.yaml"
     if not hydra_yaml.is_file():
-        raise UsageError(f"{folder} has no .hydra/hydra.yaml: give a run folder or a study job folder")
+        raise UsageError(
+            f"{folder} has no .hydra/hydra.yaml: give a run folder or a study job folder"
+        )
     h = yaml.safe_load(hydra_yaml.read_text())["hydra"]
     args: list[str] = []
     main = next((s for s in h["runtime"]["config_sources"] if s.get("provider") == "main"), None)
@@ -70,23 +78,36 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def config_differences(old: dict, new: dict) -> list[str]:
     a, b = _flat(old), _flat(new)
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a.keys() | b.keys())
-            if a.get(k) != b.get(k) and k != "output_dir"]
+    return [
+        f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k) != b.get(k) and k != "output_dir"
+    ]
 
 
 def main(args: list[str]) -> int:
     if not args:
-        raise UsageError("llem reproduce needs a folder: llem reproduce results/<run> [key=value ...]")
+        raise UsageError(
+            "llem reproduce needs a folder: llem reproduce results/<run> [key=value ...]"
+        )
     folder = Path(args[0]).expanduser().resolve()
     original_path = folder / "result.json"
     if not original_path.is_file():
-        raise UsageError(f"{folder} has no result.json to compare with: give a finished run or job folder")
+        raise UsageError(
+            f"{folder} has no result.json to compare with: give a finished run or job folder"
+        )
     original = json.loads(original_path.read_text())
     stamp = datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
     from llem.paths import claim_unique_dir
 
-    run_dir = Path(claim_unique_dir(str(Path(original["config"]["output_dir"]).resolve()
-                                       / f"{folder.name}_reproduced_{stamp}")))
+    run_dir = Path(
+        claim_unique_dir(
+            str(
+                Path(original["config"]["output_dir"]).resolve()
+                / f"{folder.name}_reproduced_{stamp}"
+            )
+        )
+    )
     argv = command_line(folder, args[1:], run_dir)
     print(f"[llem] reproducing {folder}\n  llem {' '.join(argv)}", flush=True)
     code = subprocess.run([sys.executable, "-m", "llem", *argv], check=False).returncode
@@ -110,8 +131,10 @@ def report(original: dict, new: dict, new_path: Path) -> None:
         for d in diffs:
             console.print(f"  {d}", highlight=False, markup=False)
     else:
-        console.print("resolved config: identical (config hash "
-                      f"{new['config_hash']}{'' if new['config_hash'] == original['config_hash'] else ' CHANGED'})")
+        console.print(
+            "resolved config: identical (config hash "
+            f"{new['config_hash']}{'' if new['config_hash'] == original['config_hash'] else ' CHANGED'})"
+        )
     table = Table("metric", "original", "reproduced", "difference", title="original vs reproduced")
     for label, path in METRICS:
         a, b = _get(original, path), _get(new, path)

@@ -86,8 +86,13 @@ METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
 # 95% confidence bounds across repeats (columns present when some job has repeats >= 2)
 CI_METRICS = ("output_tokens_per_s", "energy_per_output_token_j")
 CI_COLUMNS: tuple[tuple[str, str], ...] = tuple(
-    (f"{m}_ci95_{side}", "float") for m in CI_METRICS for side in ("low", "high"))
-TAIL_COLUMNS: tuple[tuple[str, str], ...] = (("config_hash", "str"), ("result", "str"), ("error", "str"))
+    (f"{m}_ci95_{side}", "float") for m in CI_METRICS for side in ("low", "high")
+)
+TAIL_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("config_hash", "str"),
+    ("result", "str"),
+    ("error", "str"),
+)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -124,7 +129,11 @@ def result_metrics(data: dict) -> dict:
     energy, flops = _dict(data.get("energy")), _dict(data.get("flops"))
     repeats = _dict(data.get("repeats"))
     stats, per_repeat = _dict(repeats.get("stats")), repeats.get("per_repeat")
-    n_repeats = len(per_repeat) if isinstance(per_repeat, list) else _int(_dict(data.get("config")).get("repeats"))
+    n_repeats = (
+        len(per_repeat)
+        if isinstance(per_repeat, list)
+        else _int(_dict(data.get("config")).get("repeats"))
+    )
     per_token = flops.get("counted_per_output_token")
     if per_token is None:
         per_token = flops.get("analytic_per_output_token")
@@ -163,8 +172,11 @@ def pareto_front(points: Sequence[tuple[float | None, float | None]]) -> list[in
     on both and strictly better on one. Equal points are all kept; points with a missing or non-finite
     coordinate are ignored.
     """
-    valid = [(x, y, i) for i, (x, y) in enumerate(points)
-             if _float(x) is not None and _float(y) is not None]
+    valid = [
+        (x, y, i)
+        for i, (x, y) in enumerate(points)
+        if _float(x) is not None and _float(y) is not None
+    ]
     valid.sort(key=lambda p: (-p[0], p[1]))
     front: list[int] = []
     best_y = math.inf  # lowest energy among points with strictly higher throughput
@@ -238,8 +250,12 @@ def _read_overrides(path: str) -> list[str] | None:
     for line in text.splitlines():
         if not line.strip():
             continue
-        if not line.startswith("- ") or line[2:3] in ("'", '"', "[", "{", "|", ">", "&", "*", "!", "?") \
-                or ": " in line or " #" in line:
+        if (
+            not line.startswith("- ")
+            or line[2:3] in ("'", '"', "[", "{", "|", ">", "&", "*", "!", "?")
+            or ": " in line
+            or " #" in line
+        ):
             break
         items.append(line[2:].rstrip())
     else:
@@ -280,7 +296,17 @@ def _read_json(path: str | Path) -> dict | None:
 
 
 # the top-level keys of result.json that the summary uses
-_RESULT_KEYS = ("status", "config_hash", "throughput", "latency", "timing", "memory", "flops", "energy", "repeats")
+_RESULT_KEYS = (
+    "status",
+    "config_hash",
+    "throughput",
+    "latency",
+    "timing",
+    "memory",
+    "flops",
+    "energy",
+    "repeats",
+)
 _DECODER = json.JSONDecoder()
 
 
@@ -299,7 +325,7 @@ def read_result(path: str | Path) -> dict | None:
         return None
     data = {}
     try:
-        if text.startswith("{\n  \""):
+        if text.startswith('{\n  "'):
             pos = 0
             for key in _RESULT_KEYS:  # in the order the schema writes them; any order works
                 needle = f'\n  "{key}": '
@@ -320,9 +346,17 @@ def read_result(path: str | Path) -> dict | None:
 def _load_previous(sweep_dir: Path) -> dict[str, dict]:
     """Job entries of the last summary (the metrics cache), by job folder; empty if unusable."""
     data = _read_json(sweep_dir / SUMMARY_JSON)
-    if not data or data.get("summary_version") != SUMMARY_VERSION or not isinstance(data.get("jobs"), list):
+    if (
+        not data
+        or data.get("summary_version") != SUMMARY_VERSION
+        or not isinstance(data.get("jobs"), list)
+    ):
         return {}
-    return {job["job"]: job for job in data["jobs"] if isinstance(job, dict) and isinstance(job.get("job"), str)}
+    return {
+        job["job"]: job
+        for job in data["jobs"]
+        if isinstance(job, dict) and isinstance(job.get("job"), str)
+    }
 
 
 def _planned_jobs(study: dict | None) -> list[dict]:
@@ -337,15 +371,31 @@ def _strings(value: object) -> list[str] | None:
     return [str(v) for v in value] if isinstance(value, list) else None
 
 
-def _job_entry(sweep_dir: str, name: str, planned: dict | None, previous: dict | None,
-               exists: bool, settled: bool) -> dict:
+def _job_entry(
+    sweep_dir: str,
+    name: str,
+    planned: dict | None,
+    previous: dict | None,
+    exists: bool,
+    settled: bool,
+) -> dict:
     """One job's entry (status, overrides, result, error, metrics) from its folder.
 
     Overrides come from study.json, else ``.hydra/overrides.yaml``, else the job's error.json.
     """
     folder = os.path.join(sweep_dir, name)
-    entry: dict = {"num": None, "job": name, "status": "pending", "overrides": None, "config_hash": None,
-                   "result": None, "result_stat": None, "error": None, "exit_code": None, "metrics": None}
+    entry: dict = {
+        "num": None,
+        "job": name,
+        "status": "pending",
+        "overrides": None,
+        "config_hash": None,
+        "result": None,
+        "result_stat": None,
+        "error": None,
+        "exit_code": None,
+        "metrics": None,
+    }
     if planned is not None:
         entry["num"] = _int(planned.get("num"))
         entry["overrides"] = _strings(planned.get("overrides"))
@@ -354,7 +404,11 @@ def _job_entry(sweep_dir: str, name: str, planned: dict | None, previous: dict |
         return entry
     if entry["num"] is None and previous:
         entry["num"] = _int(previous.get("num"))
-    if entry["overrides"] is None and previous and previous.get("status") not in ("running", "incomplete", "pending"):
+    if (
+        entry["overrides"] is None
+        and previous
+        and previous.get("status") not in ("running", "incomplete", "pending")
+    ):
         # a job with an outcome: its .hydra/overrides.yaml was complete when last read and never changes
         entry["overrides"] = _strings(previous.get("overrides"))
     if entry["overrides"] is None:
@@ -369,14 +423,20 @@ def _job_entry(sweep_dir: str, name: str, planned: dict | None, previous: dict |
         stat = [st.st_mtime_ns, st.st_size]
         entry["result"] = f"{name}/{RESULT_FILE}"
         entry["result_stat"] = stat
-        if previous and previous.get("result_stat") == stat and isinstance(previous.get("metrics"), dict):
+        if (
+            previous
+            and previous.get("result_stat") == stat
+            and isinstance(previous.get("metrics"), dict)
+        ):
             # unchanged result.json: reuse what the last rebuild read from it
             for key in ("status", "config_hash", "error", "metrics"):
                 entry[key] = previous.get(key)
         else:
             data = read_result(result_path)
             if data is None:
-                entry.update(status="failed", error=f"{RESULT_FILE} is unreadable or not a JSON object")
+                entry.update(
+                    status="failed", error=f"{RESULT_FILE} is unreadable or not a JSON object"
+                )
             else:
                 status = data.get("status")
                 entry["status"] = status if isinstance(status, str) and status else "ok"
@@ -407,8 +467,13 @@ def _relative(sweep_dir: Path, subdir: str) -> str:
     return path.as_posix().strip("/")
 
 
-def scan(sweep_dir: Path, *, final: bool = False, interrupted: bool = False,
-         previous: dict[str, dict] | None = None) -> tuple[dict | None, list[dict]]:
+def scan(
+    sweep_dir: Path,
+    *,
+    final: bool = False,
+    interrupted: bool = False,
+    previous: dict[str, dict] | None = None,
+) -> tuple[dict | None, list[dict]]:
     """``(study.json or None, job entries sorted by job number)`` of a sweep folder."""
     study = _read_json(sweep_dir / STUDY_FILE)
     previous = previous or {}
@@ -431,7 +496,9 @@ def scan(sweep_dir: Path, *, final: bool = False, interrupted: bool = False,
     for name in sorted(folders - seen):
         if os.path.isfile(os.path.join(root, name, OVERRIDES_FILE)):
             entries.append(_job_entry(root, name, None, previous.get(name), True, settled))
-    entries.sort(key=lambda e: (e["num"] is None, e["num"] if e["num"] is not None else 0, e["job"]))
+    entries.sort(
+        key=lambda e: (e["num"] is None, e["num"] if e["num"] is not None else 0, e["job"])
+    )
     return study, entries
 
 
@@ -462,7 +529,10 @@ def build_rows(entries: list[dict], swept: list[str]) -> tuple[list[dict], list[
     """
     per_job = [dict(split_override(o) for o in (e["overrides"] or [])) for e in entries]
     metric_cols = list(METRIC_COLUMNS)
-    if any((e["metrics"] or {}).get("repeats") is not None and e["metrics"]["repeats"] >= 2 for e in entries):
+    if any(
+        (e["metrics"] or {}).get("repeats") is not None and e["metrics"]["repeats"] >= 2
+        for e in entries
+    ):
         metric_cols += CI_COLUMNS
     param_cols: list[tuple[str, str]] = []
     param_values: dict[str, list[object]] = {}
@@ -472,8 +542,14 @@ def build_rows(entries: list[dict], swept: list[str]) -> tuple[list[dict], list[
             key = f"param.{key}"
         param_values[key] = values
         param_cols.append((key, kind))
-    columns = [("num", "int"), ("job", "str"), *param_cols, ("status", "str"),
-               *[c for c in metric_cols if c[0] not in param_values], *TAIL_COLUMNS]
+    columns = [
+        ("num", "int"),
+        ("job", "str"),
+        *param_cols,
+        ("status", "str"),
+        *[c for c in metric_cols if c[0] not in param_values],
+        *TAIL_COLUMNS,
+    ]
     rows = []
     for i, e in enumerate(entries):
         metrics = e["metrics"] or {}
@@ -503,7 +579,9 @@ def status_line(counts: dict[str, int], interrupted: bool = False) -> str:
     total = sum(counts.values())
     parts = [f"{counts.get(s, 0)} {s}" for s in ("ok", "failed")]
     parts += [f"{n} {s}" for s, n in counts.items() if s not in ("ok", "failed") and n]
-    return f"{total} job{'' if total == 1 else 's'}: {', '.join(parts)}" + (" (interrupted)" if interrupted else "")
+    return f"{total} job{'' if total == 1 else 's'}: {', '.join(parts)}" + (
+        " (interrupted)" if interrupted else ""
+    )
 
 
 # ---------------------------------------------------------------------------------------------- writers
@@ -534,7 +612,9 @@ def _json_text(meta: dict, jobs: list[dict]) -> str:
     lines = ["{"]
     lines += [f"  {json.dumps(k)}: {json.dumps(v)}," for k, v in meta.items()]
     lines.append('  "jobs": [')
-    lines += [f"    {json.dumps(job)}{',' if i < len(jobs) - 1 else ''}" for i, job in enumerate(jobs)]
+    lines += [
+        f"    {json.dumps(job)}{',' if i < len(jobs) - 1 else ''}" for i, job in enumerate(jobs)
+    ]
     lines += ["  ]", "}"]
     return "\n".join(lines) + "\n"
 
@@ -544,7 +624,9 @@ def _csv_text(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     names = [c for c, _ in columns]
     bools = [c for c, kind in columns if kind == "bool"]
     if bools:
-        rows = [{**r, **{c: None if r[c] is None else str(r[c]).lower() for c in bools}} for r in rows]
+        rows = [
+            {**r, **{c: None if r[c] is None else str(r[c]).lower() for c in bools}} for r in rows
+        ]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(names)
@@ -552,12 +634,16 @@ def _csv_text(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     return buf.getvalue()
 
 
-def _write_parquet(path: Path, rows: list[dict], columns: list[tuple[str, str]], meta: dict) -> None:
+def _write_parquet(
+    path: Path, rows: list[dict], columns: list[tuple[str, str]], meta: dict
+) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     types = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "str": pa.string()}
-    arrays = {name: pa.array([row.get(name) for row in rows], type=types[kind]) for name, kind in columns}
+    arrays = {
+        name: pa.array([row.get(name) for row in rows], type=types[kind]) for name, kind in columns
+    }
     table = pa.table(arrays).replace_schema_metadata({"llem.study": json.dumps(meta)})
     _replace_with(path, lambda tmp: pq.write_table(table, tmp))
 
@@ -572,7 +658,7 @@ def _fmt(value: object, digits: int = 4) -> str:
             return "0"
         if abs(value) >= 1e6 or abs(value) < 1e-3:
             return f"{value:.{digits - 1}e}"
-        return f"{value:.{digits}g}" if abs(value) < 10 ** digits else f"{value:.0f}"
+        return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:.0f}"
     return str(value)
 
 
@@ -594,17 +680,25 @@ def _md_cell(text: str, limit: int = 80) -> str:
 
 def _md_text(meta: dict, rows: list[dict], columns: list[tuple[str, str]], swept: list[str]) -> str:
     has_energy = any(r.get("energy_per_output_token_j") is not None for r in rows)
-    lines = [f"# llem study: {Path(meta['sweep_dir']).name}", "",
-             status_line(meta["counts"], meta["interrupted"]), "",
-             f"- folder: `{meta['sweep_dir']}`",
-             f"- updated: {meta['updated_at']}{' (final)' if meta['final'] else ''}"]
+    lines = [
+        f"# llem study: {Path(meta['sweep_dir']).name}",
+        "",
+        status_line(meta["counts"], meta["interrupted"]),
+        "",
+        f"- folder: `{meta['sweep_dir']}`",
+        f"- updated: {meta['updated_at']}{' (final)' if meta['final'] else ''}",
+    ]
     if meta.get("fixed"):
         lines.append("- fixed: " + ", ".join(f"`{k}={v}`" for k, v in meta["fixed"].items()))
     if meta.get("pareto_front"):
-        lines.append("- Pareto front (higher tokens/s, lower J/token): " + ", ".join(meta["pareto_front"]))
+        lines.append(
+            "- Pareto front (higher tokens/s, lower J/token): " + ", ".join(meta["pareto_front"])
+        )
     if not has_energy:
         reasons = [r["energy_reason"] for r in rows if r.get("energy_reason")]
-        lines.append("- energy: not measured" + (f" ({_md_cell(reasons[0], 160)})" if reasons else ""))
+        lines.append(
+            "- energy: not measured" + (f" ({_md_cell(reasons[0], 160)})" if reasons else "")
+        )
     lines.append("")
     param_names = [c for c, _ in columns if c in swept or c.removeprefix("param.") in swept]
     header = ["#", *param_names, "status", "out tok/s"]
@@ -619,8 +713,13 @@ def _md_text(meta: dict, rows: list[dict], columns: list[tuple[str, str]], swept
         cells += [row["status"], _with_ci(row, "output_tokens_per_s")]
         if has_energy:
             cells += [_with_ci(row, "energy_per_output_token_j"), _fmt(row["wh_per_1k_requests"])]
-        cells += [_fmt(row["ttft_p50_ms"]), _fmt(row["itl_p50_ms"]), _fmt(row["e2e_p99_ms"]),
-                  "" if mem is None else f"{mem / 2**20:.0f}", _md_cell(row["error"]) if row["error"] else ""]
+        cells += [
+            _fmt(row["ttft_p50_ms"]),
+            _fmt(row["itl_p50_ms"]),
+            _fmt(row["e2e_p99_ms"]),
+            "" if mem is None else f"{mem / 2**20:.0f}",
+            _md_cell(row["error"]) if row["error"] else "",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     if any(r.get("repeats") and r["repeats"] >= 2 for r in rows):
         lines += ["", "Brackets: 95% confidence interval across repeats (Student's t)."]
@@ -639,16 +738,27 @@ def study_lock(sweep_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def build_summary(sweep_dir: Path, *, final: bool = False, interrupted: bool = False,
-                  previous: dict[str, dict] | None = None) -> tuple[dict, list[dict], list[dict], list]:
+def build_summary(
+    sweep_dir: Path,
+    *,
+    final: bool = False,
+    interrupted: bool = False,
+    previous: dict[str, dict] | None = None,
+) -> tuple[dict, list[dict], list[dict], list]:
     """(metadata, job entries, rows, columns) of a sweep folder, writing nothing."""
     from llem import __version__
 
     study, entries = scan(sweep_dir, final=final, interrupted=interrupted, previous=previous)
     swept, fixed = swept_parameters(entries)
     rows, columns = build_rows(entries, swept)
-    front = pareto_front([(r.get("output_tokens_per_s"), r.get("energy_per_output_token_j"))
-                          if r["status"] == "ok" else (None, None) for r in rows])
+    front = pareto_front(
+        [
+            (r.get("output_tokens_per_s"), r.get("energy_per_output_token_j"))
+            if r["status"] == "ok"
+            else (None, None)
+            for r in rows
+        ]
+    )
     swept_values: dict[str, list] = {}
     for name, _ in columns:
         key = name.removeprefix("param.")
@@ -675,7 +785,9 @@ def build_summary(sweep_dir: Path, *, final: bool = False, interrupted: bool = F
     return meta, entries, rows, columns
 
 
-def write_summary(sweep_dir: Path, *, final: bool = False, interrupted: bool = False, plot: bool = True) -> dict:
+def write_summary(
+    sweep_dir: Path, *, final: bool = False, interrupted: bool = False, plot: bool = True
+) -> dict:
     """Rebuild every summary file of ``sweep_dir`` (under the study lock); returns the JSON summary.
 
     ``final``: the sweep has ended (a job folder with no outcome is then ``incomplete``, not ``running``);
@@ -685,8 +797,9 @@ def write_summary(sweep_dir: Path, *, final: bool = False, interrupted: bool = F
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep folder {sweep_dir} does not exist")
     with study_lock(sweep_dir):
-        meta, entries, rows, columns = build_summary(sweep_dir, final=final, interrupted=interrupted,
-                                                     previous=_load_previous(sweep_dir))
+        meta, entries, rows, columns = build_summary(
+            sweep_dir, final=final, interrupted=interrupted, previous=_load_previous(sweep_dir)
+        )
         _write_parquet(sweep_dir / SUMMARY_PARQUET, rows, columns, meta)
         write_atomic(sweep_dir / SUMMARY_CSV, _csv_text(rows, columns))
         write_atomic(sweep_dir / SUMMARY_MD, _md_text(meta, rows, columns, list(meta["swept"])))
@@ -697,7 +810,9 @@ def write_summary(sweep_dir: Path, *, final: bool = False, interrupted: bool = F
                 if write_plot(sweep_dir / PARETO_PNG, rows, list(meta["swept"])):
                     meta["plot"] = PARETO_PNG
             except Exception:
-                log.exception("llem: could not draw %s (the tables are written)", sweep_dir / PARETO_PNG)
+                log.exception(
+                    "llem: could not draw %s (the tables are written)", sweep_dir / PARETO_PNG
+                )
         # written last: its presence with these counts means every other file is at least this recent
         write_atomic(sweep_dir / SUMMARY_JSON, _json_text(meta, entries))
     return {**meta, "jobs": entries}

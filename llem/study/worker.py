@@ -34,9 +34,13 @@ def main(argv: list[str]) -> int:
     config = pickle.loads(Path(spec).read_bytes())
     module, name = task.rsplit(":", 1)
     task_function = inspect.unwrap(getattr(_import(module), name))  # undo @hydra.main
-    ret = run_job(hydra_context=HydraContext(config_loader=None, callbacks=Callbacks(config)),
-                  task_function=task_function, config=config, job_dir_key="hydra.sweep.dir",
-                  job_subdir_key="hydra.sweep.subdir")
+    ret = run_job(
+        hydra_context=HydraContext(config_loader=None, callbacks=Callbacks(config)),
+        task_function=task_function,
+        config=config,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
     if ret.status == JobStatus.FAILED:
         exc = ret._return_value
         traceback.print_exception(type(exc), exc, exc.__traceback__)
@@ -64,9 +68,16 @@ def _write_error(folder: Path, exc: BaseException, overrides: list[str]) -> None
     if (folder / "error.json").exists():  # the summary callback may have written it already
         return
     folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / "error.json", {
-        "status": "failed", "error": f"{type(exc).__name__}: {exc}".splitlines()[0], "exit_code": 1,
-        "overrides": overrides, "ended_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    write_json_atomic(
+        folder / "error.json",
+        {
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}".splitlines()[0],
+            "exit_code": 1,
+            "overrides": overrides,
+            "ended_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
 
 
 if __name__ == "__main__":

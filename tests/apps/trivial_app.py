@@ -15,12 +15,24 @@ from llem.plugins import register_plugins
 register_plugins()
 
 
-@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parent / "conf"), config_name="config")
+@hydra.main(
+    version_base="1.3",
+    config_path=str(Path(__file__).resolve().parent / "conf"),
+    config_name="config",
+)
 def app(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
-    (out / "job.json").write_text(json.dumps({
-        "x": cfg.x, "pid": os.getpid(), "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "start": time.time(), "token_in_env": "HF_TOKEN" in os.environ}))
+    (out / "job.json").write_text(
+        json.dumps(
+            {
+                "x": cfg.x,
+                "pid": os.getpid(),
+                "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "start": time.time(),
+                "token_in_env": "HF_TOKEN" in os.environ,
+            }
+        )
+    )
     time.sleep(cfg.sleep_s)
     if cfg.action == "fail":
         raise RuntimeError(f"job {cfg.x} failed on purpose")

@@ -22,8 +22,12 @@ class LLM:
 
     def generate(self, inputs, sampling_params, use_tqdm=True):
         n = sampling_params.kwargs["max_tokens"]
-        return [SimpleNamespace(prompt_token_ids=list(ids), outputs=[SimpleNamespace(token_ids=[7] * n)])
-                for ids in inputs]
+        return [
+            SimpleNamespace(
+                prompt_token_ids=list(ids), outputs=[SimpleNamespace(token_ids=[7] * n)]
+            )
+            for ids in inputs
+        ]
 
     def shutdown(self):
         CALLS.append(("shutdown", {}))
