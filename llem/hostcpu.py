@@ -1,0 +1,251 @@
+"""The host CPU a run used: threads in use, the thread policy, and what other processes took
+meanwhile.
+
+Torch's CPU thread count decides throughput by up to 10x on a busy machine, so it is never left
+implicit: :func:`thread_policy` picks it deterministically and the result records it. Per measured
+window, :class:`CpuWindow` reads ``/proc/stat`` (all CPUs) and the CPU time of llem's own process
+tree at both ends; the difference is the CPU time *other* processes took. More than
+:data:`CONTENTION_CORES` of one core on average is a warning: the window competed for the CPU and
+its figures are not comparable.
+
+All CPU times are in seconds (kernel ticks / ``SC_CLK_TCK``); ``cores`` = CPU seconds per wall
+second. Linux only: elsewhere the figures are ``None`` with a reason.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PROC = Path("/proc")
+CONTENTION_CORES = 0.25  # other processes' average CPU use (cores) above which a window is flagged
+_ENV_THREADS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _tick_s() -> float:
+    try:
+        return 1.0 / os.sysconf("SC_CLK_TCK")
+    except (ValueError, OSError, AttributeError):
+        return 0.01
+
+
+def affinity() -> list[int]:
+    """CPUs this process may run on (sorted logical ids)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def physical_cores(cpus: list[int], sys_cpu: Path = Path("/sys/devices/system/cpu")) -> int:
+    """Distinct (package, core) pairs among ``cpus`` (``len(cpus)`` when unreadable)."""
+    cores: set[tuple[str, str]] = set()
+    for cpu in cpus:
+        topo = sys_cpu / f"cpu{cpu}" / "topology"
+        try:
+            cores.add(
+                (
+                    (topo / "physical_package_id").read_text().strip(),
+                    (topo / "core_id").read_text().strip(),
+                )
+            )
+        except OSError:
+            return len(cpus)
+    return len(cores) or len(cpus)
+
+
+class ThreadPolicy(BaseModel):
+    """The CPU thread count torch uses for this run, and why."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    threads: int = Field(description="torch intra-op threads set for the run")
+    rule: str = Field(
+        description="which rule chose it (backend.num_threads, OMP_NUM_THREADS, cores)"
+    )
+
+
+def thread_policy(requested: int | None, environ: dict[str, str] | None = None) -> ThreadPolicy:
+    """``backend.num_threads`` when set; else ``OMP_NUM_THREADS`` when the user exported it;
+    else the physical cores in this process's affinity set. Never "whatever torch picked"."""
+    env = os.environ if environ is None else environ
+    if requested is not None:
+        return ThreadPolicy(threads=requested, rule="backend.num_threads")
+    omp = env.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        return ThreadPolicy(threads=int(omp), rule="OMP_NUM_THREADS")
+    cpus = affinity()
+    return ThreadPolicy(
+        threads=physical_cores(cpus), rule=f"physical cores in the affinity set ({len(cpus)} CPUs)"
+    )
+
+
+class HostCpu(BaseModel):
+    """Threads and cores as the run saw them (recorded in ``environment.host_cpu``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    torch_threads: int | None = Field(
+        description="torch.get_num_threads() (None: torch not loaded)"
+    )
+    torch_interop_threads: int | None = Field(description="torch.get_num_interop_threads()")
+    policy: ThreadPolicy | None = Field(description="how the thread count was chosen")
+    env: dict[str, str | None] = Field(
+        description="OMP_NUM_THREADS and MKL_NUM_THREADS as exported"
+    )
+    affinity: list[int] = Field(description="logical CPUs the process may run on")
+    logical_cores: int = Field(description="logical CPUs in the affinity set")
+    physical_cores: int = Field(description="physical cores in the affinity set")
+
+
+def host_cpu(policy: ThreadPolicy | None) -> HostCpu:
+    """Read the threads actually in use (torch only when it is already imported)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    intra = inter = None
+    if torch is not None:
+        intra, inter = int(torch.get_num_threads()), int(torch.get_num_interop_threads())
+    cpus = affinity()
+    return HostCpu(
+        torch_threads=intra,
+        torch_interop_threads=inter,
+        policy=policy,
+        env={k: os.environ.get(k) for k in _ENV_THREADS},
+        affinity=cpus,
+        logical_cores=len(cpus),
+        physical_cores=physical_cores(cpus),
+    )
+
+
+# --------------------------------------------------------------------------- contention per window
+
+
+def _system_busy_s(proc: Path) -> float | None:
+    """CPU seconds all CPUs spent not idle since boot (``/proc/stat``, iowait counted as idle)."""
+    try:
+        first = (proc / "stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    # cpu user nice system idle iowait irq softirq steal ...
+    ticks = [int(v) for v in first[1:9]]
+    busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7]
+    return busy * _tick_s()
+
+
+def _stat_fields(proc: Path, pid: int) -> list[str] | None:
+    try:
+        text = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2 :].split()  # fields from 'state' on (comm may hold spaces)
+
+
+def _tree_cpu_s(proc: Path, root: int) -> float:
+    """CPU seconds of ``root`` (incl. its reaped children) and every live descendant."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(proc, int(entry.name))
+        if fields is None or len(fields) < 15:
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        # utime stime cutime cstime = fields 14-17 of stat = index 11-14 after 'state'
+        own = int(fields[11]) + int(fields[12])
+        reaped = int(fields[13]) + int(fields[14])
+        times[pid] = (own + reaped) * _tick_s()
+    total = 0.0
+    for pid, cpu in times.items():
+        p = pid
+        while p > 1 and p != root:
+            p = parents.get(p, 0)
+        if p == root:
+            total += cpu
+    return total
+
+
+class CpuContention(BaseModel):
+    """CPU use during one measured window, split into llem's process tree and everything else."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window: str = Field(description="the measured window this covers (e.g. repeat-1)")
+    duration_s: float = Field(description="wall time of the window (s)")
+    llem_cores: float | None = Field(description="llem's process tree CPU time / wall time (cores)")
+    other_cores: float | None = Field(
+        description="CPU time of all other processes / wall time (cores); > 0.25 is flagged"
+    )
+    loadavg_1m_start: float | None = Field(
+        description="1-minute load average when the window opened"
+    )
+    loadavg_1m_end: float | None = Field(description="1-minute load average when it closed")
+    reason: str | None = Field(None, description="why the CPU figures are null")
+
+
+def _loadavg(proc: Path) -> float | None:
+    try:
+        return float((proc / "loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass
+class CpuWindow:
+    """Reads system and own-tree CPU time at :meth:`start` and :meth:`stop`."""
+
+    name: str
+    proc: Path = PROC
+    root_pid: int = 0
+    _t0: float = 0.0
+    _busy0: float | None = None
+    _own0: float = 0.0
+    _load0: float | None = None
+
+    def start(self) -> None:
+        self.root_pid = self.root_pid or os.getpid()
+        self._load0 = _loadavg(self.proc)
+        self._busy0 = _system_busy_s(self.proc)
+        self._own0 = _tree_cpu_s(self.proc, self.root_pid) if self._busy0 is not None else 0.0
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> CpuContention:
+        wall = time.perf_counter() - self._t0
+        busy1 = _system_busy_s(self.proc)
+        load1 = _loadavg(self.proc)
+        if self._busy0 is None or busy1 is None or wall <= 0:
+            return CpuContention(
+                window=self.name,
+                duration_s=wall,
+                llem_cores=None,
+                other_cores=None,
+                loadavg_1m_start=self._load0,
+                loadavg_1m_end=load1,
+                reason="/proc/stat is not readable (not Linux?)",
+            )
+        own = _tree_cpu_s(self.proc, self.root_pid) - self._own0
+        other = max(0.0, (busy1 - self._busy0) - own)
+        return CpuContention(
+            window=self.name,
+            duration_s=wall,
+            llem_cores=round(own / wall, 4),
+            other_cores=round(other / wall, 4),
+            loadavg_1m_start=self._load0,
+            loadavg_1m_end=load1,
+        )
+
+
+def contention_warning(c: CpuContention) -> str | None:
+    """The warning for a window where other processes used more than :data:`CONTENTION_CORES`."""
+    if c.other_cores is None or c.other_cores <= CONTENTION_CORES:
+        return None
+    return (
+        f"CPU contention in {c.window}: other processes used {c.other_cores:.2f} cores on average "
+        f"(> {CONTENTION_CORES} flagged); throughput and energy of this window are not comparable "
+        "with an idle machine's"
+    )
