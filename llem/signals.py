@@ -1,0 +1,76 @@
+"""Every way a user or a scheduler ends llem, handled as one: Ctrl-C, SIGTERM, SIGHUP.
+
+:func:`stop_on_signals` turns the first of them into a :class:`Stopped` exception raised in the main
+thread, so ``finally`` blocks stop child processes and write what finished; further signals while
+stopping are ignored (a second Ctrl-C gives no traceback). The process then exits with
+``128 + signal``, the shell's convention (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
+
+:func:`die_with_parent` makes a child process end when its parent dies, even by SIGKILL
+(Linux ``PR_SET_PDEATHSIG``; elsewhere a no-op, said in the docs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from types import FrameType
+
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1
+
+
+class Stopped(BaseException):
+    """Raised in the main thread by the first handled signal (a BaseException like Ctrl-C)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def description(self) -> str:
+        name = signal.Signals(self.signum).name
+        return "Ctrl-C" if self.signum == signal.SIGINT else name
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Raise :class:`Stopped` on the first handled signal; ignore the rest until the block ends."""
+    stopping = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        raise Stopped(signum)
+
+    previous = {s: signal.signal(s, handler) for s in HANDLED}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def ignore_signals() -> None:
+    """From now on the handled signals do nothing (while cleaning up after :class:`Stopped`)."""
+    for s in HANDLED:
+        signal.signal(s, signal.SIG_IGN)
+
+
+def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> None:
+    """Have the kernel send ``sig`` to this process when its parent dies; exit if it already has."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(128 + int(sig))
