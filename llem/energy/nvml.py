@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
-from llem.energy.base import COUNTER, GPU_BOARD, INTEGRATED, Reading
-from llem.errors import UsageError
+from llem.energy.base import (
+    COUNTER,
+    GPU_BOARD,
+    INTEGRATED,
+    MeterContext,
+    MeterUnavailable,
+    Reading,
+)
 
 # throttle (clock event) reason bits that mean the GPU was slowed down
 THROTTLE_BITS = {
@@ -42,6 +49,27 @@ def load_nvml() -> tuple[ModuleType | None, str | None]:
     return pynvml, None
 
 
+def nvml_status() -> str | None:
+    """None when NVML loads and sees a GPU, else why not."""
+    nv, why = load_nvml()
+    if nv is not None:
+        nv.nvmlShutdown()
+    return why
+
+
+def open_meter(ctx: MeterContext) -> NvmlMeter:
+    """The NVML meter over every GPU the job can use; it owns one ``nvmlInit`` until ``close``."""
+    nv, why = load_nvml()
+    if nv is None:
+        raise MeterUnavailable(why or "NVML unavailable")
+    gpus, mapping_warnings = visible_gpus(nv)
+    ctx.warnings += mapping_warnings
+    if not gpus:
+        nv.nvmlShutdown()
+        raise MeterUnavailable("no GPU visible to this job (CUDA_VISIBLE_DEVICES)")
+    return NvmlMeter(nv, gpus, ctx.integrate)
+
+
 @dataclass(frozen=True)
 class Gpu:
     """One physical GPU the job can use. ``cuda_index`` is the index the job's framework sees."""
@@ -57,13 +85,18 @@ class Gpu:
         return f"gpu{self.cuda_index} {self.name} ({self.uuid})"
 
 
-def _uuid(nvml, handle) -> str:
-    u = nvml.nvmlDeviceGetUUID(handle)
-    return u.decode() if isinstance(u, bytes) else u
+def _text(value: object) -> str:
+    """NVML strings are bytes in older nvidia-ml-py releases."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _uuid(nvml: ModuleType, handle: object) -> str:
+    return _text(nvml.nvmlDeviceGetUUID(handle))
 
 
 def visible_gpus(
-    nvml, cuda_visible: str | None = None, device_order: str | None = None
+    nvml: ModuleType,
+    cuda_visible: str | None = None, device_order: str | None = None
 ) -> tuple[list[Gpu], list[str]]:
     """The GPUs a CUDA process started with ``CUDA_VISIBLE_DEVICES=cuda_visible`` sees, in CUDA order.
 
@@ -77,15 +110,16 @@ def visible_gpus(
         if device_order is None
         else device_order
     )
-    count = nvml.nvmlDeviceGetCount()
+    count = int(nvml.nvmlDeviceGetCount())
     handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
     uuids = [_uuid(nvml, h) for h in handles]
     warnings: list[str] = []
+    chosen: list[int] = []
     if cuda_visible is None:
         chosen = list(range(count))
         entries_are_indices = True
     else:
-        chosen, entries_are_indices = [], False
+        entries_are_indices = False
         for entry in (e.strip() for e in cuda_visible.split(",")):
             if not entry:
                 continue
@@ -123,15 +157,11 @@ def visible_gpus(
     return gpus, warnings
 
 
-def _names(nvml, handles) -> list[str]:
-    out = []
-    for h in handles:
-        n = nvml.nvmlDeviceGetName(h)
-        out.append(n.decode() if isinstance(n, bytes) else n)
-    return out
+def _names(nvml: ModuleType, handles: list[object]) -> list[str]:
+    return [_text(nvml.nvmlDeviceGetName(h)) for h in handles]
 
 
-def _mig_parent(nvml, handles, mig_uuid: str) -> int | None:
+def _mig_parent(nvml: ModuleType, handles: list[object], mig_uuid: str) -> int | None:
     try:
         mig = nvml.nvmlDeviceGetHandleByUUID(mig_uuid)
         parent = nvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(mig)
@@ -140,7 +170,7 @@ def _mig_parent(nvml, handles, mig_uuid: str) -> int | None:
         return None
 
 
-def counter_supported(nvml, gpu: Gpu) -> bool:
+def counter_supported(nvml: ModuleType, gpu: Gpu) -> bool:
     try:
         nvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle)
         return True
@@ -153,8 +183,16 @@ class NvmlMeter:
 
     name = "nvml"
 
-    def __init__(self, nvml, gpus: list[Gpu], integrate, clock=time.time) -> None:
-        """``integrate(gpu, start_s, end_s)`` -> joules from sampled instant power, or None."""
+    def __init__(
+        self,
+        nvml: ModuleType,
+        gpus: list[Gpu],
+        integrate: Callable[[Gpu, float, float], float | None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``integrate(gpu, start_s, end_s)`` -> joules from sampled instant power, or None.
+
+        The meter owns one ``nvmlInit`` of ``nvml``: :meth:`close` shuts NVML down."""
         self.nvml, self.gpus, self._integrate, self.clock = nvml, gpus, integrate, clock
         self._has_counter = {g.uuid: counter_supported(nvml, g) for g in gpus}
         self._start: dict[str, float | None] = {}
@@ -171,61 +209,46 @@ class NvmlMeter:
 
     def stop(self) -> list[Reading]:
         t1 = self.clock()
-        readings = []
-        for g in self.gpus:
-            end, begin = self._read_mj(g), self._start.get(g.uuid)
-            common = {
-                "meter": self.name,
-                "device": g.label,
-                "covers": GPU_BOARD,
-                "start_s": self._t0,
-                "end_s": t1,
-                "device_key": g.uuid,
-            }
-            if begin is None or end is None:
-                joules = self._integrate(g, self._t0, t1)
-                reason = (
-                    None if joules is not None else "no energy counter and too few power samples"
-                )
-                readings.append(
-                    Reading(method=INTEGRATED, energy_j=joules, reason=reason, **common)
-                )
-            elif end < begin:
-                readings.append(
-                    Reading(
-                        method=COUNTER,
-                        energy_j=None,
-                        reason=(
-                            f"energy counter went backwards ({begin:.0f} -> {end:.0f} mJ): driver reload or counter reset"
-                        ),
-                        **common,
-                    )
-                )
-            elif end == begin:
-                readings.append(
-                    Reading(
-                        method=COUNTER,
-                        energy_j=None,
-                        reason=(
-                            "energy counter did not advance (window shorter than its ~100 ms update period?)"
-                        ),
-                        **common,
-                    )
-                )
-            else:
-                readings.append(Reading(method=COUNTER, energy_j=(end - begin) / 1000.0, **common))
-        return readings
+        return [self._reading(g, self._start.get(g.uuid), self._read_mj(g), t1) for g in self.gpus]
+
+    def _reading(self, g: Gpu, begin: float | None, end: float | None, t1: float) -> Reading:
+        def reading(method: str, joules: float | None, reason: str | None = None) -> Reading:
+            return Reading(self.name, g.label, GPU_BOARD, method, joules, self._t0, t1, reason, g.uuid)
+
+        if begin is None or end is None:
+            joules = self._integrate(g, self._t0, t1)
+            why = None if joules is not None else "no energy counter and too few power samples"
+            return reading(INTEGRATED, joules, why)
+        if end < begin:
+            return reading(
+                COUNTER,
+                None,
+                f"energy counter went backwards ({begin:.0f} -> {end:.0f} mJ): "
+                "driver reload or counter reset",
+            )
+        if end == begin:
+            return reading(
+                COUNTER,
+                None,
+                "energy counter did not advance (window shorter than its ~100 ms update period?)",
+            )
+        return reading(COUNTER, (end - begin) / 1000.0)
 
     def poll(self) -> None:
         pass
 
+    def baseline_keys(self) -> dict[str, str]:
+        """GPU UUID -> driver version and power limit: a change invalidates a cached baseline."""
+        nv = self.nvml
+        driver = _text(nv.nvmlSystemGetDriverVersion())
+        out = {}
+        for g in self.gpus:
+            try:
+                limit = nv.nvmlDeviceGetEnforcedPowerLimit(g.handle)
+            except nv.NVMLError:
+                limit = None
+            out[g.uuid] = f"driver={driver}|power_limit_mw={limit}"
+        return out
+
     def close(self) -> None:
-        pass
-
-
-def require_nvml() -> None:
-    """Pre-flight for ``energy=nvml``: raise a usage error when NVML cannot measure anything here."""
-    nvml, why = load_nvml()
-    if nvml is None:
-        raise UsageError(f"energy=nvml cannot work here: {why}. Use energy=auto (or energy=none)")
-    nvml.nvmlShutdown()
+        self.nvml.nvmlShutdown()

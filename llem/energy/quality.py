@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from types import ModuleType
 
 from llem.energy.base import Reading
 from llem.energy.nvml import THROTTLE_BITS, Gpu
+from llem.energy.sampler import Row
 
 SHORT_WINDOW_S = 5.0
 COUNTER_ERROR_S = 0.2  # NVML's counter updates about every 100 ms: up to ~one period at each end
@@ -29,7 +31,7 @@ def reading_problems(readings: list[Reading]) -> list[str]:
     ]
 
 
-def sample_problems(rows: list[dict], gpus: list[Gpu], interval_s: float) -> list[str]:
+def sample_problems(rows: list[Row], gpus: list[Gpu], interval_s: float) -> list[str]:
     """Throttling, temperature drift and sparse samples from the time series of one window."""
     out = []
     process = [r for r in rows if r["device"] == "process"]
@@ -46,7 +48,7 @@ def sample_problems(rows: list[dict], gpus: list[Gpu], interval_s: float) -> lis
         slowed = [name for bit, name in THROTTLE_BITS.items() if mask & bit]
         if slowed:
             out.append(f"gpu{g.cuda_index} was throttled during the window: {', '.join(slowed)}")
-        temps = [r["temperature_c"] for r in mine if r.get("temperature_c") is not None]
+        temps = [t for r in mine if (t := r.get("temperature_c")) is not None]
         if temps and max(temps) - min(temps) > TEMP_DRIFT_C:
             out.append(
                 f"gpu{g.cuda_index} temperature drifted {min(temps):.0f} -> {max(temps):.0f} °C in the window"
@@ -54,7 +56,7 @@ def sample_problems(rows: list[dict], gpus: list[Gpu], interval_s: float) -> lis
     return out
 
 
-def device_problems(nvml, gpus: list[Gpu]) -> list[str]:
+def device_problems(nvml: ModuleType, gpus: list[Gpu]) -> list[str]:
     """Other processes on the measured GPUs, persistence mode off."""
     out = []
     me = os.getpid()
