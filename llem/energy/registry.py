@@ -169,10 +169,12 @@ def nothing_measured(cfg: EnergyConfig, opened: list[Meter], unavailable: list[s
 def meter_status_lines() -> list[tuple[str, str]]:
     """``llem config``'s rows: what ``energy=auto`` would use here, then each meter's status."""
     status = {s.name: s.why_not() for s in meters()}
+    defaults = EnergyConfig()
     auto: list[str] = []
     kinds: set[str] = set()
     for s in meters():
-        if status[s.name] is None and (not s.hardware or s.devices not in kinds):
+        usable = status[s.name] is None and s.in_auto(defaults)
+        if usable and (not s.hardware or s.devices not in kinds):
             kinds.add(s.devices)
             auto.append(f"{s.name} ({s.devices})")
     rows = [(f"energy {AUTO}", ", ".join(auto) or "no usable meter (energy is null with the reason)")]
