@@ -1,6 +1,6 @@
-"""Make llem's Hydra plugins known even where Hydra's plugin scan misses them (editable installs),
-after importing the plugin modules named in ``LLEM_PLUGINS`` (comma-separated; study workers inherit it).
-"""
+"""Make llem's Hydra plugins known even where Hydra's plugin scan misses them (editable
+installs), after importing the plugin modules named in ``LLEM_PLUGINS`` (comma-separated; study
+workers inherit it)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ ENV_VAR = "LLEM_PLUGINS"
 
 
 def load_plugins() -> None:
-    """Import every module named in ``LLEM_PLUGINS`` (one that cannot be imported is a usage error)."""
+    """Import every module named in ``LLEM_PLUGINS`` (one that fails to import: a usage error)."""
     for name in (m.strip() for m in os.environ.get(ENV_VAR, "").split(",")):
         if name:
             try:
                 importlib.import_module(name)
             except ImportError as exc:
-                raise UsageError(f"{ENV_VAR}: cannot import plugin module '{name}': {exc}") from None
+                raise UsageError(
+                    f"{ENV_VAR}: cannot import plugin module '{name}': {exc}"
+                ) from None
 
 
 def register_plugins() -> None:

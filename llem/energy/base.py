@@ -28,7 +28,8 @@ MODELLED = "estimate"
 
 @dataclass
 class Reading:
-    """One meter's energy for one device over one window. ``energy_j`` None = not measured (see ``reason``)."""
+    """One meter's energy for one device over one window; ``energy_j`` None = not measured (why:
+    ``reason``)."""
 
     meter: str  # the registry name of the meter (llem.energy.registry)
     device: str  # e.g. "gpu0 NVIDIA H200 (GPU-…)", "package-0", "process"
@@ -50,7 +51,7 @@ class Reading:
 
 
 class Meter(Protocol):
-    """A window-based energy meter. The session synchronises the device before ``start`` and ``stop``."""
+    """A window-based energy meter; the session synchronises the device before start and stop."""
 
     name: str
 
@@ -62,7 +63,7 @@ class Meter(Protocol):
         """Called by the sampler every period (lets counters that wrap be read often enough)."""
 
     def baseline_keys(self) -> dict[str, str]:
-        """Device key -> identity (e.g. driver and power limit) of each device an idle baseline covers."""
+        """Device key -> identity (e.g. driver, power limit) of each device a baseline covers."""
 
     def close(self) -> None: ...
 
@@ -81,7 +82,7 @@ class GpuTelemetry(Protocol):
 
 @dataclass
 class MeterContext:
-    """What a meter factory may use. ``integrate(gpu, start_s, end_s)``: joules from sampled power."""
+    """What a meter factory may use; ``integrate(gpu, start_s, end_s)``: J from sampled power."""
 
     cfg: EnergyConfig
     powercap_root: Path

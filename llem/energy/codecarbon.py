@@ -1,10 +1,10 @@
-"""CodeCarbon (``pip install llenergymeasure[codecarbon]``): CO2-eq emissions and its energy ESTIMATE.
+"""CodeCarbon (``pip install llenergymeasure[codecarbon]``): CO2-eq emissions and its energy
+ESTIMATE.
 
-``OfflineEmissionsTracker`` with a country code (no network). Without RAPL/NVML access CodeCarbon models
-CPU power from the CPU's TDP or a per-thread constant and RAM power from its size: the energy it reports
-is labelled a modelled estimate and is never used in place of a hardware meter. Its console noise is
-silenced and it writes no files.
-"""
+``OfflineEmissionsTracker`` with a country code (no network). Without RAPL/NVML access CodeCarbon
+models CPU power from the CPU's TDP or a per-thread constant and RAM power from its size: the energy
+it reports is labelled a modelled estimate and is never used in place of a hardware meter. Its
+console noise is silenced and it writes no files."""
 
 from __future__ import annotations
 
@@ -43,9 +43,9 @@ def open_meter(ctx: MeterContext) -> CodeCarbonMeter:
 
 
 class CodeCarbonMeter:
-    """One tracker for the whole job. CodeCarbon's figures accumulate across start/stop, so each window
-    is the difference of the cumulative figures; a first start/stop at construction absorbs its slow
-    hardware probing (~1.5 s) outside every window."""
+    """One tracker for the whole job. CodeCarbon's figures accumulate across start/stop, so each
+    window is the difference of the cumulative figures; a first start/stop at construction absorbs
+    its slow hardware probing (~1.5 s) outside every window."""
 
     name = "codecarbon"
 
@@ -84,7 +84,7 @@ class CodeCarbonMeter:
         self._t0 = time.time()
 
     def _cumulative(self) -> dict[str, float]:
-        """Stop the tracker and return this window's figures (differences of CodeCarbon's running totals)."""
+        """Stop the tracker; this window's figures (differences of CodeCarbon's running totals)."""
         with contextlib.redirect_stdout(io.StringIO()):
             self._tracker.stop()
         d = self._tracker.final_emissions_data

@@ -1,8 +1,7 @@
 """The ``energy`` section of an experiment: which meters run, the sampler period, the idle baseline.
 
-``meter`` is checked against :mod:`llem.energy.registry` (its names plus ``auto`` and ``none``), so a meter
-registered by a plugin is as valid as a built-in one.
-"""
+``meter`` is checked against :mod:`llem.energy.registry` (its names plus ``auto`` and ``none``), so
+a meter registered by a plugin is as valid as a built-in one."""
 
 from __future__ import annotations
 
@@ -43,7 +42,8 @@ class EnergyConfig(_Strict):
     baseline: BaselineConfig = BaselineConfig()
     prefill_split: bool = Field(
         False,
-        description="also measure a prefill-only pass (1 new token) to split prefill and decode energy",
+        description="also measure a prefill-only pass (1 new token) to split prefill and decode "
+        "energy",
     )
 
     @field_validator("meter")

@@ -1,10 +1,9 @@
 """NVIDIA GPUs through NVML: device mapping, the total-energy counter, and per-sample device state.
 
 Energy is the difference of ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since driver load, Volta and
-newer) read after device synchronisation at the window's start and end. Where a GPU has no counter, the
-sampler's instant-power samples are integrated (trapezoid rule) and labelled as such. A counter that goes
-backwards (driver reload) gives no value and a warning.
-"""
+newer) read after device synchronisation at the window's start and end. Where a GPU has no counter,
+the sampler's instant-power samples are integrated (trapezoid rule) and labelled as such. A counter
+that goes backwards (driver reload) gives no value and a warning."""
 
 from __future__ import annotations
 
@@ -34,7 +33,7 @@ THROTTLE_BITS = {
 
 
 def load_nvml() -> tuple[ModuleType | None, str | None]:
-    """(pynvml, None) after a successful ``nvmlInit``, else (None, why). Pair with ``nvmlShutdown``."""
+    """(pynvml, None) after a successful ``nvmlInit``, else (None, why); pair with a shutdown."""
     try:
         import pynvml
     except ImportError:
@@ -95,14 +94,14 @@ def _uuid(nvml: ModuleType, handle: object) -> str:
 
 
 def visible_gpus(
-    nvml: ModuleType,
-    cuda_visible: str | None = None, device_order: str | None = None
+    nvml: ModuleType, cuda_visible: str | None = None, device_order: str | None = None
 ) -> tuple[list[Gpu], list[str]]:
-    """The GPUs a CUDA process started with ``CUDA_VISIBLE_DEVICES=cuda_visible`` sees, in CUDA order.
+    """The GPUs a CUDA process with ``CUDA_VISIBLE_DEVICES=cuda_visible`` sees, in CUDA order.
 
-    Entries may be NVML indices, GPU UUIDs (or unique prefixes) or MIG ids (measured as their parent GPU,
-    with a warning: the energy counter covers the whole board). Integer entries map to NVML indices
-    exactly only with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (the order NVML uses); otherwise a warning is returned.
+    Entries may be NVML indices, GPU UUIDs (or unique prefixes) or MIG ids (measured as their parent
+    GPU, with a warning: the energy counter covers the whole board). Integer entries map to NVML
+    indices exactly only with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (the order NVML uses); otherwise a
+    warning is returned.
     """
     cuda_visible = os.environ.get("CUDA_VISIBLE_DEVICES") if cuda_visible is None else cuda_visible
     device_order = (
@@ -132,7 +131,8 @@ def visible_gpus(
                 continue
             if entry.startswith("MIG-"):
                 warnings.append(
-                    f"CUDA_VISIBLE_DEVICES entry {entry} is a MIG instance: energy covers its whole GPU"
+                    f"CUDA_VISIBLE_DEVICES entry {entry} is a MIG instance: "
+                    "energy covers its whole GPU"
                 )
                 parent = _mig_parent(nvml, handles, entry)
                 if parent is None:
@@ -146,8 +146,8 @@ def visible_gpus(
             chosen.append(match[0])
     if entries_are_indices and len(set(_names(nvml, handles))) > 1 and device_order != "PCI_BUS_ID":
         warnings.append(
-            "GPUs of different models and CUDA_DEVICE_ORDER is not PCI_BUS_ID: CUDA and NVML indices "
-            "may differ; set CUDA_DEVICE_ORDER=PCI_BUS_ID"
+            "GPUs of different models and CUDA_DEVICE_ORDER is not PCI_BUS_ID: "
+            "CUDA and NVML indices may differ; set CUDA_DEVICE_ORDER=PCI_BUS_ID"
         )
     names = _names(nvml, handles)
     gpus = [
@@ -179,7 +179,8 @@ def counter_supported(nvml: ModuleType, gpu: Gpu) -> bool:
 
 
 class NvmlMeter:
-    """Energy counter deltas for every GPU the job can use (integrated power where a GPU has no counter)."""
+    """Energy counter deltas of every GPU the job can use (integrated power where there is no
+    counter)."""
 
     name = "nvml"
 
@@ -213,7 +214,9 @@ class NvmlMeter:
 
     def _reading(self, g: Gpu, begin: float | None, end: float | None, t1: float) -> Reading:
         def reading(method: str, joules: float | None, reason: str | None = None) -> Reading:
-            return Reading(self.name, g.label, GPU_BOARD, method, joules, self._t0, t1, reason, g.uuid)
+            return Reading(
+                self.name, g.label, GPU_BOARD, method, joules, self._t0, t1, reason, g.uuid
+            )
 
         if begin is None or end is None:
             joules = self._integrate(g, self._t0, t1)

@@ -20,7 +20,8 @@ def short_window(window_s: float) -> str | None:
         return None
     bound = 100 * COUNTER_ERROR_S / window_s if window_s > 0 else float("inf")
     return (
-        f"measured window is short ({window_s:.2f} s < {SHORT_WINDOW_S:.0f} s): timings are noisy and a "
+        f"measured window is short ({window_s:.2f} s < {SHORT_WINDOW_S:.0f} s): "
+        "timings are noisy and a "
         f"~100 ms energy counter may be off by up to ±{bound:.0f}%; raise n or repeats"
     )
 
@@ -51,7 +52,8 @@ def sample_problems(rows: list[Row], gpus: list[Gpu], interval_s: float) -> list
         temps = [t for r in mine if (t := r.get("temperature_c")) is not None]
         if temps and max(temps) - min(temps) > TEMP_DRIFT_C:
             out.append(
-                f"gpu{g.cuda_index} temperature drifted {min(temps):.0f} -> {max(temps):.0f} °C in the window"
+                f"gpu{g.cuda_index} temperature drifted {min(temps):.0f} -> {max(temps):.0f} °C "
+                "in the window"
             )
     return out
 
@@ -74,7 +76,8 @@ def device_problems(nvml: ModuleType, gpus: list[Gpu]) -> list[str]:
         try:
             if nvml.nvmlDeviceGetPersistenceMode(g.handle) == 0:
                 out.append(
-                    f"gpu{g.cuda_index} persistence mode is off: the first reads may include driver start-up"
+                    f"gpu{g.cuda_index} persistence mode is off: "
+                    "the first reads may include driver start-up"
                 )
         except nvml.NVMLError:
             pass

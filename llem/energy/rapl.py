@@ -1,11 +1,11 @@
-"""CPU energy from the Linux powercap RAPL interface (Intel and AMD expose the same ``intel-rapl`` tree).
+"""CPU energy from the Linux powercap RAPL interface (Intel and AMD expose the same ``intel-rapl``
+tree).
 
-Zones: ``intel-rapl:N`` (a CPU package) and its sub-zones ``intel-rapl:N:M`` (``dram`` is reported; core
-and uncore are inside the package figure and are skipped). ``energy_uj`` wraps at ``max_energy_range_uj``:
-the sampler reads the counters every period, and each negative step adds the range, so a window survives
-any number of wraps as long as one period is shorter than a wrap (minutes even at full load).
-Readable only by root on most systems since CVE-2020-8694.
-"""
+Zones: ``intel-rapl:N`` (a CPU package) and its sub-zones ``intel-rapl:N:M`` (``dram`` is reported;
+core and uncore are inside the package figure and are skipped). ``energy_uj`` wraps at
+``max_energy_range_uj``: the sampler reads the counters every period, and each negative step adds
+the range, so a window survives any number of wraps as long as one period is shorter than a wrap
+(minutes even at full load). Readable only by root on most systems since CVE-2020-8694."""
 
 from __future__ import annotations
 
@@ -74,7 +74,9 @@ class RaplMeter:
     def __init__(self, zones: list[Zone]) -> None:
         self.zones = zones
         self._t0 = 0.0
-        self._lock = threading.Lock()  # poll() runs in the sampler thread, start/stop in the main one
+        self._lock = (
+            threading.Lock()
+        )  # poll() runs in the sampler thread, start/stop in the main one
 
     def start(self) -> None:
         with self._lock:

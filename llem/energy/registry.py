@@ -1,17 +1,18 @@
 """The meters llem knows, in order of preference, and everything derived from that list.
 
-One :class:`MeterSpec` per meter: its name, the kind of device it measures, what its readings cover, its
-pip extra, a status probe and a factory. Built-ins are registered at the bottom of this module; code outside
-llem adds a meter with :func:`register_meter` (e.g. a module named in ``LLEM_PLUGINS``).
+One :class:`MeterSpec` per meter: its name, the kind of device it measures, what its readings cover,
+its pip extra, a status probe and a factory. Built-ins are registered at the bottom of this module;
+code outside llem adds a meter with :func:`register_meter` (e.g. a module named in
+``LLEM_PLUGINS``).
 
-Derived from the list: the valid ``energy.meter`` values (names + ``auto`` + ``none``), the Hydra group
-choices ``energy/<name>`` (each node is the schema's defaults with ``meter`` set), the pre-flight check of an
-explicit meter, ``energy=auto``'s choice and ``llem config``'s meter lines.
+Derived from the list: the valid ``energy.meter`` values (names + ``auto`` + ``none``), the Hydra
+group choices ``energy/<name>`` (each node is the schema's defaults with ``meter`` set), the
+pre-flight check of an explicit meter, ``energy=auto``'s choice and ``llem config``'s meter lines.
 
-``energy=auto``: for each hardware device kind (gpu, cpu) the first meter, in registration order, whose
-factory succeeds here (Zeus before NVML: when Zeus works it owns NVML energy reads and llem's NVML sampler
-reads no GPU), plus every estimate whose ``in_auto`` holds (CodeCarbon when ``energy.codecarbon``).
-"""
+``energy=auto``: for each hardware device kind (gpu, cpu) the first meter, in registration order,
+whose factory succeeds here (Zeus before NVML: when Zeus works it owns NVML energy reads and llem's
+NVML sampler reads no GPU), plus every estimate whose ``in_auto`` holds (CodeCarbon when
+``energy.codecarbon``)."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ class MeterSpec:
         return self.devices != "estimate"
 
     def missing(self) -> str | None:
-        """The first required module that is not installed, with its pip extra; None when all are."""
+        """The first required module not installed, with its pip extra; None when all are."""
         for module in self.requires:
             if importlib.util.find_spec(module) is None:
                 hint = f" (pip install llenergymeasure[{self.extra}])" if self.extra else ""
@@ -110,7 +111,7 @@ def _store_choice(name: str) -> None:
 
 
 def check_meter(cfg: EnergyConfig) -> None:
-    """Pre-flight: an explicitly chosen meter must work on this machine (else a usage error, exit 2)."""
+    """Pre-flight: an explicitly chosen meter must work here (else a usage error, exit 2)."""
     if cfg.meter in (AUTO, NONE):
         return
     spec = meter_spec(cfg.meter)
@@ -177,7 +178,9 @@ def meter_status_lines() -> list[tuple[str, str]]:
         if usable and (not s.hardware or s.devices not in kinds):
             kinds.add(s.devices)
             auto.append(f"{s.name} ({s.devices})")
-    rows = [(f"energy {AUTO}", ", ".join(auto) or "no usable meter (energy is null with the reason)")]
+    rows = [
+        (f"energy {AUTO}", ", ".join(auto) or "no usable meter (energy is null with the reason)")
+    ]
     for s in meters():
         why = status[s.name]
         rows.append((f"energy {s.name}", f"usable: {s.summary}" if why is None else why))

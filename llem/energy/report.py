@@ -1,4 +1,4 @@
-"""From windows of readings to the ``energy`` section of a result (pure arithmetic, tested by hand)."""
+"""From windows of readings to a result's ``energy`` section (pure arithmetic, tested by hand)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def _energies(readings: list[Reading]) -> list[float] | None:
 
 
 def hardware_total(readings: list[Reading]) -> tuple[float | None, str | None]:
-    """Sum of the hardware readings, or (None, why) when there are none or any of them is missing."""
+    """Sum of the hardware readings, or (None, why) when there are none or any one is missing."""
     hw = [r for r in readings if r.hardware]
     if not hw:
         return None, "no hardware meter"
@@ -92,7 +92,8 @@ def energy_metrics(
             decode_j=(total - p_total * len(windows))
             if total is not None and p_total is not None
             else None,
-            method="prefill-only pass (1 new token per prompt, same batches); decode = measured - prefill x repeats",
+            method="prefill-only pass (1 new token per prompt, same batches); "
+            "decode = measured - prefill x repeats",
         )
     co2 = None
     if carbon is not None:

@@ -1,10 +1,12 @@
 """A background thread that samples device state every period and keeps the time series.
 
-Columns of ``timeseries.parquet`` (one row per sample and device; null where a device has no such value):
+Columns of ``timeseries.parquet`` (one row per sample and device; null where a device has no such
+value):
 
 =====================  ======================================================================
 time_unix_s            sample time (Unix seconds)
-phase                  what the job was doing: baseline, warmup, repeat-1 …, cooldown, prefill, flops, idle
+phase                  what the job was doing: baseline, warmup, repeat-1 …, cooldown, prefill,
+                       flops, idle
 device                 "process" (this Python process) or "gpu<cuda index>"
 power_w                instant board power (NVML_FI_DEV_POWER_INSTANT; see power_source)
 power_source           field:POWER_INSTANT, or power_usage (nvmlDeviceGetPowerUsage, a ~1 s average
@@ -19,8 +21,8 @@ cpu_util_pct           process CPU time / wall time over the last period (100 = 
 rss_bytes              process resident memory
 =====================  ======================================================================
 
-When Zeus owns NVML, this sampler reads no GPU (only the process rows): the two never poll NVML at once.
-"""
+When Zeus owns NVML, this sampler reads no GPU (only the process rows): the two never poll NVML at
+once."""
 
 from __future__ import annotations
 
@@ -84,7 +86,7 @@ def _rss_bytes() -> int | None:
 
 
 class Sampler:
-    """Samples every ``interval_s`` in a daemon thread; ``rows`` is the time series (list of dicts)."""
+    """Samples every ``interval_s`` in a daemon thread; ``rows`` is the time series."""
 
     def __init__(
         self,
@@ -120,7 +122,7 @@ class Sampler:
             self._thread = None
 
     def _loop(self) -> None:
-        """Sample on a fixed schedule (start + k x period), so the period does not drift with sample cost."""
+        """Sample on a fixed schedule (start + k x period): the period does not drift with cost."""
         next_t = time.monotonic()
         while True:
             self.sample_once()
@@ -139,7 +141,7 @@ class Sampler:
     # ------------------------------------------------------------------ one sample
 
     def sample_once(self) -> None:
-        """Take one sample of every device (thread-safe: the main thread samples at phase changes)."""
+        """One sample of every device (thread-safe: the main thread samples at phase changes)."""
         with self._lock:
             now = self.clock()
             for poll in self.pollers:
@@ -151,7 +153,7 @@ class Sampler:
     def _process_row(self, now: float) -> Row:
         cpu = sum(os.times()[:2])
         util = None
-        # os.times() ticks every 10 ms: a ratio over a much shorter gap (phase-change samples) is noise
+        # os.times() ticks every 10 ms: a ratio over a much shorter gap (phase changes) is noise
         if self._last_cpu is not None and now - self._last_cpu[0] >= self.interval_s / 2:
             util = 100.0 * (cpu - self._last_cpu[1]) / (now - self._last_cpu[0])
         if util is not None or self._last_cpu is None:
@@ -188,7 +190,9 @@ class Sampler:
                     return float(fv.value.uiVal) / 1000.0, "field:POWER_INSTANT"
             except nv.NVMLError:
                 pass
-            self._instant_ok[g.uuid] = False  # not supported here: fall back for the rest of the run
+            self._instant_ok[g.uuid] = (
+                False  # not supported here: fall back for the rest of the run
+            )
         mw = _try(lambda: nv.nvmlDeviceGetPowerUsage(g.handle))
         return (float(mw) / 1000.0, "power_usage") if mw is not None else (None, None)
 
@@ -207,7 +211,7 @@ class Sampler:
         ]
 
     def integrate(self, g: Gpu, start_s: float, end_s: float) -> float | None:
-        """Joules from the instant-power samples in [start_s, end_s] (trapezoid), None with < 2 samples."""
+        """Joules from the instant-power samples in [start_s, end_s] (trapezoid); None with < 2."""
         pts = [
             (r["time_unix_s"], power)
             for r in self.gpu_rows(g, start_s, end_s)

@@ -1,10 +1,9 @@
 """The meters of one job: opened from the registry, driven window by window, closed at the end.
 
-The meters are chosen by :mod:`llem.energy.registry` (``energy.meter``: ``auto``, ``none`` or one meter's
-name). A meter that owns NVML (the NVML meter) lends it to the sampler for per-GPU rows; when Zeus measures
-the GPUs nothing else reads NVML. The harness synchronises the device before every window boundary; meters
-read after that.
-"""
+The meters are chosen by :mod:`llem.energy.registry` (``energy.meter``: ``auto``, ``none`` or one
+meter's name). A meter that owns NVML (the NVML meter) lends it to the sampler for per-GPU rows;
+when Zeus measures the GPUs nothing else reads NVML. The harness synchronises the device before
+every window boundary; meters read after that."""
 
 from __future__ import annotations
 
@@ -42,7 +41,7 @@ class Window:
 
 
 class EnergySession:
-    """The meters of one job. Use :meth:`open` before loading the model and :meth:`close` at the end."""
+    """The meters of one job: :meth:`open` before loading the model, :meth:`close` at the end."""
 
     def __init__(self, cfg: EnergyConfig, powercap_root: Path = POWERCAP) -> None:
         self.cfg = cfg
@@ -106,7 +105,7 @@ class EnergySession:
         """Measure the enclosed block; ``sync`` waits for the device before each boundary read."""
         win = Window(name)
         chosen = self.meters if meters is None else meters
-        # estimates start first and stop last, so hardware meters bracket the work as tightly as possible
+        # estimates start first and stop last: hardware meters bracket the work as tightly as can be
         chosen = sorted(chosen, key=registry.is_hardware)
         self.phase(name)
         sync()
@@ -173,9 +172,7 @@ class EnergySession:
     def window_warnings(self, win: Window) -> list[str]:
         out = quality.reading_problems(win.readings)
         if self.sampler:
-            out += quality.sample_problems(
-                win.rows, self.gpus, self.sampler.interval_s
-            )
+            out += quality.sample_problems(win.rows, self.gpus, self.sampler.interval_s)
         return out
 
     def end_checks(self) -> list[str]:

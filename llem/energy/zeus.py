@@ -1,9 +1,8 @@
 """Zeus (``pip install llenergymeasure[zeus]``): ``ZeusMonitor`` windows over the job's GPUs.
 
-When Zeus is installed and finds GPUs it owns NVML energy reads and llem's own NVML meter stands aside
-(the sampler still records the time series). Zeus reports 0 J and no GPUs on a machine without any: that
-is detected and reported as unavailable, never as 0 J.
-"""
+When Zeus is installed and finds GPUs it owns NVML energy reads and llem's own NVML meter stands
+aside (the sampler still records the time series). Zeus reports 0 J and no GPUs on a machine without
+any: that is detected and reported as unavailable, never as 0 J."""
 
 from __future__ import annotations
 
@@ -51,7 +50,8 @@ class ZeusMeter:
     name = "zeus"
 
     def __init__(self, gpu_indices: list[int], labels: dict[int, tuple[str, str]]) -> None:
-        """``gpu_indices``: CUDA indices (Zeus applies CUDA_VISIBLE_DEVICES); labels: index -> (label, uuid)."""
+        """``gpu_indices``: CUDA indices (Zeus applies CUDA_VISIBLE_DEVICES); ``labels``: index ->
+        (label, uuid)."""
         from zeus.monitor import ZeusMonitor
 
         self.labels = labels
