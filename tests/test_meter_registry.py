@@ -59,6 +59,17 @@ def test_register_meter_refuses_a_taken_name():
             registry.register_meter(registry.MeterSpec(**{**spec.__dict__, "name": name}))
 
 
+@pytest.mark.parametrize(
+    "devices,covers", [("gpu", ("GPU board", "modelled estimate")), ("estimate", ("GPU board",))]
+)
+def test_register_meter_keeps_estimates_and_hardware_apart(devices, covers):
+    spec = registry.meter_spec("nvml")
+    bad = registry.MeterSpec(**{**spec.__dict__, "name": "x", "devices": devices, "covers": covers})
+    with pytest.raises(ValueError, match="an estimate covers exactly"):
+        registry.register_meter(bad)
+    assert "x" not in registry.choices()
+
+
 def test_a_missing_module_names_the_pip_extra():
     spec = registry.MeterSpec(
         **{**registry.meter_spec("zeus").__dict__, "requires": ("llem_no_such_module",)}

@@ -2,8 +2,8 @@
 
 One :class:`MeterSpec` per meter: its name, the kind of device it measures, what its readings cover,
 its pip extra, a status probe and a factory. Built-ins are registered at the bottom of this module;
-code outside llem adds a meter with :func:`register_meter` (e.g. a module named in
-``LLEM_PLUGINS``).
+code outside llem adds a meter with :func:`register_meter` from a module named in ``LLEM_PLUGINS``
+(an example: ``tests/stand_ins/constant_meter.py``, one class and one call).
 
 Derived from the list: the valid ``energy.meter`` values (names + ``auto`` + ``none``), the Hydra
 group choices ``energy/<name>`` (each node is the schema's defaults with ``meter`` set), the
@@ -81,9 +81,18 @@ _METERS: dict[str, MeterSpec] = {}
 
 
 def register_meter(spec: MeterSpec) -> None:
-    """Add a meter (lowest preference so far) and its Hydra group choice ``energy/<name>``."""
+    """Add a meter (lowest preference so far) and its Hydra group choice ``energy/<name>``.
+
+    An estimate's readings cover exactly :data:`~llem.energy.base.ESTIMATE` and a hardware meter's
+    never do: results tell the two apart by ``covers``."""
     if spec.name in (AUTO, NONE) or spec.name in _METERS:
         raise ValueError(f"a meter named {spec.name!r} is already registered")
+    consistent = ESTIMATE not in spec.covers if spec.hardware else spec.covers == (ESTIMATE,)
+    if not consistent:
+        raise ValueError(
+            f"meter {spec.name!r}: an estimate covers exactly ({ESTIMATE!r},) and a hardware "
+            f"meter never covers {ESTIMATE!r}"
+        )
     _METERS[spec.name] = spec
     _store_choice(spec.name)
 
