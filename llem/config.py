@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from llem.energy.config import EnergyConfig
 from llem.errors import ConfigError
 
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -210,42 +211,6 @@ Dataset = Annotated[
     BuiltinDataset | AIEnergyScoreDataset | SyntheticDataset | JsonlDataset,
     Field(discriminator="name"),
 ]
-
-
-# --------------------------------------------------------------------------- energy group
-
-
-class BaselineConfig(_Strict):
-    """Idle power, measured with the model loaded and no work queued; cached per device."""
-
-    enabled: bool = True
-    duration_s: float = Field(
-        15.0, gt=0, description="idle measurement length (s); >= 10 s recommended"
-    )
-    max_age_h: float = Field(
-        24.0, ge=0, description="reuse a cached baseline younger than this (h); 0 = never"
-    )
-
-
-class EnergyConfig(_Strict):
-    meter: Literal["auto", "nvml", "zeus", "codecarbon", "rapl", "none"] = Field(
-        "auto",
-        description="auto = best hardware meters available (Zeus or NVML for GPUs, RAPL for CPUs)",
-    )
-    sample_interval_ms: int = Field(
-        100, ge=10, description="power/utilisation time-series period (ms)"
-    )
-    codecarbon: bool = Field(
-        True, description="with meter=auto: add CodeCarbon's CO2 estimate when installed"
-    )
-    country_iso_code: str = Field(
-        "USA", min_length=3, max_length=3, description="CodeCarbon grid (ISO 3166 alpha-3)"
-    )
-    baseline: BaselineConfig = BaselineConfig()
-    prefill_split: bool = Field(
-        False,
-        description="also measure a prefill-only pass (1 new token) to split prefill and decode energy",
-    )
 
 
 # --------------------------------------------------------------------------- top level

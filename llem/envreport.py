@@ -6,8 +6,9 @@ import shutil
 import subprocess
 
 from llem.backends import BACKENDS, install_hint
-from llem.energy import get_active_energy_backend, rapl_status
+from llem.energy.registry import meter_status_lines
 from llem.environment import cpu_info, nvml_info, package_versions, torch_cuda_build
+from llem.plugins import load_plugins
 
 
 def docker_status() -> str:
@@ -32,6 +33,7 @@ def docker_status() -> str:
 
 
 def report() -> list[tuple[str, str]]:
+    load_plugins()
     v = package_versions()
     rows: list[tuple[str, str]] = [("llem", v["llenergymeasure"] or "?"), ("python", v["python"])]
     for info in BACKENDS.values():
@@ -56,14 +58,7 @@ def report() -> list[tuple[str, str]]:
         rows.append(("NVML", f"driver {nvml['driver']}, CUDA {nvml['cuda_driver']}; {gpus}"))
     else:
         rows.append(("NVML", nvml["reason"]))
-    rows.append(("RAPL (CPU energy)", rapl_status() or "readable"))
-    rows.append(
-        ("GPU energy meter (auto)", get_active_energy_backend() or "none (no usable GPU meter)")
-    )
-    for name in ("zeus", "codecarbon"):
-        rows.append(
-            (f"energy {name}", v[name] or f"not installed (pip install llenergymeasure[{name}])")
-        )
+    rows += meter_status_lines()
     rows.append(("docker", docker_status()))
     return rows
 

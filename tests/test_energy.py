@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from llem.energy import EnergySession, get_active_energy_backend
+from llem.energy import EnergySession
 from llem.energy.base import COUNTER, ESTIMATE, GPU_BOARD, INTEGRATED, MODELLED, Reading
+from llem.energy.config import EnergyConfig
 from llem.energy.nvml import NvmlMeter, visible_gpus
 from llem.energy.quality import device_problems, sample_problems, short_window
 from llem.energy.rapl import RaplMeter, find_zones
@@ -100,7 +101,7 @@ def test_no_counter_falls_back_to_integrated_instant_power():
         clock.t = 1000.0 + step / 10
         sampler.sample_once()
     (r,) = meter.stop()
-    # trapezoid over 0.1 s steps: 200 W for 1 s, one ramp step (200->400) of 0.1 s, then 400 W for 0.9 s
+    # trapezoid over 0.1 s steps: 200 W for 1 s, one ramp step (200->400) of 0.1 s, 400 W for 0.9 s
     assert r.method == INTEGRATED and r.energy_j == pytest.approx(200 * 0.9 + 300 * 0.1 + 400 * 1.0)
     rows = sampler.gpu_rows(gpus[0], 1000.0, 1002.0)
     assert rows[0]["power_source"] == "field:POWER_INSTANT" and rows[0]["sm_util_pct"] == 97
@@ -198,38 +199,85 @@ def test_rapl_missing_or_unreadable(tmp_path):
 # ---------------------------------------------------------------- the session and the Zeus rule
 
 
-def test_zeus_owns_nvml_when_usable(monkeypatch):
-    import llem.energy as energy
+class _FakeZeus:
+    """Stands in for Zeus's meter: no NVML use, no reading."""
 
-    monkeypatch.setattr(energy, "zeus_status", lambda: None)
-    assert get_active_energy_backend() == "zeus"
-    monkeypatch.setattr(energy, "zeus_status", lambda: "Zeus found no GPU")
-    fake = make_nvml([FakeGpu(UUIDS[0])])
-    monkeypatch.setitem(__import__("sys").modules, "pynvml", fake)
-    assert get_active_energy_backend() == "nvml"
-    assert fake.state["inits"] == fake.state["shutdowns"] == 1
+    name = "zeus"
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> list[Reading]:
+        return []
+
+    def poll(self) -> None:
+        pass
+
+    def baseline_keys(self) -> dict[str, str]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def _zeus(monkeypatch, works: bool) -> list[int]:
+    """Replace the registry's Zeus entry by one that works (or not) here; returns its open count."""
+    import dataclasses
+
+    from llem.energy import registry
+    from llem.energy.base import MeterUnavailable
+
+    opened: list[int] = []
+
+    def factory(ctx):
+        if not works:
+            raise MeterUnavailable("Zeus found no GPU")
+        opened.append(1)
+        return _FakeZeus()
+
+    status = (lambda: None) if works else (lambda: "Zeus found no GPU")
+    replaced = dataclasses.replace(registry.meter_spec("zeus"), status=status, factory=factory)
+    monkeypatch.setitem(registry._METERS, "zeus", replaced)
+    return opened
+
+
+def test_zeus_is_preferred_to_nvml_for_gpus():
+    from llem.energy.registry import meters
+
+    gpu = [s.name for s in meters() if s.devices == "gpu"]
+    assert gpu.index("zeus") < gpu.index("nvml")
 
 
 def test_session_auto_with_zeus_does_not_poll_nvml(monkeypatch):
     import sys
 
-    import llem.energy as energy
-    from llem.config import EnergyConfig
+    fake = make_nvml([FakeGpu(UUIDS[0])])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    opened = _zeus(monkeypatch, works=True)
+    session = EnergySession(EnergyConfig(codecarbon=False))
+    session.open()
+    assert opened == [1] and session.nvml is None and fake.state["inits"] == 0
+    assert [m.name for m in session.meters] == ["zeus"]
+    assert session.sampler.gpus == []
+    session.close(None)
+
+
+def test_session_auto_without_zeus_uses_nvml_and_pairs_init(monkeypatch, tmp_path):
+    import sys
 
     fake = make_nvml([FakeGpu(UUIDS[0])])
     monkeypatch.setitem(sys.modules, "pynvml", fake)
-    monkeypatch.setattr(energy, "zeus_status", lambda: None)
-    opened = []
-    monkeypatch.setattr(
-        EnergySession,
-        "_open_zeus",
-        lambda self: (opened.append(1), setattr(self, "gpu_backend", "zeus")),
-    )
-    session = EnergySession(EnergyConfig(codecarbon=False))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    _zeus(monkeypatch, works=False)
+    session = EnergySession(EnergyConfig(codecarbon=False), powercap_root=tmp_path / "none")
     session.open()
-    assert opened and session.nvml is None and fake.state["inits"] == 0
-    assert session.sampler.gpus == []
+    assert [m.name for m in session.meters] == ["nvml"] and session.sampler.gpus == session.gpus
+    assert session.unavailable == [
+        "Zeus found no GPU",
+        f"no powercap interface at {tmp_path / 'none'}",
+    ]
     session.close(None)
+    assert fake.state["inits"] == fake.state["shutdowns"] >= 1
 
 
 def test_zeus_zero_joules_is_not_a_measurement(monkeypatch):
@@ -275,7 +323,8 @@ def test_real_codecarbon_is_a_labelled_estimate():
     time.sleep(0.5)
     (r,) = meter.stop()
     assert r.covers == ESTIMATE and r.method == MODELLED and not r.hardware and r.energy_j > 0
-    assert meter.emissions_kg > 0 and meter.detail["country"] == "FRA"
+    assert meter.emissions_kg > 0
+    assert sum(meter.detail.values()) == pytest.approx(r.energy_j, rel=1e-6)  # CPU + GPU + RAM
 
 
 # ---------------------------------------------------------------- result arithmetic and statistics

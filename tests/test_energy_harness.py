@@ -1,4 +1,4 @@
-"""The harness with a simulated GPU: energy flows into result.json and timeseries.parquet correctly."""
+"""The harness with a simulated GPU: energy flows into result.json and timeseries.parquet."""
 
 from __future__ import annotations
 

@@ -5,8 +5,16 @@ Energies in joules, times in Unix seconds (``time.time()``) unless named otherwi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from llem.energy.config import EnergyConfig
+
+if TYPE_CHECKING:
+    from llem.energy.nvml import Gpu
 
 GPU_BOARD = "GPU board"
 CPU_PACKAGE = "CPU package"
@@ -20,9 +28,10 @@ MODELLED = "estimate"
 
 @dataclass
 class Reading:
-    """One meter's energy for one device over one window. ``energy_j`` None = not measured (see ``reason``)."""
+    """One meter's energy for one device over one window; ``energy_j`` None = not measured (why:
+    ``reason``)."""
 
-    meter: str  # nvml | zeus | rapl | codecarbon
+    meter: str  # the registry name of the meter (llem.energy.registry)
     device: str  # e.g. "gpu0 NVIDIA H200 (GPU-…)", "package-0", "process"
     covers: str  # GPU_BOARD | CPU_PACKAGE | DRAM | ESTIMATE
     method: str  # COUNTER | INTEGRATED | MODELLED
@@ -42,7 +51,7 @@ class Reading:
 
 
 class Meter(Protocol):
-    """A window-based energy meter. The session synchronises the device before ``start`` and ``stop``."""
+    """A window-based energy meter; the session synchronises the device before start and stop."""
 
     name: str
 
@@ -53,4 +62,29 @@ class Meter(Protocol):
     def poll(self) -> None:
         """Called by the sampler every period (lets counters that wrap be read often enough)."""
 
+    def baseline_keys(self) -> dict[str, str]:
+        """Device key -> identity (e.g. driver, power limit) of each device a baseline covers."""
+
     def close(self) -> None: ...
+
+
+class MeterUnavailable(Exception):
+    """A meter's factory found it cannot measure here; the message says why (one short clause)."""
+
+
+@runtime_checkable
+class GpuTelemetry(Protocol):
+    """A meter that lends its NVML session to the sampler (per-GPU rows) and the quality checks."""
+
+    nvml: ModuleType
+    gpus: list[Gpu]
+
+
+@dataclass
+class MeterContext:
+    """What a meter factory may use; ``integrate(gpu, start_s, end_s)``: J from sampled power."""
+
+    cfg: EnergyConfig
+    powercap_root: Path
+    integrate: Callable[[Gpu, float, float], float | None]
+    warnings: list[str]  # a factory adds its set-up warnings here

@@ -1,9 +1,8 @@
 """Idle baseline: power drawn with the model loaded and nothing running, cached on disk per device.
 
-The cache key is the device's identity (GPU UUID or RAPL zone), plus the driver version and power limit
-for GPUs, so a driver update or a new power cap invalidates it. Entries older than ``max_age_h`` are
-measured again.
-"""
+The cache key is the device's identity (GPU UUID or RAPL zone), plus the driver version and power
+limit for GPUs, so a driver update or a new power cap invalidates it. Entries older than
+``max_age_h`` are measured again."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""CodeCarbon (``pip install llenergymeasure[codecarbon]``): CO2-eq emissions and its energy ESTIMATE.
+"""CodeCarbon (``pip install llenergymeasure[codecarbon]``): CO2-eq emissions and its energy
+ESTIMATE.
 
-``OfflineEmissionsTracker`` with a country code (no network). Without RAPL/NVML access CodeCarbon models
-CPU power from the CPU's TDP or a per-thread constant and RAM power from its size: the energy it reports
-is labelled a modelled estimate and is never used in place of a hardware meter. Its console noise is
-silenced and it writes no files.
-"""
+``OfflineEmissionsTracker`` with a country code (no network). Without RAPL/NVML access CodeCarbon
+models CPU power from the CPU's TDP or a per-thread constant and RAM power from its size: the energy
+it reports is labelled a modelled estimate and is never used in place of a hardware meter. Its
+console noise is silenced and it writes no files."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import io
 import logging
 import time
 
-from llem.energy.base import ESTIMATE, MODELLED, Reading
+from llem.energy.base import ESTIMATE, MODELLED, MeterContext, MeterUnavailable, Reading
 
 KWH_TO_J = 3.6e6
 
@@ -27,7 +27,7 @@ def codecarbon_status() -> str | None:
     return None
 
 
-def _quiet_import():
+def _quiet_import() -> type:
     logging.getLogger("codecarbon").setLevel(logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         from codecarbon import OfflineEmissionsTracker
@@ -35,10 +35,17 @@ def _quiet_import():
     return OfflineEmissionsTracker
 
 
+def open_meter(ctx: MeterContext) -> CodeCarbonMeter:
+    why = codecarbon_status()
+    if why is not None:
+        raise MeterUnavailable(why)
+    return CodeCarbonMeter(ctx.cfg.country_iso_code)
+
+
 class CodeCarbonMeter:
-    """One tracker for the whole job. CodeCarbon's figures accumulate across start/stop, so each window
-    is the difference of the cumulative figures; a first start/stop at construction absorbs its slow
-    hardware probing (~1.5 s) outside every window."""
+    """One tracker for the whole job. CodeCarbon's figures accumulate across start/stop, so each
+    window is the difference of the cumulative figures; a first start/stop at construction absorbs
+    its slow hardware probing (~1.5 s) outside every window."""
 
     name = "codecarbon"
 
@@ -48,7 +55,7 @@ class CodeCarbonMeter:
         import inspect
 
         # no files, no API: newer CodeCarbon takes output_methods=[], older save_to_*=False
-        quiet_output = (
+        quiet_output: dict[str, list[str] | bool] = (
             {"output_methods": []}
             if "output_methods" in inspect.signature(tracker_cls).parameters
             or "output_methods" in inspect.signature(tracker_cls.__mro__[1]).parameters
@@ -67,7 +74,7 @@ class CodeCarbonMeter:
         self._t0 = 0.0
         self._last = {"energy": 0.0, "emissions": 0.0, "cpu_j": 0.0, "gpu_j": 0.0, "ram_j": 0.0}
         self.emissions_kg: float | None = None  # summed over the windows measured so far
-        self.detail: dict = {}  # cpu_j, gpu_j, ram_j summed; country, cpu_model
+        self.detail: dict[str, float] = {}  # cpu_j, gpu_j, ram_j summed over the windows
         self.start()
         self._cumulative()  # prime: discard the first (slow) window
 
@@ -76,12 +83,12 @@ class CodeCarbonMeter:
             self._tracker.start()
         self._t0 = time.time()
 
-    def _cumulative(self) -> dict:
-        """Stop the tracker and return this window's figures (differences of CodeCarbon's running totals)."""
+    def _cumulative(self) -> dict[str, float]:
+        """Stop the tracker; this window's figures (differences of CodeCarbon's running totals)."""
         with contextlib.redirect_stdout(io.StringIO()):
             self._tracker.stop()
         d = self._tracker.final_emissions_data
-        now = {
+        now: dict[str, float] = {
             "energy": d.energy_consumed * KWH_TO_J,
             "emissions": float(d.emissions or 0.0),
             "cpu_j": d.cpu_energy * KWH_TO_J,
@@ -90,11 +97,6 @@ class CodeCarbonMeter:
         }
         delta = {k: now[k] - self._last[k] for k in now}
         self._last = now
-        self.detail |= {
-            "cpu_model": d.cpu_model,
-            "country": d.country_iso_code,
-            "tracking_mode": d.tracking_mode,
-        }
         return delta
 
     def stop(self) -> list[Reading]:
@@ -119,6 +121,9 @@ class CodeCarbonMeter:
 
     def poll(self) -> None:
         pass
+
+    def baseline_keys(self) -> dict[str, str]:
+        return {}
 
     def close(self) -> None:
         self._tracker = None

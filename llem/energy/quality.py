@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from types import ModuleType
 
 from llem.energy.base import Reading
 from llem.energy.nvml import THROTTLE_BITS, Gpu
+from llem.energy.sampler import Row
 
 SHORT_WINDOW_S = 5.0
 COUNTER_ERROR_S = 0.2  # NVML's counter updates about every 100 ms: up to ~one period at each end
@@ -18,7 +20,8 @@ def short_window(window_s: float) -> str | None:
         return None
     bound = 100 * COUNTER_ERROR_S / window_s if window_s > 0 else float("inf")
     return (
-        f"measured window is short ({window_s:.2f} s < {SHORT_WINDOW_S:.0f} s): timings are noisy and a "
+        f"measured window is short ({window_s:.2f} s < {SHORT_WINDOW_S:.0f} s): "
+        "timings are noisy and a "
         f"~100 ms energy counter may be off by up to ±{bound:.0f}%; raise n or repeats"
     )
 
@@ -29,7 +32,7 @@ def reading_problems(readings: list[Reading]) -> list[str]:
     ]
 
 
-def sample_problems(rows: list[dict], gpus: list[Gpu], interval_s: float) -> list[str]:
+def sample_problems(rows: list[Row], gpus: list[Gpu], interval_s: float) -> list[str]:
     """Throttling, temperature drift and sparse samples from the time series of one window."""
     out = []
     process = [r for r in rows if r["device"] == "process"]
@@ -46,15 +49,16 @@ def sample_problems(rows: list[dict], gpus: list[Gpu], interval_s: float) -> lis
         slowed = [name for bit, name in THROTTLE_BITS.items() if mask & bit]
         if slowed:
             out.append(f"gpu{g.cuda_index} was throttled during the window: {', '.join(slowed)}")
-        temps = [r["temperature_c"] for r in mine if r.get("temperature_c") is not None]
+        temps = [t for r in mine if (t := r.get("temperature_c")) is not None]
         if temps and max(temps) - min(temps) > TEMP_DRIFT_C:
             out.append(
-                f"gpu{g.cuda_index} temperature drifted {min(temps):.0f} -> {max(temps):.0f} °C in the window"
+                f"gpu{g.cuda_index} temperature drifted {min(temps):.0f} -> {max(temps):.0f} °C "
+                "in the window"
             )
     return out
 
 
-def device_problems(nvml, gpus: list[Gpu]) -> list[str]:
+def device_problems(nvml: ModuleType, gpus: list[Gpu]) -> list[str]:
     """Other processes on the measured GPUs, persistence mode off."""
     out = []
     me = os.getpid()
@@ -72,7 +76,8 @@ def device_problems(nvml, gpus: list[Gpu]) -> list[str]:
         try:
             if nvml.nvmlDeviceGetPersistenceMode(g.handle) == 0:
                 out.append(
-                    f"gpu{g.cuda_index} persistence mode is off: the first reads may include driver start-up"
+                    f"gpu{g.cuda_index} persistence mode is off: "
+                    "the first reads may include driver start-up"
                 )
         except nvml.NVMLError:
             pass

@@ -1,21 +1,20 @@
-"""CPU energy from the Linux powercap RAPL interface (Intel and AMD expose the same ``intel-rapl`` tree).
+"""CPU energy from the Linux powercap RAPL interface (Intel and AMD expose the same ``intel-rapl``
+tree).
 
-Zones: ``intel-rapl:N`` (a CPU package) and its sub-zones ``intel-rapl:N:M`` (``dram`` is reported; core
-and uncore are inside the package figure and are skipped). ``energy_uj`` wraps at ``max_energy_range_uj``:
-the sampler reads the counters every period, and each negative step adds the range, so a window survives
-any number of wraps as long as one period is shorter than a wrap (minutes even at full load).
-Readable only by root on most systems since CVE-2020-8694.
-"""
+Zones: ``intel-rapl:N`` (a CPU package) and its sub-zones ``intel-rapl:N:M`` (``dram`` is reported;
+core and uncore are inside the package figure and are skipped). ``energy_uj`` wraps at
+``max_energy_range_uj``: the sampler reads the counters every period, and each negative step adds
+the range, so a window survives any number of wraps as long as one period is shorter than a wrap
+(minutes even at full load). Readable only by root on most systems since CVE-2020-8694."""
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from llem.energy.base import COUNTER, CPU_PACKAGE, DRAM, Reading
-from llem.errors import UsageError
+from llem.energy.base import COUNTER, CPU_PACKAGE, DRAM, MeterContext, MeterUnavailable, Reading
 
 POWERCAP = Path("/sys/class/powercap")
 
@@ -28,7 +27,7 @@ class Zone:
     max_range_uj: int
     last_uj: int = 0
     total_uj: int = 0  # accumulated since the meter started (wrap-corrected)
-    wraps: int = field(default=0)
+    wraps: int = 0
 
     def read(self) -> int:
         return int((self.path / "energy_uj").read_text())
@@ -77,7 +76,7 @@ class RaplMeter:
         self._t0 = 0.0
         self._lock = (
             threading.Lock()
-        )  # poll() runs in the sampler thread, start/stop in the main thread
+        )  # poll() runs in the sampler thread, start/stop in the main one
 
     def start(self) -> None:
         with self._lock:
@@ -114,12 +113,20 @@ class RaplMeter:
             for z in self.zones
         ]
 
+    def baseline_keys(self) -> dict[str, str]:
+        return {str(z.path): "" for z in self.zones}
+
     def close(self) -> None:
         pass
 
 
-def require_rapl(root: Path = POWERCAP) -> list[Zone]:
-    zones, why = find_zones(root)
+def rapl_status(root: Path = POWERCAP) -> str | None:
+    """None when RAPL counters are readable, else why not."""
+    return find_zones(root)[1]
+
+
+def open_meter(ctx: MeterContext) -> RaplMeter:
+    zones, why = find_zones(ctx.powercap_root)
     if not zones:
-        raise UsageError(f"energy=rapl cannot work here: {why}. Use energy=auto (or run as root)")
-    return zones
+        raise MeterUnavailable(why or "no RAPL")
+    return RaplMeter(zones)

@@ -1,4 +1,4 @@
-"""From windows of readings to the ``energy`` section of a result (pure arithmetic, tested by hand)."""
+"""From windows of readings to a result's ``energy`` section (pure arithmetic, tested by hand)."""
 
 from __future__ import annotations
 
@@ -11,20 +11,27 @@ from llem.result import CarbonEstimate, EnergyMetrics, EnergyReading, IdleBaseli
 J_PER_WH = 3600.0
 
 
+def _energies(readings: list[Reading]) -> list[float] | None:
+    """Every reading's joules, or None when any of them is missing."""
+    known = [r.energy_j for r in readings if r.energy_j is not None]
+    return known if len(known) == len(readings) else None
+
+
 def hardware_total(readings: list[Reading]) -> tuple[float | None, str | None]:
-    """Sum of the hardware readings, or (None, why) when there are none or any of them is missing."""
+    """Sum of the hardware readings, or (None, why) when there are none or any one is missing."""
     hw = [r for r in readings if r.hardware]
     if not hw:
         return None, "no hardware meter"
-    missing = [r for r in hw if r.energy_j is None]
-    if missing:
+    known = _energies(hw)
+    if known is None:
+        missing = [r for r in hw if r.energy_j is None]
         return None, "; ".join(f"{r.meter} {r.device}: {r.reason}" for r in missing)
-    return sum(r.energy_j for r in hw), None
+    return sum(known), None
 
 
 def _sum(readings: list[Reading], covers: str) -> float | None:
-    values = [r.energy_j for r in readings if r.covers == covers]
-    return None if not values or any(v is None for v in values) else sum(values)
+    known = _energies([r for r in readings if r.covers == covers])
+    return sum(known) if known else None
 
 
 def _record(window: str, r: Reading) -> EnergyReading:
@@ -55,7 +62,7 @@ def energy_metrics(
     baseline: list[IdlePower],
     baseline_reason: str | None,
     reason_if_none: str,
-    carbon: tuple[float | None, str, dict] | None = None,
+    carbon: tuple[float | None, str, dict[str, float]] | None = None,
     prefill: tuple[list[Reading], float] | None = None,
     timeseries: str | None = None,
 ) -> EnergyMetrics:
@@ -67,16 +74,13 @@ def energy_metrics(
     covers = " + ".join(dict.fromkeys(r.covers for r in hw)) or None
     methods = " + ".join(dict.fromkeys(r.method for r in hw)) or None
     estimate = [r for r in measured if not r.hardware]
-    estimate_j = (
-        sum(r.energy_j for r in estimate)
-        if estimate and all(r.energy_j for r in estimate)
-        else None
-    )
+    estimated = _energies(estimate)
+    estimate_j = sum(estimated) if estimated and all(estimated) else None
 
     idle_w = sum(b.idle_power_w for b in baseline) if baseline else None
     adjusted = total - idle_w * window_s if total is not None and idle_w is not None else None
 
-    def per(value: float | None, count: int) -> float | None:
+    def per(value: float | None, count: float) -> float | None:
         return value / count if value is not None and count else None
 
     prefill_split = None
@@ -88,7 +92,8 @@ def energy_metrics(
             decode_j=(total - p_total * len(windows))
             if total is not None and p_total is not None
             else None,
-            method="prefill-only pass (1 new token per prompt, same batches); decode = measured - prefill x repeats",
+            method="prefill-only pass (1 new token per prompt, same batches); "
+            "decode = measured - prefill x repeats",
         )
     co2 = None
     if carbon is not None:

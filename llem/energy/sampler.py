@@ -1,10 +1,12 @@
 """A background thread that samples device state every period and keeps the time series.
 
-Columns of ``timeseries.parquet`` (one row per sample and device; null where a device has no such value):
+Columns of ``timeseries.parquet`` (one row per sample and device; null where a device has no such
+value):
 
 =====================  ======================================================================
 time_unix_s            sample time (Unix seconds)
-phase                  what the job was doing: baseline, warmup, repeat-1 …, cooldown, prefill, flops, idle
+phase                  what the job was doing: baseline, warmup, repeat-1 …, cooldown, prefill,
+                       flops, idle
 device                 "process" (this Python process) or "gpu<cuda index>"
 power_w                instant board power (NVML_FI_DEV_POWER_INSTANT; see power_source)
 power_source           field:POWER_INSTANT, or power_usage (nvmlDeviceGetPowerUsage, a ~1 s average
@@ -19,8 +21,8 @@ cpu_util_pct           process CPU time / wall time over the last period (100 = 
 rss_bytes              process resident memory
 =====================  ======================================================================
 
-When Zeus owns NVML, this sampler reads no GPU (only the process rows): the two never poll NVML at once.
-"""
+When Zeus owns NVML, this sampler reads no GPU (only the process rows): the two never poll NVML at
+once."""
 
 from __future__ import annotations
 
@@ -30,8 +32,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import TypedDict, TypeVar
 
 from llem.energy.nvml import Gpu
+
+T = TypeVar("T")
 
 COLUMNS = (
     "time_unix_s",
@@ -50,6 +56,27 @@ COLUMNS = (
 )
 
 
+class _RowKeys(TypedDict):
+    time_unix_s: float
+    phase: str
+    device: str
+
+
+class Row(_RowKeys, total=False):
+    """One sample of one device (the columns above; a device lacks the others' keys)."""
+
+    power_w: float | None
+    power_source: str | None
+    temperature_c: float | None
+    sm_util_pct: float | None
+    mem_util_pct: float | None
+    memory_used_bytes: int | None
+    sm_clock_mhz: float | None
+    throttle_reasons: int | None
+    cpu_util_pct: float | None
+    rss_bytes: int | None
+
+
 def _rss_bytes() -> int | None:
     try:
         pages = int(Path("/proc/self/statm").read_text().split()[1])
@@ -59,12 +86,12 @@ def _rss_bytes() -> int | None:
 
 
 class Sampler:
-    """Samples every ``interval_s`` in a daemon thread; ``rows`` is the time series (list of dicts)."""
+    """Samples every ``interval_s`` in a daemon thread; ``rows`` is the time series."""
 
     def __init__(
         self,
         interval_s: float,
-        nvml=None,
+        nvml: ModuleType | None = None,
         gpus: list[Gpu] | None = None,
         pollers: list[Callable[[], None]] | None = None,
         clock: Callable[[], float] = time.time,
@@ -73,7 +100,7 @@ class Sampler:
         self.nvml, self.gpus = nvml, list(gpus or [])
         self.pollers = list(pollers or [])
         self.clock = clock
-        self.rows: list[dict] = []
+        self.rows: list[Row] = []
         self.phase = "idle"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -95,7 +122,7 @@ class Sampler:
             self._thread = None
 
     def _loop(self) -> None:
-        """Sample on a fixed schedule (start + k x period), so the period does not drift with sample cost."""
+        """Sample on a fixed schedule (start + k x period): the period does not drift with cost."""
         next_t = time.monotonic()
         while True:
             self.sample_once()
@@ -114,18 +141,19 @@ class Sampler:
     # ------------------------------------------------------------------ one sample
 
     def sample_once(self) -> None:
-        """Take one sample of every device (thread-safe: the main thread samples at phase changes)."""
+        """One sample of every device (thread-safe: the main thread samples at phase changes)."""
         with self._lock:
             now = self.clock()
             for poll in self.pollers:
                 poll()
             self.rows.append(self._process_row(now))
-            self.rows.extend(self._gpu_row(now, g) for g in self.gpus)
+            if self.nvml is not None:
+                self.rows.extend(self._gpu_row(self.nvml, now, g) for g in self.gpus)
 
-    def _process_row(self, now: float) -> dict:
+    def _process_row(self, now: float) -> Row:
         cpu = sum(os.times()[:2])
         util = None
-        # os.times() ticks every 10 ms: a ratio over a much shorter gap (phase-change samples) is noise
+        # os.times() ticks every 10 ms: a ratio over a much shorter gap (phase changes) is noise
         if self._last_cpu is not None and now - self._last_cpu[0] >= self.interval_s / 2:
             util = 100.0 * (cpu - self._last_cpu[1]) / (now - self._last_cpu[0])
         if util is not None or self._last_cpu is None:
@@ -138,10 +166,9 @@ class Sampler:
             "rss_bytes": _rss_bytes(),
         }
 
-    def _gpu_row(self, now: float, g: Gpu) -> dict:
-        nv = self.nvml
-        row: dict = {"time_unix_s": now, "phase": self.phase, "device": f"gpu{g.cuda_index}"}
-        row["power_w"], row["power_source"] = self._power(g)
+    def _gpu_row(self, nv: ModuleType, now: float, g: Gpu) -> Row:
+        row: Row = {"time_unix_s": now, "phase": self.phase, "device": f"gpu{g.cuda_index}"}
+        row["power_w"], row["power_source"] = self._power(nv, g)
         row["temperature_c"] = _try(
             lambda: nv.nvmlDeviceGetTemperature(g.handle, nv.NVML_TEMPERATURE_GPU)
         )
@@ -155,28 +182,27 @@ class Sampler:
         row["throttle_reasons"] = _try(lambda: _throttle(nv, g.handle))
         return row
 
-    def _power(self, g: Gpu) -> tuple[float | None, str | None]:
-        nv = self.nvml
+    def _power(self, nv: ModuleType, g: Gpu) -> tuple[float | None, str | None]:
         if self._instant_ok[g.uuid]:
             try:
                 (fv,) = nv.nvmlDeviceGetFieldValues(g.handle, [nv.NVML_FI_DEV_POWER_INSTANT])
                 if fv.nvmlReturn == nv.NVML_SUCCESS:
-                    return fv.value.uiVal / 1000.0, "field:POWER_INSTANT"
+                    return float(fv.value.uiVal) / 1000.0, "field:POWER_INSTANT"
             except nv.NVMLError:
                 pass
             self._instant_ok[g.uuid] = (
                 False  # not supported here: fall back for the rest of the run
             )
         mw = _try(lambda: nv.nvmlDeviceGetPowerUsage(g.handle))
-        return (mw / 1000.0, "power_usage") if mw is not None else (None, None)
+        return (float(mw) / 1000.0, "power_usage") if mw is not None else (None, None)
 
     # ------------------------------------------------------------------ queries
 
-    def snapshot(self) -> list[dict]:
+    def snapshot(self) -> list[Row]:
         with self._lock:
             return list(self.rows)
 
-    def gpu_rows(self, g: Gpu, start_s: float, end_s: float) -> list[dict]:
+    def gpu_rows(self, g: Gpu, start_s: float, end_s: float) -> list[Row]:
         key = f"gpu{g.cuda_index}"
         return [
             r
@@ -185,18 +211,18 @@ class Sampler:
         ]
 
     def integrate(self, g: Gpu, start_s: float, end_s: float) -> float | None:
-        """Joules from the instant-power samples in [start_s, end_s] (trapezoid), None with < 2 samples."""
+        """Joules from the instant-power samples in [start_s, end_s] (trapezoid); None with < 2."""
         pts = [
-            (r["time_unix_s"], r["power_w"])
+            (r["time_unix_s"], power)
             for r in self.gpu_rows(g, start_s, end_s)
-            if r["power_w"] is not None
+            if (power := r.get("power_w")) is not None
         ]
         if len(pts) < 2:
             return None
         return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in itertools.pairwise(pts))
 
 
-def _throttle(nv, handle) -> int:
+def _throttle(nv: ModuleType, handle: object) -> int:
     fn = (
         getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None)
         or nv.nvmlDeviceGetCurrentClocksThrottleReasons
@@ -204,14 +230,14 @@ def _throttle(nv, handle) -> int:
     return int(fn(handle))
 
 
-def _try(fn):
+def _try(fn: Callable[[], T]) -> T | None:
     try:
         return fn()
     except Exception:
         return None
 
 
-def write_timeseries(rows: list[dict], path: Path) -> None:
+def write_timeseries(rows: list[Row], path: Path) -> None:
     """Write ``rows`` as Parquet atomically (temp file + rename)."""
     import pyarrow as pa
     import pyarrow.parquet as pq

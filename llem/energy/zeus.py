@@ -1,9 +1,8 @@
 """Zeus (``pip install llenergymeasure[zeus]``): ``ZeusMonitor`` windows over the job's GPUs.
 
-When Zeus is installed and finds GPUs it owns NVML energy reads and llem's own NVML meter stands aside
-(the sampler still records the time series). Zeus reports 0 J and no GPUs on a machine without any: that
-is detected and reported as unavailable, never as 0 J.
-"""
+When Zeus is installed and finds GPUs it owns NVML energy reads and llem's own NVML meter stands
+aside (the sampler still records the time series). Zeus reports 0 J and no GPUs on a machine without
+any: that is detected and reported as unavailable, never as 0 J."""
 
 from __future__ import annotations
 
@@ -12,14 +11,12 @@ import io
 import logging
 import time
 
-from llem.energy.base import COUNTER, GPU_BOARD, Reading
+from llem.energy.base import COUNTER, GPU_BOARD, MeterContext, MeterUnavailable, Reading
 
 
 def zeus_status() -> str | None:
     """None when Zeus is installed and sees at least one GPU, else why not."""
-    logging.getLogger("zeus").setLevel(
-        logging.ERROR
-    )  # its AMD probe warns on every NVIDIA/CPU machine
+    logging.getLogger("zeus").setLevel(logging.ERROR)  # its AMD probe warns on NVIDIA/CPU machines
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             from zeus.device import get_gpus
@@ -34,11 +31,27 @@ def zeus_status() -> str | None:
     return None if len(gpus) > 0 else "Zeus found no GPU"
 
 
+def open_meter(ctx: MeterContext) -> ZeusMeter:
+    """A Zeus monitor over every GPU Zeus sees (it applies CUDA_VISIBLE_DEVICES itself)."""
+    why = zeus_status()
+    if why is not None:
+        raise MeterUnavailable(why)
+    from zeus.device import get_gpus
+
+    zgpus = get_gpus()
+    labels = {
+        i: (f"gpu{i} {zgpus.get_name(i)}", f"zeus-gpu{i}-{zgpus.get_name(i)}")
+        for i in range(len(zgpus))
+    }
+    return ZeusMeter(list(labels), labels)
+
+
 class ZeusMeter:
     name = "zeus"
 
     def __init__(self, gpu_indices: list[int], labels: dict[int, tuple[str, str]]) -> None:
-        """``gpu_indices``: CUDA indices (Zeus applies CUDA_VISIBLE_DEVICES); labels: index -> (label, uuid)."""
+        """``gpu_indices``: CUDA indices (Zeus applies CUDA_VISIBLE_DEVICES); ``labels``: index ->
+        (label, uuid)."""
         from zeus.monitor import ZeusMonitor
 
         self.labels = labels
@@ -49,14 +62,12 @@ class ZeusMeter:
 
     def start(self) -> None:
         self._t0 = time.time()
-        self.monitor.begin_window(
-            "llem", sync_execution=False
-        )  # the session synchronises the device
+        self.monitor.begin_window("llem", sync_execution=False)  # the session synchronises
 
     def stop(self) -> list[Reading]:
         m = self.monitor.end_window("llem", sync_execution=False)
         t1 = time.time()
-        readings = []
+        readings: list[Reading] = []
         for idx, (label, uuid) in self.labels.items():
             joules = m.gpu_energy.get(idx)
             reason = None
@@ -72,6 +83,9 @@ class ZeusMeter:
 
     def poll(self) -> None:
         pass
+
+    def baseline_keys(self) -> dict[str, str]:
+        return {uuid: "" for _, uuid in self.labels.values()}
 
     def close(self) -> None:
         pass

@@ -1,0 +1,59 @@
+"""The ``energy`` section of an experiment: which meters run, the sampler period, the idle baseline.
+
+``meter`` is checked against :mod:`llem.energy.registry` (its names plus ``auto`` and ``none``), so
+a meter registered by a plugin is as valid as a built-in one."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class BaselineConfig(_Strict):
+    """Idle power, measured with the model loaded and no work queued; cached per device."""
+
+    enabled: bool = True
+    duration_s: float = Field(
+        15.0, gt=0, description="idle measurement length (s); >= 10 s recommended"
+    )
+    max_age_h: float = Field(
+        24.0, ge=0, description="reuse a cached baseline younger than this (h); 0 = never"
+    )
+
+
+class EnergyConfig(_Strict):
+    meter: str = Field(
+        "auto",
+        description="auto = best hardware meters available (Zeus or NVML for GPUs, RAPL for CPUs); "
+        "none = no meter; or one registered meter (see `llem config`)",
+    )
+    sample_interval_ms: int = Field(
+        100, ge=10, description="power/utilisation time-series period (ms)"
+    )
+    codecarbon: bool = Field(
+        True, description="with meter=auto: add CodeCarbon's CO2 estimate when installed"
+    )
+    country_iso_code: str = Field(
+        "USA", min_length=3, max_length=3, description="CodeCarbon grid (ISO 3166 alpha-3)"
+    )
+    baseline: BaselineConfig = BaselineConfig()
+    prefill_split: bool = Field(
+        False,
+        description="also measure a prefill-only pass (1 new token) to split prefill and decode "
+        "energy",
+    )
+
+    @field_validator("meter")
+    @classmethod
+    def _known_meter(cls, value: str) -> str:
+        from llem.energy.registry import choices
+
+        known = choices()
+        if value not in known:
+            raise ValueError(
+                f"energy.meter={value!r} is not a meter: use one of {', '.join(map(repr, known))}"
+            )
+        return value
