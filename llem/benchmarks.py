@@ -76,21 +76,25 @@ def _show(value: object) -> str:
 
 
 def _lookup(config: Mapping[str, object], dotted: str) -> object:
+    """The value at a dotted key (None where the config has no such key)."""
     node: object = config
     for part in dotted.split("."):
-        assert isinstance(node, Mapping), dotted
-        node = node[part]
+        node = node.get(part) if isinstance(node, Mapping) else None
     return node
 
 
 def config_departures(protocol: Protocol, config: ExperimentConfig) -> list[ProtocolDeparture]:
-    """The protocol keys whose value in ``config`` differs from the protocol's."""
+    """The protocol keys whose value in ``config`` differs from the protocol's; the keys of a group
+    whose option (``<group>.name``) differs are not listed again."""
     dumped = config.model_dump(mode="json")
-    return [
-        ProtocolDeparture(key=key, protocol=_show(value), actual=_show(actual))
-        for key, value in protocol.keys.items()
-        if (actual := _lookup(dumped, key)) != value
-    ]
+    out: list[ProtocolDeparture] = []
+    for key, value in protocol.keys.items():
+        group = key.split(".")[0]
+        if any(d.key == f"{group}.name" for d in out):
+            continue
+        if (actual := _lookup(dumped, key)) != value:
+            out.append(ProtocolDeparture(key=key, protocol=_show(value), actual=_show(actual)))
+    return out
 
 
 def departures(

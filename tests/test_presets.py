@@ -58,23 +58,22 @@ def test_preset_composes_to_exactly_the_protocol():
     cfg = _preset()
     assert cfg.protocol == "aienergyscore"
     assert config_departures(AIENERGYSCORE, cfg) == []
-    assert (
-        cfg.model.name_or_path == "llem://tiny-llama"
-    )  # the model stays the user's (default) choice
+    # the model stays the user's choice (here the packaged default)
+    assert cfg.model.name_or_path == "llem://tiny-llama"
 
 
 def test_preset_yaml_sets_every_protocol_key_and_nothing_else():
+    """Each protocol key is set by the preset itself or by the group option it selects (whose keys
+    the composed test above checks); the preset sets nothing else but ``protocol``."""
     yaml_cfg = OmegaConf.load(PRESET)
     groups = {
-        f"{next(iter(entry)).removeprefix('override /')}.name": next(iter(entry.values()))
+        next(iter(entry)).removeprefix("override /"): next(iter(entry.values()))
         for entry in yaml_cfg.pop("defaults")
     }
-    values = {
-        key: value
-        for key, value in _flatten(OmegaConf.to_container(yaml_cfg)).items()
-        if key != "protocol"
-    }
-    assert groups | values == dict(AIENERGYSCORE.keys)
+    values = _flatten(OmegaConf.to_container(yaml_cfg))
+    assert values.pop("protocol") == "aienergyscore"
+    assert groups == {g: AIENERGYSCORE.keys[f"{g}.name"] for g in groups}
+    assert values == {k: v for k, v in AIENERGYSCORE.keys.items() if k.split(".")[0] not in groups}
     assert PRESET.read_text().startswith("# @package _global_\n")
 
 
@@ -95,7 +94,7 @@ def test_registry_and_schema_agree_and_unknown_protocols_are_rejected():
 
 
 def test_overrides_are_allowed_and_listed_as_modifications():
-    cfg = _preset("n=20", "batch=4", "backend=vllm", "energy.prefill_split=false")
+    cfg = _preset("n=20", "batch=4", "backend=vllm", "energy=nvml", "energy.prefill_split=false")
     assert cfg.n == 20 and cfg.batch == 4 and cfg.backend.name == "vllm"
     modified = config_departures(AIENERGYSCORE, cfg)
     assert [(d.key, d.protocol, d.actual) for d in modified] == [
@@ -107,6 +106,12 @@ def test_overrides_are_allowed_and_listed_as_modifications():
     assert label("aienergyscore", modified) == (
         "aienergyscore (modified: backend.name, n, batch, energy.prefill_split)"
     )
+    # another dataset: one departure (its keys are not listed again), and the preset still composes
+    builtin = _preset("dataset=builtin", "energy=nvml")
+    assert builtin.energy.prefill_split and builtin.max_new_tokens == 10
+    assert [(d.key, d.actual) for d in config_departures(AIENERGYSCORE, builtin)] == [
+        ("dataset.name", "builtin")
+    ]
     assert label("aienergyscore", []) == "aienergyscore"
 
 
