@@ -50,6 +50,7 @@ AIENERGYSCORE = Protocol(
     title="AI Energy Score, text generation (optimum-benchmark energy_star scenario)",
     keys={
         "backend.name": "pytorch",  # transformers generate, as optimum-benchmark's pytorch backend
+        "backend.device_map": None,  # one GPU: no sharding
         "dataset.name": "aienergyscore",
         "dataset.hub_id": "AIEnergyScore/text_generation",
         "dataset.revision": "2dc92b2ee2cd9776a51ccf08c6c2ab04138370c3",

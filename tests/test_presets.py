@@ -106,6 +106,10 @@ def test_overrides_are_allowed_and_listed_as_modifications():
     assert label("aienergyscore", modified) == (
         "aienergyscore (modified: backend.name, n, batch, energy.prefill_split)"
     )
+    sharded = _preset("backend.device_map=auto")
+    assert [(d.key, d.actual) for d in config_departures(AIENERGYSCORE, sharded)] == [
+        ("backend.device_map", "auto")
+    ]
     # another dataset: one departure (its keys are not listed again), and the preset still composes
     builtin = _preset("dataset=builtin", "energy=nvml")
     assert builtin.energy.prefill_split and builtin.max_new_tokens == 10
