@@ -251,7 +251,9 @@ def test_preset_run_on_a_simulated_gpu(tmp_path, monkeypatch, tiny_model_dir):
 
 def test_null_max_input_tokens_truncates_to_the_context_minus_new_tokens(tmp_path, gpt2_model_dir):
     from llem.backends import load_backend
+    from llem.backends.prompts import PromptBuilder
     from llem.datasets import load_prompts
+    from llem.errors import UsageError
 
     cfg = _preset(
         f"dataset.path={_prompts(tmp_path, count=3, long_words=600)}",
@@ -263,6 +265,10 @@ def test_null_max_input_tokens_truncates_to_the_context_minus_new_tokens(tmp_pat
     prompts = backend.prepare(prompt_set, indices)
     assert [p.truncated for p in prompts] == [False, True, False]
     assert prompts[1].input_tokens == 256 - 10  # gpt2_model_dir has a 256-token context
+
+    builder = PromptBuilder(backend.tokenizer, cfg)
+    with pytest.raises(UsageError, match=r"max_input_tokens=null .* its context is None"):
+        builder.build(prompt_set, indices, context_length=None)
 
 
 @pytest.mark.e2e
