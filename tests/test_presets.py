@@ -311,3 +311,14 @@ def test_cfg_job_shows_the_protocol_keys(tmp_path):
     for key, value in AIENERGYSCORE.keys.items():
         assert OmegaConf.select(shown, key) == value, key
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.e2e
+def test_preset_without_plus_says_how_to_add_it(tmp_path):
+    proc = run_llem("experiment=aienergyscore", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (
+        proc.stderr.strip()
+        == "Error: 'experiment' is added with a '+': use +experiment=aienergyscore"
+    )
+    assert not (tmp_path / "results").exists()
