@@ -99,9 +99,10 @@ def config_departures(protocol: Protocol, config: ExperimentConfig) -> list[Prot
 
 
 def departures(
-    protocol: Protocol, config: ExperimentConfig, model: ModelRecord
+    protocol: Protocol, config: ExperimentConfig, model: ModelRecord, gpus_measured: int
 ) -> list[ProtocolDeparture]:
-    """Where the run departs from the protocol: config keys first, then what actually ran."""
+    """Where the run departs from the protocol: config keys first, then what actually ran
+    (``gpus_measured``: GPUs whose energy the meters read)."""
     out = config_departures(protocol, config)
     if model.random_weights:
         out.append(
@@ -121,6 +122,14 @@ def departures(
         )
     if model.dtype != protocol.dtype and not any(d.key == "precision" for d in out):
         out.append(ProtocolDeparture(key="precision", protocol=protocol.dtype, actual=model.dtype))
+    if gpus_measured > 1:
+        out.append(
+            ProtocolDeparture(
+                key="gpus",
+                protocol="1 measured",
+                actual=f"{gpus_measured} (CUDA_VISIBLE_DEVICES=<the model's GPU> measures one)",
+            )
+        )
     return out
 
 
@@ -175,7 +184,8 @@ def benchmark_report(
     if config.protocol is None:
         return None
     protocol = PROTOCOLS[config.protocol]
-    modified = departures(protocol, config, model)
+    gpus = {r.device for r in energy.readings if r.covers == GPU_BOARD}
+    modified = departures(protocol, config, model, len(gpus))
     total, prefill, decode, reason = gpu_figures(energy, requests, config.repeats)
     return BenchmarkReport(
         protocol=protocol.name,
