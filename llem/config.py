@@ -242,8 +242,10 @@ class ExperimentConfig(_Strict):
     stop_at_eos: bool = Field(
         False, description="false = fixed output length (min = max new tokens, EOS ignored)"
     )
-    max_input_tokens: PositiveInt = Field(
-        1024, description="prompts are truncated to this many tokens"
+    max_input_tokens: PositiveInt | None = Field(
+        1024,
+        description="prompts are truncated to this many tokens; null = the model's context minus "
+        "max_new_tokens",
     )
     precision: Literal["bf16", "fp16", "fp32", "auto"] = Field(
         "bf16",
@@ -264,6 +266,9 @@ class ExperimentConfig(_Strict):
     record_hostname: bool = Field(
         False, description="store the hostname in the environment snapshot"
     )
+    protocol: Literal["aienergyscore"] | None = Field(
+        None, description="benchmark preset this run follows (set by +experiment=<preset>)"
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> ExperimentConfig:
@@ -281,7 +286,9 @@ class ExperimentConfig(_Strict):
 
     def config_hash(self) -> str:
         """sha256 (hex, 16 chars) of the settings that change what is measured (not output_dir/quiet)."""
-        data = self.model_dump(mode="json", exclude={"output_dir", "quiet", "record_hostname"})
+        data = self.model_dump(
+            mode="json", exclude={"output_dir", "quiet", "record_hostname", "protocol"}
+        )
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from llem import __version__, environment, metrics
 from llem.backends import load_backend
 from llem.backends.base import Backend, FlopCount, Prompt, RequestRecord
+from llem.benchmarks import benchmark_report
 from llem.config import ExperimentConfig
 from llem.datasets import load_prompts
 from llem.energy import TIMESERIES_FILE, EnergySession, Window, quality
@@ -131,7 +132,8 @@ class Harness:
             warnings = backend.warnings() + session.warnings + session.end_checks()
             if n_cut := sum(p.truncated for p in measured):
                 warnings.append(
-                    f"{n_cut} of {cfg.n} prompts truncated to max_input_tokens={cfg.max_input_tokens}"
+                    f"{n_cut} of {cfg.n} prompts truncated to max_input_tokens="
+                    f"{cfg.max_input_tokens or 'null (model context - max_new_tokens)'}"
                 )
             if set(warmup_idx) & set(measured_idx):
                 warnings.append(
@@ -185,6 +187,7 @@ class Harness:
                 dict.fromkeys(warnings + self._checks(tokens.output, window_s, energy_section))
             ),
             environment=env,
+            benchmark=benchmark_report(cfg, model, energy_section, tokens.requests),
         )
 
     def _measure(

@@ -171,6 +171,8 @@ def _composition_message(exc: Exception, compose, config_name: str) -> str:
     text = str(exc)
     if "Could not override '" in text or "Could not append to config" in text:
         key = text.split("'")[1]
+        if "To append to your default list use " in text:  # a group outside the defaults (presets)
+            return f"'{key}' is added with a '+': use {text.rsplit(' use ', 1)[1].strip()}"
         parent, _, leaf = key.rpartition(".")
         hint = ""
         try:

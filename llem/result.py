@@ -248,6 +248,37 @@ class DatasetRecord(_Model):
     truncated_prompts: int = Field(description="prompts cut to max_input_tokens")
 
 
+class ProtocolDeparture(_Model):
+    """One way a preset run departs from its benchmark protocol."""
+
+    key: str = Field(description="dotted config key, or model / backend.device / precision as run")
+    protocol: str = Field(description="the protocol's value")
+    actual: str = Field(description="this run's value")
+
+
+class BenchmarkReport(_Model):
+    """A benchmark preset's figures in its own units, from llem's hardware GPU meters only (NVML or
+    Zeus readings of the GPU boards; never CodeCarbon's estimate, never CPU/DRAM meters)."""
+
+    protocol: str = Field(description="preset name (llem +experiment=<protocol>)")
+    version: str = Field(description="version of llem's statement of the protocol")
+    title: str
+    label: str = Field(description="'<protocol>' or '<protocol> (modified: <keys>)'")
+    modified: list[ProtocolDeparture]
+    queries: int = Field(description="measured requests (n x repeats)")
+    gpu_wh_per_1k_queries: float | None = Field(
+        description="GPU energy of the measured windows, Wh per 1,000 queries"
+    )
+    prefill_wh_per_1k_queries: float | None = Field(
+        description="GPU energy of the prefill-only pass, Wh per 1,000 queries"
+    )
+    decode_wh_per_1k_queries: float | None = Field(
+        description="gpu minus prefill, Wh per 1,000 queries (derived)"
+    )
+    meters: list[str] = Field(description="GPU meters the figures come from")
+    reason: str | None = Field(description="why a figure is null")
+
+
 class Result(_Model):
     schema_version: str = SCHEMA_VERSION
     llem_version: str
@@ -271,6 +302,9 @@ class Result(_Model):
     requests: list[RequestMetrics]
     warnings: list[str]
     environment: dict = Field(description="versions, CPU, GPUs, driver (see llem.environment)")
+    benchmark: BenchmarkReport | None = Field(
+        None, description="benchmark preset figures (runs with protocol set, see llem.benchmarks)"
+    )
 
 
 def write_result(result: Result, folder: Path) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from llem.benchmarks import summary_line
 from llem.result import Distribution, Result
 
 
@@ -81,6 +82,8 @@ def print_summary(result: Result, path: Path) -> None:
             else ""
         )
         table.add_row("CodeCarbon estimate", Text(f"{e.estimate_j:.3f} J modelled{co2}"))
+    if result.benchmark is not None:
+        table.add_row("benchmark", Text(summary_line(result.benchmark)))
     stats = result.repeats.stats
     if len(result.repeats.per_repeat) > 1:
         for key, label in (

@@ -3,6 +3,7 @@
 Chat template rule (``dataset.chat_template``): ``always`` applies it (error if the model has none),
 ``never`` does not, ``auto`` applies it when the model has one and the dataset is chat-style. Truncation to
 ``max_input_tokens`` shortens the user message, not the template around it, so the generation prompt stays.
+``max_input_tokens=null`` truncates to the model's context minus ``max_new_tokens``.
 Synthetic prompts are token ids drawn from the tokenizer's ordinary vocabulary. The longest prompt plus
 ``max_new_tokens`` must fit the model's context.
 """
@@ -54,7 +55,7 @@ class PromptBuilder:
         prompts = (
             self._synthetic(prompt_set, indices)
             if prompt_set.synthetic
-            else self._tokenise(prompt_set, indices)
+            else self._tokenise(prompt_set, indices, self._input_limit(context_length))
         )
         self._check_context(prompts, context_length)
         return prompts
@@ -82,10 +83,20 @@ class PromptBuilder:
             )
         return mode == "always" or (mode == "auto" and chat_style and has)
 
-    def _tokenise(self, prompt_set: PromptSet, indices: list[int]) -> list[Prompt]:
+    def _input_limit(self, ctx: int | None) -> int:
+        """Prompt length limit (tokens): max_input_tokens, or null: context minus max_new_tokens."""
+        if self.cfg.max_input_tokens is not None:
+            return self.cfg.max_input_tokens
+        if ctx is None or ctx <= self.cfg.max_new_tokens:
+            raise UsageError(
+                f"max_input_tokens=null truncates to the context of {self.cfg.model.name_or_path} "
+                f"minus max_new_tokens, but its context is {ctx}: set max_input_tokens=<tokens>"
+            )
+        return ctx - self.cfg.max_new_tokens
+
+    def _tokenise(self, prompt_set: PromptSet, indices: list[int], limit: int) -> list[Prompt]:
         assert prompt_set.texts is not None
         self.chat_template_applied = self._use_chat_template(prompt_set.chat_style)
-        limit = self.cfg.max_input_tokens
         prompts = []
         for i in indices:
             ids = self._encode(prompt_set.texts[i])
