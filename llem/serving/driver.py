@@ -56,21 +56,23 @@ class LoadRun:
 
 
 class _InFlight:
-    """Counts requests sent and not finished; marks steady when the count first reaches
-    ``target``."""
+    """Counts requests sent and not finished; marks steady when the count first reaches ``target``
+    and the drain when the ``last`` request is sent (both right after its send time is stamped)."""
 
     def __init__(self, client: StreamClient, target: int | None, marks: Marks) -> None:
         self.client, self.target, self.marks = client, target, marks
         self.count = 0
 
     async def run(self, req: StreamRequest, scheduled_s: float, last: bool) -> StreamRecord:
-        self.count += 1
-        if self.target is not None and self.count >= self.target:
-            self.marks.reach_steady()
+        def sent() -> None:
+            self.count += 1
+            if self.target is not None and self.count >= self.target:
+                self.marks.reach_steady()
+            if last:
+                self.marks.reach_drain()
+
         try:
-            return await self.client.send(
-                req, scheduled_s, self.marks.reach_drain if last else None
-            )
+            return await self.client.send(req, scheduled_s, sent)
         finally:
             self.count -= 1
 
@@ -96,9 +98,6 @@ async def open_loop(
     loop = asyncio.get_running_loop()
     start = time.perf_counter() + lead_s
     loop.call_later(lead_s + (load.ramp_s or 0.0), marks.reach_steady)
-    by_time = load.duration_s is not None
-    if load.duration_s is not None:
-        loop.call_later(lead_s + load.duration_s, marks.reach_drain)
 
     async def one(req: StreamRequest, scheduled: float, last: bool) -> StreamRecord:
         if slots is None:
@@ -112,8 +111,11 @@ async def open_loop(
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        last = not by_time and i == len(offsets) - 1
+        last = load.duration_s is None and i == len(offsets) - 1
         tasks.append(asyncio.create_task(one(req, scheduled, last)))
+    if load.duration_s is not None:  # sending stops at the end of the duration
+        await asyncio.sleep(max(0.0, start + load.duration_s - time.perf_counter()))
+        marks.reach_drain()
     return LoadRun(start, list(await asyncio.gather(*tasks)), marks)
 
 

@@ -31,17 +31,19 @@ from llem.serving.stream import StreamRecord
 
 @dataclass(frozen=True)
 class Span:
-    """An interval of the run (perf_counter seconds)."""
+    """An interval of the run (perf_counter seconds): half-open unless ``closed`` (the whole run, so
+    its last token is inside)."""
 
     start_s: float
     end_s: float
+    closed: bool = False
 
     @property
     def duration_s(self) -> float:
         return self.end_s - self.start_s
 
     def __contains__(self, t: float) -> bool:
-        return self.start_s <= t < self.end_s
+        return self.start_s <= t < self.end_s or (self.closed and t == self.end_s)
 
 
 def inflight_reaches(records: Sequence[StreamRecord], target: int) -> float | None:
@@ -83,7 +85,8 @@ def steady_window(
 
 def whole_run(records: Sequence[StreamRecord], start_s: float) -> Span:
     """From the run's start to its last token (or stream end)."""
-    return Span(start_s, max((r.end_s or r.last_s for r in records), default=start_s))
+    end = max((r.end_s or r.last_s for r in records), default=start_s)
+    return Span(start_s, end, closed=True)
 
 
 class ServingLatency(LatencyMetrics):
