@@ -9,7 +9,7 @@ request asks ``return_token_ids`` (as vLLM does); running usage when it asks
 ``continuous_usage_stats``. At most ``max_running`` requests stream at once (the rest wait, as in an
 engine's queue). ``GET /metrics`` gives vLLM's gauges in the Prometheus text format;
 ``GET /requests`` the receive time (``time.perf_counter``, the same clock as the client's on Linux)
-and body of each request; ``GET /health`` 200.
+and body of each request; ``GET /cpu`` the server's CPU time (s); ``GET /health`` 200.
 
 Run ``python tests/fake_openai_server.py [--ttft-ms ...]``: it prints ``PORT <n>`` once listening
 and serves until stdin closes or SIGTERM. :func:`fake_server` does that in a subprocess for a test.
@@ -163,6 +163,10 @@ async def _requests(_: web.Request) -> web.Response:
     return web.json_response([{"received_s": t, "body": b} for t, b in STATE.received])
 
 
+async def _cpu(_: web.Request) -> web.Response:
+    return web.json_response({"cpu_s": time.process_time()})
+
+
 async def _health(_: web.Request) -> web.Response:
     return web.Response(text="ok")
 
@@ -179,6 +183,7 @@ async def _serve(program: Program) -> None:
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/requests", _requests)
     app.router.add_get("/health", _health)
+    app.router.add_get("/cpu", _cpu)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     sock = socket.socket()
