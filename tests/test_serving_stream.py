@@ -9,8 +9,9 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from pydantic import JsonValue
 
-from llem.serving.stream import JSON, StreamClient, StreamRecord, StreamRequest, request, sse_data
+from llem.serving.stream import StreamClient, StreamRecord, StreamRequest, request, sse_data
 from tests.fake_openai_server import Program, fake_server
 
 # 50 ms to the first token, then a chunk of 3 tokens every 20 ms
@@ -43,7 +44,7 @@ def test_request_body_asks_for_exact_streamed_tokens() -> None:
     cbody = json.loads(chat.payload)
     assert chat.endpoint == "chat" and "min_tokens" not in cbody
     assert cbody["messages"] == [{"role": "user", "content": "hi"}]
-    extra: dict[str, JSON] = {"temperature": 0.0, "seed": 7}
+    extra: dict[str, JsonValue] = {"temperature": 0.0, "seed": 7}
     assert json.loads(request(0, 1, "m", 1, prompt="x", extra=extra).payload)["seed"] == 7
     with pytest.raises(ValueError, match="one of the two"):
         request(0, 1, "m", 1)
@@ -107,7 +108,7 @@ def test_without_token_ids_the_running_usage_counts_tokens() -> None:
         t = r.token_times_s
         assert t[0] == t[1] and t[2] == t[3] and t[4] > t[3]
         # neither ids nor running usage: tokens cannot be counted, and the record says so
-        plain: dict[str, JSON] = {"stream_options": {"include_usage": True}}
+        plain: dict[str, JsonValue] = {"stream_options": {"include_usage": True}}
         bad = send(url, request(0, 2, "fake", 5, prompt=[1, 2], extra=plain))
         assert not bad.ok and bad.error is not None and "cannot count tokens" in bad.error
         assert bad.output_tokens == 0

@@ -21,13 +21,13 @@ import json
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import Literal
 
 import aiohttp
+from pydantic import JsonValue
 
 from llem.backends.base import RequestRecord
 
-JSON: TypeAlias = "dict[str, JSON] | list[JSON] | str | int | float | bool | None"
 Endpoint = Literal["completions", "chat"]
 PATHS: dict[Endpoint, str] = {
     "completions": "/v1/completions",
@@ -53,7 +53,7 @@ def request(
     prompt: str | Sequence[int] | None = None,
     messages: Sequence[Mapping[str, str]] | None = None,
     exact: bool = True,
-    extra: Mapping[str, JSON] | None = None,
+    extra: Mapping[str, JsonValue] | None = None,
 ) -> StreamRequest:
     """A streamed request: a text or token-id ``prompt`` (completions) or chat ``messages`` (chat
     completions), one of the two.
@@ -63,7 +63,7 @@ def request(
     """
     if (prompt is None) == (messages is None):
         raise ValueError("give a prompt or chat messages (one of the two)")
-    body: dict[str, JSON] = {
+    body: dict[str, JsonValue] = {
         "model": model,
         "max_tokens": max_tokens,
         "stream": True,
@@ -210,7 +210,7 @@ async def _follow(rec: StreamRecord, events: AsyncIterator[str]) -> None:
         if data == "[DONE]":
             rec.end_s = now
             return
-        chunk: JSON = json.loads(data)
+        chunk: JsonValue = json.loads(data)
         if not isinstance(chunk, dict):
             continue
         if "error" in chunk:
@@ -249,7 +249,7 @@ async def _follow(rec: StreamRecord, events: AsyncIterator[str]) -> None:
             rec.finish_reason = str(finish)
 
 
-def _has_text(choice: dict[str, JSON]) -> bool:
+def _has_text(choice: dict[str, JsonValue]) -> bool:
     delta = choice.get("delta")
     text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
     return bool(text) or choice.get("finish_reason") is not None
