@@ -165,6 +165,7 @@ class StreamClient:
     async def __aenter__(self) -> StreamClient:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0),
+            read_bufsize=2**20,  # a chunk may carry the prompt's token ids: lines up to ~2 MiB
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),
             headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
         )
@@ -195,7 +196,11 @@ class StreamClient:
                     rec.error = f"HTTP {resp.status}: {text}"
                 else:
                     await _follow(rec, sse_data(resp.content))
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (
+            aiohttp.ClientError,
+            asyncio.TimeoutError,
+            ValueError,
+        ) as exc:  # ValueError: bad JSON
             rec.error = f"{type(exc).__name__}: {exc}"
         if rec.end_s is None:
             rec.end_s = time.perf_counter()
