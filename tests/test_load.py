@@ -84,3 +84,22 @@ def test_bursty_gaps_are_gamma_with_the_same_mean(shape: float) -> None:
     assert sum(inter) / len(inter) == pytest.approx(1 / rate, rel=0.1)
     # and they are not exponential
     assert stats.kstest(inter, "expon", args=(0, 1 / rate)).pvalue < 0.01
+
+
+def test_hydra_options_hold_the_schema_defaults() -> None:
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    from llem.load.options import store_hydra_options
+
+    store_hydra_options()
+    names = {entry.split(".")[0] for entry in ConfigStore.instance().list("load")}
+    assert names == {"batch", "poisson", "concurrency"}
+    node = ConfigStore.instance().load("load/poisson.yaml").node
+    data = OmegaConf.to_container(node)
+    assert data == PoissonLoad().model_dump(mode="json")
+    assert LOAD.validate_python(data) == PoissonLoad()
+    closed = LOAD.validate_python(
+        OmegaConf.to_container(ConfigStore.instance().load("load/concurrency.yaml").node)
+    )
+    assert closed == ConcurrencyLoad()
