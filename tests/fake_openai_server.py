@@ -6,10 +6,12 @@ then send ``max_tokens`` tokens, ``tokens_per_chunk`` per chunk, one chunk every
 the last token's chunk carries ``finish_reason: length``; then a usage chunk
 (``stream_options.include_usage``) and ``data: [DONE]``. Token ids ride on each chunk when the
 request asks ``return_token_ids`` (as vLLM does); running usage when it asks
-``continuous_usage_stats``. At most ``max_running`` requests stream at once (the rest wait, as in an
-engine's queue). ``GET /metrics`` gives vLLM's gauges in the Prometheus text format;
-``GET /requests`` the receive time (``time.perf_counter``, the same clock as the client's on Linux)
-and body of each request; ``GET /cpu`` the server's CPU time (s); ``GET /health`` 200.
+``continuous_usage_stats``. ``cut_after`` stops streams early (a server shut down mid-stream). At
+most ``max_running`` requests stream at once (the rest wait, as in an engine's queue).
+
+``GET /metrics``: vLLM's gauges in the Prometheus text format; ``GET /requests``: the receive time
+(``time.perf_counter``, the same clock as the client's on Linux) and body of each request;
+``GET /cpu``: the server's CPU time (s); ``GET /health``: 200.
 
 Run ``python tests/fake_openai_server.py [--ttft-ms ...]``: it prints ``PORT <n>`` once listening
 and serves until stdin closes or SIGTERM. :func:`fake_server` does that in a subprocess for a test.
@@ -44,6 +46,10 @@ class Program:
     tokens_per_chunk: int = 1
     max_running: int = 1_000_000
     token_ids: bool = True  # honour return_token_ids (False: behave like a server without it)
+    cut_after: int = 0  # > 0: stop each stream after this many tokens (see ``cut``)
+    cut: str = (
+        "end"  # end: finish the response without [DONE] (vLLM on SIGTERM); abort: drop the TCP
+    )
 
     def args(self) -> list[str]:
         return [
@@ -52,6 +58,8 @@ class Program:
             f"--tokens-per-chunk={self.tokens_per_chunk}",
             f"--max-running={self.max_running}",
             *([] if self.token_ids else ["--no-token-ids"]),
+            f"--cut-after={self.cut_after}",
+            f"--cut={self.cut}",
         ]
 
 
@@ -121,11 +129,16 @@ async def _stream(request: web.Request) -> web.StreamResponse:
                 if options.get("continuous_usage_stats"):
                     chunk["usage"] = _usage(prompt_tokens, sent)
                 await response.write(_sse(chunk))
-            if options.get("include_usage"):
-                await response.write(
-                    _sse({**base, "choices": [], "usage": _usage(prompt_tokens, n)})
-                )
-            await response.write(b"data: [DONE]\n\n")
+                if p.cut_after and sent >= p.cut_after:
+                    if p.cut == "abort" and request.transport is not None:
+                        request.transport.abort()
+                        return response
+                    break
+            else:
+                if options.get("include_usage"):
+                    usage = _usage(prompt_tokens, n)
+                    await response.write(_sse({**base, "choices": [], "usage": usage}))
+                await response.write(b"data: [DONE]\n\n")
         finally:
             state.running -= 1
     await response.write_eof()
@@ -239,9 +252,17 @@ def main() -> None:
     parser.add_argument("--tokens-per-chunk", type=int, default=Program.tokens_per_chunk)
     parser.add_argument("--max-running", type=int, default=Program.max_running)
     parser.add_argument("--no-token-ids", action="store_true")
+    parser.add_argument("--cut-after", type=int, default=0)
+    parser.add_argument("--cut", choices=["end", "abort"], default="end")
     a = parser.parse_args()
     program = Program(
-        a.ttft_ms, a.chunk_gap_ms, a.tokens_per_chunk, a.max_running, not a.no_token_ids
+        a.ttft_ms,
+        a.chunk_gap_ms,
+        a.tokens_per_chunk,
+        a.max_running,
+        not a.no_token_ids,
+        a.cut_after,
+        a.cut,
     )
     asyncio.run(_serve(program))
 

@@ -121,3 +121,14 @@ def test_unreachable_server_is_a_failed_record_not_an_exception() -> None:
     r = send(f"http://127.0.0.1:{port}", request(0, 1, "fake", 2, prompt="x"))
     assert not r.ok and r.error is not None and "Connect" in r.error
     assert r.output_tokens == 0 and r.end_s is not None
+
+
+@pytest.mark.parametrize("cut", ["end", "abort"])
+def test_a_stream_cut_short_is_a_failed_record_with_its_tokens(cut: str) -> None:
+    with fake_server(Program(ttft_ms=1.0, chunk_gap_ms=2.0, cut_after=3, cut=cut)) as url:
+        r = send(url, request(0, 2, "fake", 8, prompt=[1, 2]))
+    assert not r.ok and r.error is not None
+    if cut == "end":  # the response ended cleanly, but without [DONE]
+        assert r.error == "stream ended without [DONE]"
+    assert r.output_tokens == 3 and r.finish_reason is None and r.usage_output_tokens is None
+    assert r.end_s is not None and r.end_s >= r.token_times_s[-1]
