@@ -19,8 +19,7 @@ def gaps(rate: float, burstiness: float, seed: int) -> Iterator[float]:
 
 def arrival_times(load: PoissonLoad, seed: int, n: int) -> list[float]:
     """Scheduled send offsets (s after the run starts; the first request at 0): ``n`` requests, or
-    with
-    ``load.duration_s`` every arrival before that offset."""
+    with ``load.duration_s`` every arrival before that offset."""
     times, t = [0.0], 0.0
     for gap in gaps(load.rate, load.burstiness, seed):
         t += gap

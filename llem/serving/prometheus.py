@@ -53,8 +53,7 @@ def parse_metrics(text: str) -> ServerRow:
 
 class MetricsSampler:
     """Polls ``url`` every ``interval_s`` in a daemon thread; ``rows`` is the series, ``errors``
-    counts
-    polls that failed (their time is skipped, never filled with zeros)."""
+    counts polls that failed (their time is skipped, never filled with zeros)."""
 
     def __init__(
         self,

@@ -123,7 +123,7 @@ class StreamRecord:
         """Streamed token count equals the server's usage count (True when it sent none)."""
         return self.usage_output_tokens in (None, self.output_tokens)
 
-    def request_record(self, repeat: int = 1) -> RequestRecord:
+    def request_record(self) -> RequestRecord:
         """As the offline metrics see a request: submitted at ``sent_s``."""
         return RequestRecord(
             index=self.index,
@@ -131,15 +131,13 @@ class StreamRecord:
             output_tokens=self.output_tokens,
             start_s=self.sent_s,
             token_times_s=self.token_times_s,
-            repeat=repeat,
             finished_s=self.end_s,
         )
 
 
 async def sse_data(lines: AsyncIterable[bytes]) -> AsyncIterator[str]:
     """The data of each server-sent event: its ``data:`` lines joined by newlines, ended by a blank
-    line.
-    Other fields (``event``, ``id``, ``retry``) and comments are not used by OpenAI-compatible
+    line. Other fields (``event``, ``id``, ``retry``) and comments are not used by OpenAI-compatible
     streams; an event cut off by the end of the stream is dropped (as the SSE standard says)."""
     data: list[str] = []
     async for raw in lines:
@@ -180,8 +178,7 @@ class StreamClient:
         self, req: StreamRequest, scheduled_s: float, on_sent: Callable[[], None] | None = None
     ) -> StreamRecord:
         """Send ``req`` now (``on_sent`` is called once its send time is stamped) and follow its
-        stream
-        to the end; failures land in ``record.error``."""
+        stream to the end; failures land in ``record.error``."""
         assert self._session is not None, "use StreamClient as an async context manager"
         rec = StreamRecord(req.index, req.input_tokens, scheduled_s)
         rec.sent_s = time.perf_counter()
