@@ -119,6 +119,11 @@ class StreamRecord:
         return self.end_s if self.end_s is not None else self.sent_s
 
     @property
+    def done_s(self) -> float:
+        """When the request stopped being in flight: the end of its stream (else its last token)."""
+        return self.end_s if self.end_s is not None else self.last_s
+
+    @property
     def counts_agree(self) -> bool:
         """Streamed token count equals the server's usage count (True when it sent none)."""
         return self.usage_output_tokens in (None, self.output_tokens)

@@ -50,7 +50,7 @@ def inflight_reaches(records: Sequence[StreamRecord], target: int) -> float | No
     """The first instant at which ``target`` requests were in flight (sent, not finished), or None.
     A request finishing at the instant another is sent is counted out first."""
     events = sorted(
-        [(r.sent_s, 1) for r in records] + [(r.end_s or r.last_s, -1) for r in records],
+        [(r.sent_s, 1) for r in records] + [(r.done_s, -1) for r in records],
         key=lambda e: (e[0], e[1]),
     )
     count = 0
@@ -71,13 +71,14 @@ def steady_window(
     """The steady window by the rules above, or (None, why there is none)."""
     if not records:
         return None, "no request was sent"
-    begin: float | None = start_s + ramp_s if ramp_s is not None else start_s
-    if ramp_s is None and target_inflight is not None:
-        begin = inflight_reaches(records, target_inflight)
-        if begin is None:
+    if ramp_s is not None or target_inflight is None:
+        begin = start_s + (ramp_s or 0.0)
+    else:
+        reached = inflight_reaches(records, target_inflight)
+        if reached is None:
             return None, f"the in-flight count never reached {target_inflight}"
+        begin = reached
     end = start_s + duration_s if duration_s is not None else max(r.sent_s for r in records)
-    assert begin is not None
     if end <= begin:
         return None, f"sending stopped {begin - end:.3f} s before the ramp-up ended"
     return Span(begin, end), None
@@ -85,7 +86,7 @@ def steady_window(
 
 def whole_run(records: Sequence[StreamRecord], start_s: float) -> Span:
     """From the run's start to its last token (or stream end)."""
-    end = max((r.end_s or r.last_s for r in records), default=start_s)
+    end = max((r.done_s for r in records), default=start_s)
     return Span(start_s, end, closed=True)
 
 
@@ -148,7 +149,7 @@ def span_figures(
 ) -> SpanFigures:
     """The figures of ``span`` (its energy, from meter reads at its boundaries, passed in)."""
     sent = [r for r in records if r.sent_s in span]
-    done = [r for r in records if r.ok and r.end_s is not None and r.end_s in span]
+    done = [r for r in records if r.ok and r.done_s in span]
     tokens = sum(1 for r in records for t in r.token_times_s if t in span)
     scheduled = sum(1 for r in records if r.scheduled_s in span)
     d = span.duration_s
