@@ -108,6 +108,8 @@ def test_whole_run_and_null_energy_never_becomes_zero() -> None:
     assert (open_end.output_tokens, open_end.requests_completed) == (11, 3)
     assert f.energy_j is None and f.per_output_token_j is None and f.per_request_j is None
     assert f.energy_reason == "no usable meter"
+    with pytest.raises(ValueError, match="give the reason"):
+        span_figures(RECORDS, span, "whole_run", Slo(), None)
 
 
 def test_goodput_counts_completed_requests_meeting_every_set_slo() -> None:
@@ -123,8 +125,12 @@ def test_goodput_counts_completed_requests_meeting_every_set_slo() -> None:
     assert not meets_slo(records[2], Slo(tpot_ms=20.0))
     assert meets_slo(records[2], Slo(ttft_ms=100.0))
     assert not meets_slo(records[3], Slo(ttft_ms=1000.0))
-    both = span_figures(records, span, "steady", Slo(ttft_ms=100.0, tpot_ms=20.0), None)
-    assert both.requests_completed == 3
+    both = span_figures(records, span, "steady", Slo(ttft_ms=100.0, tpot_ms=20.0), 3.0)
+    assert both.requests_completed == 3 and both.requests_failed == 1
+    assert both.per_request_j == pytest.approx(1.0)  # the failed request is no request served
+    # latencies leave the failed request out: TTFT of the three completed ones
+    assert both.latency.ttft_ms is not None and both.latency.ttft_ms.count == 3
+    assert both.latency.send_lag_ms is not None and both.latency.send_lag_ms.count == 4
     assert both.goodput_requests_per_s == pytest.approx(1.0)
-    ttft_only = span_figures(records, span, "steady", Slo(ttft_ms=100.0), None)
+    ttft_only = span_figures(records, span, "steady", Slo(ttft_ms=100.0), 3.0)
     assert ttft_only.goodput_requests_per_s == pytest.approx(2.0)

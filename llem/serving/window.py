@@ -9,7 +9,8 @@ Both are reported, labelled.
 Over a span:
 - output tokens are those whose arrival time lies in it, so energy read at its boundaries divided by
   them is exact J/output-token;
-- latencies (TTFT, every inter-token gap, TPOT, E2E) are those of the requests *sent* in it;
+- latencies (TTFT, every inter-token gap, TPOT, E2E) are those of the requests *sent* in it that
+  completed (failed ones are counted apart);
 - offered rate = requests scheduled in it / its length; achieved rate = requests completed in it /
   its length; goodput = completed requests meeting the SLOs / its length (null without SLOs);
 - J/request = energy / requests completed in it (average power / achieved rate).
@@ -109,6 +110,7 @@ class SpanFigures(BaseModel):
     duration_s: float
     requests_sent: int
     requests_completed: int = Field(description="finished without error inside the span")
+    requests_failed: int = Field(description="sent inside the span and failed (see their errors)")
     output_tokens: int = Field(description="tokens whose arrival lies inside the span")
     offered_requests_per_s: float
     achieved_requests_per_s: float
@@ -147,20 +149,25 @@ def span_figures(
     energy_j: float | None,
     energy_reason: str | None = None,
 ) -> SpanFigures:
-    """The figures of ``span`` (its energy, from meter reads at its boundaries, passed in)."""
+    """The figures of ``span``: its energy (from meter reads at its boundaries) is passed in, or
+    None with the reason. Latencies are those of the requests sent in it that completed."""
+    if energy_j is None and not energy_reason:
+        raise ValueError("energy not measured: give the reason")
     sent = [r for r in records if r.sent_s in span]
+    good = [r for r in sent if r.ok]
     done = [r for r in records if r.ok and r.done_s in span]
     tokens = sum(1 for r in records for t in r.token_times_s if t in span)
     scheduled = sum(1 for r in records if r.scheduled_s in span)
     d = span.duration_s
     has_slo = slo.ttft_ms is not None or slo.tpot_ms is not None
-    base = latency([r.request_record() for r in sent])
-    tpots = [v for r in sent if (v := _tpot_ms(r)) is not None]
+    base = latency([r.request_record() for r in good])
+    tpots = [v for r in good if (v := _tpot_ms(r)) is not None]
     return SpanFigures(
         label=label,
         duration_s=d,
         requests_sent=len(sent),
         requests_completed=len(done),
+        requests_failed=len(sent) - len(good),
         output_tokens=tokens,
         offered_requests_per_s=scheduled / d,
         achieved_requests_per_s=len(done) / d,
