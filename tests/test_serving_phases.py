@@ -61,7 +61,8 @@ def test_phases_follow_the_closed_loop_and_cover_every_token(energy: EnergySessi
     # tokens of the three phases add up to every token the run streamed
     total = sum(r.output_tokens for r in recs)
     assert total == 9 * 4
-    parts = [span_figures(recs, p.span, "steady", Slo(), None, "energy=none") for p in done]
+    parts = [span_figures(recs, p.span, p.name, Slo(), None, "energy=none") for p in done]
+    assert [f.label for f in parts] == ["ramp", "steady", "drain"]
     whole = span_figures(recs, phases.whole(), "whole_run", Slo(), None, "energy=none")
     assert whole.output_tokens == total
     # a token exactly on a boundary between phases can be counted in neither (gaps are ~µs)

@@ -19,15 +19,15 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from llem.serving.driver import Marks
-from llem.serving.window import Span
+from llem.serving.window import PhaseName, Span
 
 W = TypeVar("W")  # what a meter window yields (an EnergySession Window: its readings after closing)
-PHASES = ("ramp", "steady", "drain")
+PHASES: tuple[PhaseName, ...] = ("ramp", "steady", "drain")
 
 
 @dataclass(frozen=True)
 class Phase(Generic[W]):
-    name: str  # ramp | steady | drain
+    name: PhaseName
     span: Span
     window: W
 

@@ -29,6 +29,9 @@ from llem.metrics import distribution, latency
 from llem.result import Distribution, LatencyMetrics
 from llem.serving.stream import StreamRecord
 
+PhaseName = Literal["ramp", "steady", "drain"]
+SpanLabel = Literal["ramp", "steady", "drain", "whole_run"]
+
 
 @dataclass(frozen=True)
 class Span:
@@ -106,7 +109,7 @@ class SpanFigures(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    label: Literal["steady", "whole_run"]
+    label: SpanLabel
     duration_s: float
     requests_sent: int
     requests_completed: int = Field(description="finished without error inside the span")
@@ -144,7 +147,7 @@ def _tpot_ms(r: StreamRecord) -> float | None:
 def span_figures(
     records: Sequence[StreamRecord],
     span: Span,
-    label: Literal["steady", "whole_run"],
+    label: SpanLabel,
     slo: Slo,
     energy_j: float | None,
     energy_reason: str | None = None,
