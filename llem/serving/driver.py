@@ -21,7 +21,10 @@ from llem.load.config import ConcurrencyLoad, PoissonLoad
 from llem.load.schedule import arrival_times
 from llem.serving.stream import StreamClient, StreamRecord, StreamRequest
 
-RequestFor = Callable[[int], StreamRequest]  # the i-th request of the run (i from 0)
+# The i-th request of the run (i from 0). Open loop builds them all before the first send: return
+# the same object for a prompt sent again (cycling through the dataset), so a long run holds one
+# per prompt.
+RequestFor = Callable[[int], StreamRequest]
 
 
 @dataclass
