@@ -1,0 +1,271 @@
+"""A fake OpenAI-compatible server for tests and the load-generator benchmark: a real HTTP server on
+127.0.0.1 (a free port) that streams tokens with programmed delays.
+
+Per request (``/v1/completions`` or ``/v1/chat/completions``, ``stream: true``): wait ``ttft_ms``,
+then send ``max_tokens`` tokens, ``tokens_per_chunk`` per chunk, one chunk every ``chunk_gap_ms``;
+the last token's chunk carries ``finish_reason: length``; then a usage chunk
+(``stream_options.include_usage``) and ``data: [DONE]``. Token ids ride on each chunk when the
+request asks ``return_token_ids`` (as vLLM does); running usage when it asks
+``continuous_usage_stats``. ``cut_after`` stops streams early (a server shut down mid-stream). At
+most ``max_running`` requests stream at once (the rest wait, as in an engine's queue).
+
+``GET /metrics``: vLLM's gauges in the Prometheus text format; ``GET /requests``: the receive time
+(``time.perf_counter``, the same clock as the client's on Linux) and body of each request;
+``GET /cpu``: the server's CPU time (s); ``GET /health``: 200.
+
+Run ``python tests/fake_openai_server.py [--ttft-ms ...]``: it prints ``PORT <n>`` once listening
+and serves until stdin closes or SIGTERM. :func:`fake_server` does that in a subprocess for a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+Body = dict[str, object]
+
+
+@dataclass(frozen=True)
+class Program:
+    """What the server does with every request (times in ms)."""
+
+    ttft_ms: float = 20.0
+    chunk_gap_ms: float = 2.0
+    tokens_per_chunk: int = 1
+    max_running: int = 1_000_000
+    token_ids: bool = True  # honour return_token_ids (False: behave like a server without it)
+    cut_after: int = 0  # > 0: stop each stream after this many tokens (see ``cut``)
+    cut: str = (
+        "end"  # end: finish the response without [DONE] (vLLM on SIGTERM); abort: drop the TCP
+    )
+
+    def args(self) -> list[str]:
+        return [
+            f"--ttft-ms={self.ttft_ms}",
+            f"--chunk-gap-ms={self.chunk_gap_ms}",
+            f"--tokens-per-chunk={self.tokens_per_chunk}",
+            f"--max-running={self.max_running}",
+            *([] if self.token_ids else ["--no-token-ids"]),
+            f"--cut-after={self.cut_after}",
+            f"--cut={self.cut}",
+        ]
+
+
+@dataclass
+class _State:
+    program: Program
+    slots: asyncio.Semaphore
+    running: int = 0
+    waiting: int = 0
+    received: list[tuple[float, Body]] = field(default_factory=list)
+
+
+def _sse(data: object) -> bytes:
+    return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
+def _choice(chat: bool, ids: list[int], body: Body, finish: str | None) -> Body:
+    text = "".join(f" t{i}" for i in ids)
+    choice: Body = {"index": 0, "finish_reason": finish}
+    if chat:
+        choice["delta"] = {"content": text}
+    else:
+        choice["text"] = text
+    if body.get("return_token_ids") and STATE.program.token_ids:
+        choice["token_ids"] = ids
+    return choice
+
+
+async def _stream(request: web.Request) -> web.StreamResponse:
+    state = STATE
+    received = time.perf_counter()
+    body: Body = await request.json()
+    state.received.append((received, body))
+    chat = request.path.endswith("/chat/completions")
+    max_tokens = body.get("max_tokens")
+    n = max_tokens if isinstance(max_tokens, int) else 16
+    options = body.get("stream_options")
+    options = options if isinstance(options, dict) else {}
+    prompt = body.get("prompt")
+    prompt_tokens = len(prompt) if isinstance(prompt, list) else 8
+    base: Body = {
+        "id": "cmpl-fake",
+        "object": "chat.completion.chunk" if chat else "text_completion",
+    }
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    state.waiting += 1
+    async with state.slots:
+        state.waiting -= 1
+        state.running += 1
+        try:
+            p = state.program
+            if chat:
+                role = {"index": 0, "delta": {"role": "assistant", "content": ""}}
+                await response.write(_sse({**base, "choices": [role]}))
+            await asyncio.sleep(p.ttft_ms / 1000)
+            sent = 0
+            while sent < n:
+                if sent:
+                    await asyncio.sleep(p.chunk_gap_ms / 1000)
+                ids = list(range(sent, min(n, sent + p.tokens_per_chunk)))
+                sent += len(ids)
+                chunk: Body = {
+                    **base,
+                    "choices": [_choice(chat, ids, body, "length" if sent == n else None)],
+                }
+                if options.get("continuous_usage_stats"):
+                    chunk["usage"] = _usage(prompt_tokens, sent)
+                await response.write(_sse(chunk))
+                if p.cut_after and sent >= p.cut_after:
+                    if p.cut == "abort" and request.transport is not None:
+                        request.transport.abort()
+                        return response
+                    break
+            else:
+                if options.get("include_usage"):
+                    usage = _usage(prompt_tokens, n)
+                    await response.write(_sse({**base, "choices": [], "usage": usage}))
+                await response.write(b"data: [DONE]\n\n")
+        finally:
+            state.running -= 1
+    await response.write_eof()
+    return response
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> Body:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+async def _metrics(_: web.Request) -> web.Response:
+    s = STATE
+    lines = [
+        "# HELP vllm:num_requests_running Number of requests in model execution batches.",
+        "# TYPE vllm:num_requests_running gauge",
+        f'vllm:num_requests_running{{engine="0",model_name="fake"}} {float(s.running)}',
+        "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
+        "# TYPE vllm:num_requests_waiting gauge",
+        f'vllm:num_requests_waiting{{engine="0",model_name="fake"}} {float(s.waiting)}',
+        "# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.",
+        "# TYPE vllm:kv_cache_usage_perc gauge",
+        f'vllm:kv_cache_usage_perc{{engine="0",model_name="fake"}} {s.running / 100:.4f}',
+        "# HELP vllm:generation_tokens_total Number of generation tokens processed.",
+        "# TYPE vllm:generation_tokens_total counter",
+        'vllm:generation_tokens_total{engine="0",model_name="fake"} 0.0',
+    ]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+async def _requests(_: web.Request) -> web.Response:
+    return web.json_response([{"received_s": t, "body": b} for t, b in STATE.received])
+
+
+async def _cpu(_: web.Request) -> web.Response:
+    return web.json_response({"cpu_s": time.process_time()})
+
+
+async def _health(_: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+STATE: _State  # one server per process
+
+
+async def _serve(program: Program) -> None:
+    global STATE
+    STATE = _State(program, asyncio.Semaphore(program.max_running))
+    app = web.Application()
+    app.router.add_post("/v1/completions", _stream)
+    app.router.add_post("/v1/chat/completions", _stream)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/requests", _requests)
+    app.router.add_get("/health", _health)
+    app.router.add_get("/cpu", _cpu)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    site = web.SockSite(runner, sock, backlog=1024)
+    await site.start()
+    print(f"PORT {sock.getsockname()[1]}", flush=True)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+    def stdin_readable() -> None:  # only at EOF: nobody writes to it
+        if not os.read(sys.stdin.fileno(), 1024):
+            stop.set()
+
+    loop.add_reader(sys.stdin.fileno(), stdin_readable)
+    await stop.wait()
+    await runner.cleanup()
+
+
+@contextlib.contextmanager
+def fake_server(program: Program | None = None) -> Iterator[str]:
+    """Start the server in a subprocess; yield its base URL (``http://127.0.0.1:<port>``); stop
+    it."""
+    args = (program or Program()).args()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, __file__, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "" when the server died before listening
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"fake server did not start: {line!r}")
+        yield f"http://127.0.0.1:{int(line.split()[1])}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ttft-ms", type=float, default=Program.ttft_ms)
+    parser.add_argument("--chunk-gap-ms", type=float, default=Program.chunk_gap_ms)
+    parser.add_argument("--tokens-per-chunk", type=int, default=Program.tokens_per_chunk)
+    parser.add_argument("--max-running", type=int, default=Program.max_running)
+    parser.add_argument("--no-token-ids", action="store_true")
+    parser.add_argument("--cut-after", type=int, default=0)
+    parser.add_argument("--cut", choices=["end", "abort"], default="end")
+    a = parser.parse_args()
+    program = Program(
+        a.ttft_ms,
+        a.chunk_gap_ms,
+        a.tokens_per_chunk,
+        a.max_running,
+        not a.no_token_ids,
+        a.cut_after,
+        a.cut,
+    )
+    asyncio.run(_serve(program))
+
+
+if __name__ == "__main__":
+    main()
