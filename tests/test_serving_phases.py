@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 
 import pytest
 
-from llem.config import EnergyConfig
+from llem.energy.config import EnergyConfig
 from llem.energy import EnergySession, Window
 from llem.load.config import ConcurrencyLoad, PoissonLoad, Slo
 from llem.serving.driver import LoadRun, Marks, closed_loop, open_loop
