@@ -10,25 +10,32 @@ import re
 import socket
 from pathlib import Path
 
-PACKAGES = (
+# Distributions every result records; each backend adds its own (llem.backends.registry).
+CORE_PACKAGES = (
     "llenergymeasure",
-    "torch",
-    "transformers",
-    "accelerate",
     "hydra-core",
     "omegaconf",
     "pydantic",
     "nvidia-ml-py",
-    "vllm",
-    "tensorrt-llm",
     "zeus",
     "codecarbon",
 )
 
 
+def packages() -> list[str]:
+    """Core distributions, then each registered backend's (no duplicates)."""
+    from llem.backends.registry import backends
+
+    names = list(CORE_PACKAGES)
+    for entry in backends():
+        names += [p for p in entry.packages if p not in names]
+    return names
+
+
 def package_versions() -> dict[str, str | None]:
+    """Installed version of each of :func:`packages` (None when absent), and Python's."""
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in packages():
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

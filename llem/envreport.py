@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from llem.backends import BACKENDS, install_hint
+from llem.backends.registry import backends
 from llem.energy import get_active_energy_backend, rapl_status
 from llem.environment import cpu_info, nvml_info, package_versions, torch_cuda_build
 
@@ -34,9 +34,9 @@ def docker_status() -> str:
 def report() -> list[tuple[str, str]]:
     v = package_versions()
     rows: list[tuple[str, str]] = [("llem", v["llenergymeasure"] or "?"), ("python", v["python"])]
-    for info in BACKENDS.values():
-        status = "installed" if info.installed() else f"not installed ({install_hint(info)})"
-        rows.append((f"backend {info.name}", status))
+    for entry in backends():
+        status = "installed" if entry.installed() else f"not installed ({entry.install_command})"
+        rows.append((f"backend {entry.name}", f"{status}: {entry.description}"))
     cuda = torch_cuda_build()
     if cuda is not None:
         rows.append(

@@ -11,45 +11,64 @@ warning), never invented.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
+
+from pydantic import JsonValue
 
 from llem.backends.base import FlopCount, Prompt, RequestRecord
+from llem.backends.hf import HFBackend
 from llem.backends.precision import DTYPE_NAMES
-from llem.backends.prompts import PromptBuilder, load_tokenizer, model_context_length
+from llem.backends.tensorrt.config import TensorRTConfig
 from llem.config import ExperimentConfig
-from llem.datasets import PromptSet
 from llem.errors import UsageError
-from llem.models import tiny
-from llem.models.source import checkpoint_parameters, resolve_model
+from llem.models.source import checkpoint_parameters
 from llem.result import ModelRecord
 
+if TYPE_CHECKING:
+    from tensorrt_llm import LLM
 
-def create(config: ExperimentConfig) -> TensorRTBackend:
-    return TensorRTBackend(config)
 
-
-def llm_kwargs(config: ExperimentConfig, model_path: str) -> dict[str, Any]:
-    """Keyword arguments of ``tensorrt_llm.LLM`` for this experiment (``engine_args`` pass through)."""
-    b = config.backend
-    kwargs: dict[str, Any] = {
+def llm_kwargs(
+    b: TensorRTConfig, precision: str, model_path: str, revision: str | None = None
+) -> dict[str, JsonValue]:
+    """Keyword arguments of ``tensorrt_llm.LLM`` (``engine_args`` pass through as they are)."""
+    kwargs: dict[str, JsonValue] = {
         "model": b.engine_dir or model_path,
         "tokenizer": model_path,
-        "dtype": DTYPE_NAMES[config.precision],
+        "dtype": DTYPE_NAMES[precision],
         "tensor_parallel_size": b.tensor_parallel_size,
         "pipeline_parallel_size": b.pipeline_parallel_size,
         "trust_remote_code": b.trust_remote_code,
     }
-    for key in ("max_batch_size", "max_num_tokens", "max_seq_len"):
-        if getattr(b, key) is not None:
-            kwargs[key] = getattr(b, key)
+    if revision is not None:
+        kwargs["revision"] = revision
+    limits = {
+        "max_batch_size": b.max_batch_size,
+        "max_num_tokens": b.max_num_tokens,
+        "max_seq_len": b.max_seq_len,
+    }
+    kwargs |= {key: value for key, value in limits.items() if value is not None}
     return kwargs | dict(b.engine_args)
 
 
-def sampling_kwargs(config: ExperimentConfig, max_tokens: int) -> dict[str, Any]:
+class Completion(Protocol):
+    @property
+    def token_ids(self) -> Sequence[int]: ...
+
+
+class RequestOutput(Protocol):
+    """What llem reads of ``tensorrt_llm.RequestOutput``."""
+
+    @property
+    def outputs(self) -> Sequence[Completion]: ...
+
+
+def sampling_kwargs(config: ExperimentConfig, max_tokens: int) -> dict[str, JsonValue]:
     """``SamplingParams`` for fixed-length (min = max, EOS ignored) greedy or seeded sampling."""
     d, fixed = config.decoding, not config.stop_at_eos
-    out: dict[str, Any] = {"max_tokens": max_tokens, "seed": config.seed}
+    out: dict[str, JsonValue] = {"max_tokens": max_tokens, "seed": config.seed}
     if fixed:
         out |= {"min_tokens": max_tokens, "ignore_eos": True}
     if d.strategy == "greedy":
@@ -61,73 +80,56 @@ def sampling_kwargs(config: ExperimentConfig, max_tokens: int) -> dict[str, Any]
     return out
 
 
-class TensorRTBackend:
+class TensorRTBackend(HFBackend):
     name = "tensorrt"
     pads_batches = False
 
-    def __init__(self, config: ExperimentConfig) -> None:
-        self.cfg = config
-        self.bcfg = config.backend
-        self.source = resolve_model(config.model)
-        if self.bcfg.engine_dir and not Path(self.bcfg.engine_dir).is_dir():
+    def __init__(self, config: TensorRTConfig, experiment: ExperimentConfig) -> None:
+        super().__init__(experiment, config.trust_remote_code)
+        self.bcfg = config
+        if config.engine_dir and not Path(config.engine_dir).is_dir():
             raise UsageError(
-                f"backend.engine_dir={self.bcfg.engine_dir}: no such folder; build an engine first "
+                f"backend.engine_dir={config.engine_dir}: no such folder; build an engine first "
                 "or set backend.engine_dir=null to build one from the model"
             )
-        self.llm = None
-        self._warnings = [
+        self.llm: LLM | None = None
+        self._warnings.append(
             "TensorRT-LLM returns whole requests: TTFT and ITL are not measured (null); E2E is "
             "each batch's completion time"
-        ]
-
-    def prepare(self, prompt_set: PromptSet, indices: list[int]) -> list[Prompt]:
-        from transformers import AutoConfig
-
-        hf = {
-            "trust_remote_code": self.bcfg.trust_remote_code,
-            "local_files_only": self.source.local_files_only,
-        }
-        self.tokenizer = load_tokenizer(self.source.path, **hf)
-        self.hf_config = AutoConfig.from_pretrained(self.source.path, **hf)
-        self.builder = PromptBuilder(self.tokenizer, self.cfg)
-        return self.builder.build(prompt_set, indices, self.context_length())
+        )
 
     def context_length(self) -> int | None:
-        return self.bcfg.max_seq_len or model_context_length(self.hf_config)
+        return self.bcfg.max_seq_len or super().context_length()
 
     def load(self) -> ModelRecord:
         from tensorrt_llm import LLM
 
-        self.llm = LLM(**llm_kwargs(self.cfg, self.source.path))
-        prov = tiny.provenance(self.source.path) if self.source.kind != "hub" else None
-        return ModelRecord(
-            name_or_path=self.cfg.model.name_or_path,
-            resolved_path=self.source.path,
-            source=self.source.kind,
+        revision = self.experiment.model.revision if self.source.kind == "hub" else None
+        self.llm = LLM(**llm_kwargs(self.bcfg, self.experiment.precision, self.source.path, revision))
+        return self.model_record(
             architecture=(self.hf_config.architectures or [self.hf_config.model_type])[0],
             parameters=checkpoint_parameters(Path(self.source.path)) or 0,
-            dtype=DTYPE_NAMES[self.cfg.precision],
+            dtype=DTYPE_NAMES[self.experiment.precision],
             device="cuda",
             context_length=self.context_length(),
-            random_weights=bool(prov and prov.get("random_weights")),
-            chat_template_applied=self.builder.chat_template_applied,
-            config=self.hf_config.to_dict(),
         )
 
     def seed(self, seed: int) -> None:
         pass  # SamplingParams carries the seed
 
-    def _run(self, batch: list[Prompt], max_tokens: int) -> list:
+    def _run(self, batch: list[Prompt], max_tokens: int) -> Sequence[RequestOutput]:
         from tensorrt_llm import SamplingParams
 
-        params = SamplingParams(**sampling_kwargs(self.cfg, max_tokens))
-        return self.llm.generate(
+        assert self.llm is not None, "load() first"
+        params = SamplingParams(**sampling_kwargs(self.experiment, max_tokens))
+        outputs: Sequence[RequestOutput] = self.llm.generate(
             [list(p.token_ids) for p in batch], sampling_params=params, use_tqdm=False
         )
+        return outputs
 
     def generate(self, batch: list[Prompt]) -> list[RequestRecord]:
         start = time.perf_counter()
-        outputs = self._run(batch, self.cfg.max_new_tokens)
+        outputs = self._run(batch, self.experiment.max_new_tokens)
         end = time.perf_counter()
         records = []
         for prompt, out in zip(batch, outputs, strict=True):
@@ -153,19 +155,16 @@ class TensorRTBackend:
     def count_flops(self, batches: list[list[Prompt]]) -> FlopCount:
         """Analytic only: one (1, input tokens, new tokens) shape per request (in-flight batching, no padding)."""
         prompts = [p for b in batches for p in b]
-        shapes = [(1, p.input_tokens, self.cfg.max_new_tokens) for p in prompts]
+        shapes = [(1, p.input_tokens, self.experiment.max_new_tokens) for p in prompts]
         return FlopCount(
             None,
             len(prompts),
-            len(prompts) * self.cfg.max_new_tokens,
+            len(prompts) * self.experiment.max_new_tokens,
             sum(p.input_tokens for p in prompts),
             shapes,
             method="analytic (closed form per request)",
             reason="TensorRT-LLM: no framework FLOP counter; closed form only",
         )
-
-    def warnings(self) -> list[str]:
-        return list(self._warnings)
 
     def close(self) -> None:
         if self.llm is not None and hasattr(self.llm, "shutdown"):
