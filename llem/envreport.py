@@ -69,10 +69,14 @@ def report() -> list[tuple[str, str]]:
 
 
 def main(args: list[str]) -> None:
+    """Print :func:`report` as a table (plugins loaded first: their backends are listed too)."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
+    from llem.plugins import load_plugins
+
+    load_plugins()
     table = Table(title="llem config", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()

@@ -201,6 +201,9 @@ def _first_line(text: str) -> str:
 
 def check(args: list[str]) -> list[ExperimentConfig]:
     """Everything that can be checked before running: config, backend, model source, dataset file."""
+    from llem.plugins import load_plugins
+
+    load_plugins()  # here, so that a plugin that cannot be imported is one Error: line
     cl = parse(args)
     if cl.passthrough:
         return []

@@ -110,7 +110,7 @@ def install_lines() -> str:
     label = max(len(e.name) for e in entries) + 3
     command = max(len(e.install_command) for e in entries) + 2
     return "\n".join(
-        f"  {e.name + ':':<{label}}{e.install_command:<{command}} ({e.description})"
+        f"  {e.name + ':':<{label}}{e.install_command:<{command}}({e.description})"
         for e in entries
     )
 
