@@ -149,10 +149,11 @@ class Decoding(_Strict):
 
 
 class FlopsConfig(_Strict):
-    enabled: bool = True
+    enabled: bool = Field(True, description="run the FLOP pass (after the measured windows)")
     max_batches: PositiveInt | None = Field(
         1,
-        description="batches re-run under torch's FLOP counter (untimed); None = all measured batches",
+        description="batches re-run under torch's FLOP counter, outside the measured windows; "
+        "null = all measured batches",
     )
 
 
@@ -162,30 +163,38 @@ class ExperimentConfig(_Strict):
     dataset: Dataset
     energy: EnergyConfig
     n: PositiveInt = Field(100, description="number of measured prompts")
-    batch: PositiveInt = Field(1, description="prompts per generate call")
+    batch: PositiveInt = Field(1, description="prompts per generate call (must be <= n)")
     max_new_tokens: PositiveInt = Field(32, description="new tokens per prompt")
     stop_at_eos: bool = Field(
         False, description="false = fixed output length (min = max new tokens, EOS ignored)"
     )
     max_input_tokens: PositiveInt = Field(
-        1024, description="prompts are truncated to this many tokens"
+        1024,
+        description="longer prompts are truncated to this many tokens "
+        "(counted in dataset.truncated_prompts)",
     )
     precision: Literal["bf16", "fp16", "fp32", "auto"] = Field(
         "bf16",
         description="weights/activation dtype; on CPU see README (bf16 needs native CPU support)",
     )
     decoding: Decoding = Decoding()
-    seed: int = 42
+    seed: int = Field(42, description="seeds every RNG generation uses")
     warmup_batches: int = Field(
         2, ge=0, description="batches run before the measured window (excluded)"
     )
     repeats: PositiveInt = Field(
-        1, description="measured windows over the same prompts (statistics over repeats)"
+        1,
+        description="measured windows over the same prompts; >= 3 gives useful 95% confidence "
+        "intervals",
     )
     repeat_gap_s: float = Field(0.0, ge=0, description="idle cool-down between repeats (s)")
     flops: FlopsConfig = FlopsConfig()
     output_dir: str = Field("results", description="root folder of result folders")
-    quiet: bool = Field(False, description="no progress bar or summary table")
+    quiet: bool = Field(
+        False,
+        description="no progress bar, summary table or warnings on screen (warnings stay in "
+        "result.json; log lines still go to llem.log)",
+    )
     record_hostname: bool = Field(
         False, description="store the hostname in the environment snapshot"
     )

@@ -35,5 +35,5 @@ class PyTorchConfig(BackendConfig):
     )
     use_cache: bool = Field(True, description="KV cache during generation")
     num_threads: PositiveInt | None = Field(
-        None, description="torch CPU threads (None = torch's default)"
+        None, description="torch CPU threads (null = torch's default)"
     )

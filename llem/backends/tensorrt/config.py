@@ -12,7 +12,7 @@ from llem.strict import PositiveInt
 
 class TensorRTConfig(BackendConfig):
     """TensorRT-LLM's high-level ``LLM`` API (builds an engine from the model, or loads
-    ``engine_dir``). Not verified on hardware in this release (see :mod:`.backend`)."""
+    ``engine_dir``). Not verified on hardware in this release (tested with a stand-in module)."""
 
     name: Literal["tensorrt"] = "tensorrt"
     engine_dir: str | None = Field(
