@@ -1,9 +1,8 @@
 """The experiment schema: the single source of truth for what a valid llem experiment is.
 
-Hydra composes the YAML config groups under ``conf/``; :func:`validate` turns the composed config into an
-:class:`ExperimentConfig` (strict types, unknown keys rejected, cross-field rules) or raises
-:class:`~llem.errors.ConfigError` with one short message naming the key and the fix.
-"""
+Hydra composes the YAML config groups under ``conf/``; :func:`validate` turns the composed config
+into an :class:`ExperimentConfig` (strict types, unknown keys rejected, cross-field rules) or raises
+:class:`~llem.errors.ConfigError` with one short message naming the key and the fix."""
 
 from __future__ import annotations
 
@@ -30,7 +29,8 @@ Backend = Annotated[SerializeAsAny[BackendConfig], PlainValidator(validate_backe
 
 class ModelConfig(_Strict):
     name_or_path: str = Field(
-        description="hub id (org/name), local model folder, or 'llem://tiny-llama' for the built-in random model"
+        description="hub id (org/name), local model folder, or 'llem://tiny-llama' for the "
+        "built-in random model"
     )
     revision: str | None = Field(None, description="hub revision (branch, tag or commit) to pin")
     slug: str | None = Field(
@@ -55,7 +55,8 @@ class BuiltinDataset(_DatasetBase):
 
 
 class AIEnergyScoreDataset(_DatasetBase):
-    """AI Energy Score text-generation set (1,000 prompts), from the HF hub (cached) or a local copy.
+    """AI Energy Score text-generation set (1,000 prompts), from the HF hub (cached) or a local
+    copy.
 
     ``chat_template`` defaults to never: the benchmark feeds its prompts as raw text."""
 
@@ -214,7 +215,8 @@ class ExperimentConfig(_Strict):
         return self
 
     def config_hash(self) -> str:
-        """sha256 (hex, 16 chars) of the settings that change what is measured (not output_dir/quiet)."""
+        """sha256 (hex, 16 chars) of the settings that change what is measured (not
+        output_dir/quiet)."""
         data = self.model_dump(mode="json", exclude={"output_dir", "quiet", "record_hostname"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -223,13 +225,14 @@ class ExperimentConfig(_Strict):
 
 
 def validate(composed: object) -> ExperimentConfig:
-    """Validate a composed Hydra config (DictConfig or plain dict) into an :class:`ExperimentConfig`."""
+    """Validate a composed Hydra config (DictConfig or plain dict) into an
+    :class:`ExperimentConfig`."""
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     if isinstance(composed, DictConfig):
         if "hydra" in composed:  # never resolve Hydra's node: its run.dir resolver claims a folder
-            composed = OmegaConf.masked_copy(composed, [k for k in composed if k != "hydra"])
+            composed = OmegaConf.masked_copy(composed, [str(k) for k in composed if k != "hydra"])
         try:
             data = OmegaConf.to_container(composed, resolve=True, throw_on_missing=True)
         except OmegaConfBaseException as exc:
@@ -247,7 +250,7 @@ def validate(composed: object) -> ExperimentConfig:
 
 # Dataset options: pydantic puts the tag into an error's location (dataset.<tag>.field); backends
 # are validated by llem.backends.registry, whose errors carry no tag.
-_DATASET_TAGS = {
+_DATASET_TAGS: set[str] = {
     cls.model_fields["name"].default for cls in typing.get_args(typing.get_args(Dataset)[0])
 }
 
@@ -257,7 +260,7 @@ def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        # drop the discriminator tag pydantic inserts for tagged unions (dataset.<tag>.field, backend.<tag>.field)
+        # drop the tag pydantic inserts for the dataset union (dataset.<tag>.field)
         if len(loc) >= 2 and loc[0] == "dataset" and loc[1] in _DATASET_TAGS:
             loc.pop(1)
         key = ".".join(loc)
@@ -278,7 +281,8 @@ def _describe(exc: ValidationError) -> str:
         elif kind == "union_tag_invalid":
             ctx = err.get("ctx", {})
             lines.append(
-                f"{key}.name={_show(ctx.get('tag'))} is not a {loc[0]}: use one of {ctx.get('expected_tags')}"
+                f"{key}.name={_show(ctx.get('tag'))} is not a {loc[0]}: "
+                f"use one of {ctx.get('expected_tags')}"
             )
         else:
             expected = kind.split("_")[0]

@@ -33,7 +33,7 @@ def docker_status() -> str:
 
 def report() -> list[tuple[str, str]]:
     v = package_versions()
-    rows: list[tuple[str, str]] = [("llem", v["llenergymeasure"] or "?"), ("python", v["python"])]
+    rows = [("llem", v["llenergymeasure"] or "?"), ("python", v["python"] or "?")]
     for entry in backends():
         status = "installed" if entry.installed() else f"not installed ({entry.install_command})"
         rows.append((f"backend {entry.name}", f"{status}: {entry.description}"))

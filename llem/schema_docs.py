@@ -1,9 +1,8 @@
 """The README's configuration tables, generated from the schema and the backend registry.
 
 A table lives in the README between ``<!-- llem-docs:NAME -->`` and ``<!-- /llem-docs:NAME -->``;
-``python -m llem.schema_docs README.md`` rewrites every such block, ``--check`` only says whether one
-differs (a test runs the check, so the README cannot drift from the schema).
-"""
+``python -m llem.schema_docs README.md`` rewrites every such block, ``--check`` only says whether
+one differs (a test runs the check, so the README cannot drift from the schema)."""
 
 from __future__ import annotations
 
@@ -41,7 +40,11 @@ def key_rows(model: type[BaseModel], prefix: str, skip: tuple[str, ...] = ()) ->
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             rows += key_rows(ann, f"{prefix}{name}.")
             continue
-        default = "(required)" if field.is_required() else _default(field.get_default(call_default_factory=True))
+        default = (
+            "(required)"
+            if field.is_required()
+            else _default(field.get_default(call_default_factory=True))
+        )
         meaning = field.description or ""
         if typing.get_origin(ann) is typing.Literal:
             choices = " | ".join(str(c) for c in typing.get_args(ann))

@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Strict(BaseModel):
-    """A config section: ``batch=true`` is not 1, a misspelt key is an error, values never change."""
+    """A config section: ``batch=true`` is not 1, a misspelt key is an error, values never
+    change."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 

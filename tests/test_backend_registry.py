@@ -1,5 +1,6 @@
-"""The backend registry: everything that names a backend derives from it, and a backend living only in
-tests/stand_ins/llem_echo (loaded with LLEM_PLUGINS) shows up everywhere and runs a real study."""
+"""The backend registry: everything that names a backend derives from it, and a backend living only
+in tests/stand_ins/llem_echo (loaded with LLEM_PLUGINS) shows up everywhere and runs a real
+study."""
 
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ def test_builtins_are_registered_in_order_with_their_extras():
 
 def test_no_backend_installed_is_the_designed_message(tmp_path):
     """Every engine hidden from this interpreter: the pre-flight lists the extras, exit 2."""
-    hide = "import sys; sys.modules.update(dict.fromkeys(['torch', 'transformers', 'vllm', 'tensorrt_llm']))"
-    code = f"{hide}; from llem.cli import main; main(['n=2'])"
+    engines = ["torch", "transformers", "vllm", "tensorrt_llm"]
+    code = f"import sys; sys.modules.update(dict.fromkeys({engines})); "
+    code += "from llem.cli import main; main(['n=2'])"
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
@@ -43,7 +45,9 @@ def test_no_backend_installed_is_the_designed_message(tmp_path):
 
 
 def test_unknown_backend_name_lists_the_registered_ones():
-    with pytest.raises(ConfigError, match=r"backend.name='nope' is not a backend: use one of 'pytorch'"):
+    with pytest.raises(
+        ConfigError, match=r"backend.name='nope' is not a backend: use one of 'pytorch'"
+    ):
         validate(config_with(**{"backend": {"name": "nope"}}))
 
 

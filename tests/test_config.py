@@ -1,4 +1,5 @@
-"""The schema: defaults, strictness, cross-field rules, messages, and that the packaged YAML matches it."""
+"""The schema: defaults, strictness, cross-field rules, messages, and that the packaged YAML matches
+it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ CONF = REPO / "conf"
 # Every option of every group: backends from the registry, the rest from conf/<group>/*.yaml.
 GROUPS = {
     "backend": [entry.name for entry in backends()],
-    **{g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in ("model", "dataset", "energy")},
+    **{
+        g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in ("model", "dataset", "energy")
+    },
 }
 # Keys whose value an option exists to choose (every other value must be the schema default).
 SELECTORS = {"energy": ("meter",), "model": ("name_or_path",)}

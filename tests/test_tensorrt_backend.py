@@ -1,5 +1,6 @@
-"""The TensorRT-LLM backend's config mapping and result assembly, against a stand-in ``tensorrt_llm``
-(the real package cannot be installed on these machines); and its pre-flight message when absent."""
+"""The TensorRT-LLM backend's config mapping and result assembly, against a stand-in
+``tensorrt_llm`` (the real package cannot be installed on these machines); and its pre-flight
+message when absent."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""The vLLM backend: schema and YAML, engine_args checking, LLM/SamplingParams arguments, request records.
+"""The vLLM backend: schema and YAML, engine_args checking, LLM/SamplingParams arguments, request
+records.
 
-Everything but the last test runs without vLLM installed; the last one runs the real engine where vLLM is
-importable (e.g. in the venv of scripts/check_vllm_cpu.sh).
-"""
+Everything but the last test runs without vLLM installed; the last one runs the real engine where
+vLLM is importable (e.g. in the venv of scripts/check_vllm_cpu.sh)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from llem.backends.base import Prompt
+from llem.backends.pytorch.config import PyTorchConfig
 from llem.backends.vllm.backend import (
     CPU_MEMORY_UTILIZATION,
     FLOPS_REASON,
@@ -31,7 +32,6 @@ from llem.backends.vllm.backend import (
     spread,
     to_records,
 )
-from llem.backends.pytorch.config import PyTorchConfig
 from llem.backends.vllm.config import VllmConfig
 from llem.config import ExperimentConfig, validate
 from llem.errors import ConfigError, UsageError
@@ -157,7 +157,7 @@ def test_engine_args_may_not_set_what_llem_sets(key, fix):
         check_engine_args({key: 1}, FIELDS)
 
 
-# --------------------------------------------------------------------------- LLM and SamplingParams arguments
+# ----------------------------------------------------------------- LLM and SamplingParams arguments
 
 
 def test_engine_kwargs_on_cpu_defaults():
@@ -330,7 +330,7 @@ def test_records_refuse_outputs_that_do_not_match_the_batch():
         to_records(BATCH, [_out(4, 4, 1.0, 1.0), _out(2, 1, 1.0, 1.0)], 0.0, 2.0, 0.0)
 
 
-# --------------------------------------------------------------------------- parameters, GPUs, FLOPs
+# -------------------------------------------------------------------------- parameters, GPUs, FLOPs
 
 
 def test_checkpoint_parameters_reads_safetensors_headers(tmp_path: Path):

@@ -69,8 +69,9 @@ class Backend(Protocol):
     pads_batches: bool  # True: a batch is one padded tensor (FLOPs follow the padded shape)
 
     def prepare(self, prompt_set: PromptSet, indices: list[int]) -> list[Prompt]:
-        """Load tokenizer and model config (not weights); tokenise the prompts at ``indices``; check that
-        the longest prompt plus the new tokens fits the model's context (else :class:`UsageError`)."""
+        """Load tokenizer and model config (not weights); tokenise the prompts at ``indices``; check
+        that the longest prompt plus the new tokens fits the model's context (else
+        :class:`UsageError`)."""
 
     def load(self) -> ModelRecord:
         """Load the weights onto the device (the harness times this)."""

@@ -31,7 +31,8 @@ class HFKwargs(TypedDict):
 
 
 class HFBackend:
-    """Base of the Hugging Face model backends: :meth:`prepare` and :meth:`model_record` are shared."""
+    """Base of the Hugging Face model backends: :meth:`prepare` and :meth:`model_record` are
+    shared."""
 
     def __init__(self, experiment: ExperimentConfig, trust_remote_code: bool) -> None:
         self.experiment = experiment

@@ -1,13 +1,13 @@
 """The one registry of inference backends: everything that names a backend reads it.
 
-An entry says what a backend is called, its typed config, where its engine lives (imported only by the
-job that runs it: engines cannot share a process), how to install it and its container image. From it
-derive: validation of ``backend.*`` (dispatch on ``backend.name``), the Hydra options of group
-``backend`` (stored in Hydra's ConfigStore from the config's defaults: the schema is the only copy), ``llem config``,
-the pre-flight install hints, the launcher's default images, the environment's package versions and
-the README's backend table. Code outside llem adds a backend with :func:`register_backend` in a module
-named by ``LLEM_PLUGINS`` or the ``llem.plugins`` entry-point group (see :mod:`llem.plugins`).
-"""
+An entry says what a backend is called, its typed config, where its engine lives (imported only by
+the job that runs it: engines cannot share a process), how to install it and its container image.
+From it derive: validation of ``backend.*`` (dispatch on ``backend.name``), the Hydra options of
+group ``backend`` (stored in Hydra's ConfigStore from the config's defaults: the schema is the only
+copy), ``llem config``, the pre-flight install hints, the launcher's default images, the
+environment's package versions and the README's backend table. Code outside llem adds a backend with
+:func:`register_backend` in a module named by ``LLEM_PLUGINS`` or the ``llem.plugins`` entry-point
+group (see :mod:`llem.plugins`)."""
 
 from __future__ import annotations
 
@@ -110,13 +110,13 @@ def install_lines() -> str:
     label = max(len(e.name) for e in entries) + 3
     command = max(len(e.install_command) for e in entries) + 2
     return "\n".join(
-        f"  {e.name + ':':<{label}}{e.install_command:<{command}}({e.description})"
-        for e in entries
+        f"  {e.name + ':':<{label}}{e.install_command:<{command}}({e.description})" for e in entries
     )
 
 
 def require_backend(name: str) -> None:
-    """Raise a :class:`UsageError` with the install command when backend ``name`` cannot run here."""
+    """Raise a :class:`UsageError` with the install command when backend ``name`` cannot run
+    here."""
     if not any(entry.installed() for entry in backends()):
         raise UsageError("No inference backend installed.\n" + install_lines())
     entry = get_backend(name)

@@ -1,8 +1,8 @@
 """PyTorch / transformers backend: ``AutoModelForCausalLM.generate`` with per-step timestamps.
 
-Batches are left-padded; padding is never counted as a token. Per-step times are taken when each step's
-tokens reach the host (transformers copies them to the CPU for the streamer, which synchronises).
-"""
+Batches are left-padded; padding is never counted as a token. Per-step times are taken when each
+step's tokens reach the host (transformers copies them to the CPU for the streamer, which
+synchronises)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import copy
 import time
 
 import torch
-from transformers import AutoModelForCausalLM, GenerationConfig, set_seed
+from transformers import AutoModelForCausalLM, GenerationConfig, PretrainedConfig, set_seed
 from transformers.generation.streamers import BaseStreamer
 from transformers.utils import logging as hf_logging
 
@@ -37,18 +37,19 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def _import_model_class(config: object) -> None:
-    """Import the modelling module now, so that the timed load measures loading, not Python imports."""
+def _import_model_class(config: PretrainedConfig) -> None:
+    """Import the modelling module now, so that the timed load measures loading, not Python
+    imports."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    with contextlib.suppress(
-        KeyError
-    ):  # remote code or an unusual architecture: imported during load
+    # remote code or an unusual architecture: imported during load
+    with contextlib.suppress(KeyError):
         MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
 
 
 class _StepClock(BaseStreamer):
-    """Records the time each generation step's tokens reach the host (the first put() is the prompt)."""
+    """Records the time each generation step's tokens reach the host (the first put() is the
+    prompt)."""
 
     def __init__(self) -> None:
         self.times: list[float] = []
@@ -68,7 +69,8 @@ class PyTorchBackend(HFBackend):
     pads_batches = True
 
     def __init__(self, config: PyTorchConfig, experiment: ExperimentConfig) -> None:
-        hf_logging.disable_progress_bar()  # llem draws its own progress; keep the terminal readable
+        # llem draws its own progress; keep the terminal readable
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # untyped in transformers
         super().__init__(experiment, config.trust_remote_code)
         self.bcfg = config
         if config.num_threads:
@@ -94,8 +96,8 @@ class PyTorchBackend(HFBackend):
             kwargs["device_map"] = self.bcfg.device_map
         model = AutoModelForCausalLM.from_pretrained(self.source.path, **kwargs)
         if not self.bcfg.device_map:
-            model.to(self.device)
-        self.model = model.eval()
+            model.to(self.device)  # type: ignore[arg-type]  # transformers types .to() too narrowly
+        self.model = model.eval()  # type: ignore[no-untyped-call]
         self.input_device = model.device
         self.generation_config = self._generation_config()
         return self.model_record(
@@ -107,13 +109,14 @@ class PyTorchBackend(HFBackend):
         )
 
     def _generation_config(self) -> GenerationConfig:
-        """Every decoding setting explicit: the model's own generation_config.json is not consulted."""
+        """Every decoding setting explicit: the model's own generation_config.json is not
+        consulted."""
         d, fixed = self.experiment.decoding, not self.experiment.stop_at_eos
         sample = d.strategy == "sample"
         eos = self.model.generation_config.eos_token_id
         if eos is None:
             eos = self.tokenizer.eos_token_id
-        return GenerationConfig(
+        return GenerationConfig(  # type: ignore[no-untyped-call]
             max_new_tokens=self.experiment.max_new_tokens,
             min_new_tokens=self.experiment.max_new_tokens if fixed else None,
             do_sample=sample,
@@ -159,7 +162,8 @@ class PyTorchBackend(HFBackend):
                 generation_config=generation_config or self.generation_config,
                 streamer=streamer,
             )
-        return out[:, inputs["input_ids"].shape[1] :].cpu()
+        new: torch.Tensor = out[:, inputs["input_ids"].shape[1] :].cpu()
+        return new
 
     def prefill(self, batch: list[Prompt]) -> None:
         """The same batch with one new token: the prefill (plus one LM-head step)."""
@@ -179,7 +183,8 @@ class PyTorchBackend(HFBackend):
         ]
 
     def _output_counts(self, new: torch.Tensor) -> list[int]:
-        """Generated tokens per row: up to and including the first EOS when EOS may stop, else all steps."""
+        """Generated tokens per row: up to and including the first EOS when EOS may stop, else all
+        steps."""
         steps = new.shape[1]
         if not self.experiment.stop_at_eos:
             return [steps] * new.shape[0]

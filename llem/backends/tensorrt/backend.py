@@ -1,12 +1,11 @@
-"""TensorRT-LLM backend: the high-level ``tensorrt_llm.LLM`` API (builds an engine from the model folder, or
-loads a prebuilt engine), ``SamplingParams`` for fixed-length greedy generation.
+"""TensorRT-LLM backend: the high-level ``tensorrt_llm.LLM`` API (builds an engine from the model
+folder, or loads a prebuilt engine), ``SamplingParams`` for fixed-length greedy generation.
 
-NOT VERIFIED ON HARDWARE: TensorRT-LLM has no binary wheels on the package index reachable here, so this
-module is tested only against a stand-in ``tensorrt_llm`` (tests/stand_ins/) for its config mapping and
-result assembly. Timing: ``LLM.generate`` returns whole requests, so per-token timestamps are not
-available: E2E is the batch's completion time for every request in it, TTFT and ITL are null (with a
-warning), never invented.
-"""
+NOT VERIFIED ON HARDWARE: TensorRT-LLM has no binary wheels on the package index reachable here, so
+this module is tested only against a stand-in ``tensorrt_llm`` (tests/stand_ins/) for its config
+mapping and result assembly. Timing: ``LLM.generate`` returns whole requests, so per-token
+timestamps are not available: E2E is the batch's completion time for every request in it, TTFT and
+ITL are null (with a warning), never invented."""
 
 from __future__ import annotations
 
@@ -105,7 +104,9 @@ class TensorRTBackend(HFBackend):
         from tensorrt_llm import LLM
 
         revision = self.experiment.model.revision if self.source.kind == "hub" else None
-        self.llm = LLM(**llm_kwargs(self.bcfg, self.experiment.precision, self.source.path, revision))
+        self.llm = LLM(
+            **llm_kwargs(self.bcfg, self.experiment.precision, self.source.path, revision)
+        )
         return self.model_record(
             architecture=(self.hf_config.architectures or [self.hf_config.model_type])[0],
             parameters=checkpoint_parameters(Path(self.source.path)) or 0,
@@ -153,7 +154,8 @@ class TensorRTBackend(HFBackend):
         return None, "not measured (TensorRT-LLM allocates outside torch's allocator)"
 
     def count_flops(self, batches: list[list[Prompt]]) -> FlopCount:
-        """Analytic only: one (1, input tokens, new tokens) shape per request (in-flight batching, no padding)."""
+        """Analytic only: one (1, input tokens, new tokens) shape per request (in-flight batching,
+        no padding)."""
         prompts = [p for b in batches for p in b]
         shapes = [(1, p.input_tokens, self.experiment.max_new_tokens) for p in prompts]
         return FlopCount(

@@ -1,25 +1,26 @@
 """vLLM backend: ``vllm.LLM.generate`` on token-id prompts, one llem batch per call.
 
-Prompts are tokenised exactly as the PyTorch backend does (same tokenizer, chat-template rule, truncation and
-context check) and submitted as token ids, all of a batch at once; vLLM schedules them itself (continuous
-batching, no padding). vLLM is imported only when the backend is constructed: the pure helpers below (engine and
-sampling arguments, ``engine_args`` checking, request records) work without it.
+Prompts are tokenised exactly as the PyTorch backend does (same tokenizer, chat-template rule,
+truncation and context check) and submitted as token ids, all of a batch at once; vLLM schedules
+them itself (continuous batching, no padding). vLLM is imported only when the backend is
+constructed: the pure helpers below (engine and sampling arguments, ``engine_args`` checking,
+request records) work without it.
 
-Timing: ``start_s`` of every request is the host's ``perf_counter`` just before ``LLM.generate``. With log
-stats on, vLLM's engine-core process stamps each request with the time (``time.monotonic``, the same clock as
-``perf_counter`` on Linux; any offset between the two is measured and removed) at which the engine step that
-produced its first and its last output token finished (``RequestOutput.metrics.first_token_ts`` and
-``last_token_ts``). So:
+Timing: ``start_s`` of every request is the host's ``perf_counter`` just before ``LLM.generate``.
+With log stats on, vLLM's engine-core process stamps each request with the time (``time.monotonic``,
+the same clock as ``perf_counter`` on Linux; any offset between the two is measured and removed) at
+which the engine step that produced its first and its last output token finished
+(``RequestOutput.metrics.first_token_ts`` and ``last_token_ts``). So:
 
 - TTFT = first_token_ts - start_s (request intake, queueing and prefill);
 - E2E = last_token_ts - start_s;
-- ITL: vLLM keeps no per-token times for a request, so its token times are spread evenly from its first to its
-  last token: each request's ITL is its mean gap (last - first) / (n - 1), and ITL percentiles are taken over
-  those means (said in :meth:`VllmBackend.warnings`).
+- ITL: vLLM keeps no per-token times for a request, so its token times are spread evenly from its
+  first to its last token: each request's ITL is its mean gap (last - first) / (n - 1), and ITL
+  percentiles are taken over those means (said in :meth:`VllmBackend.warnings`).
 
-When a request has no metrics, or its times fall outside the ``generate`` call (the clocks disagree), every
-request of that batch gets the batch's wall time instead: TTFT = E2E = batch time, no ITL; warnings() says so.
-"""
+When a request has no metrics, or its times fall outside the ``generate`` call (the clocks
+disagree), every request of that batch gets the batch's wall time instead: TTFT = E2E = batch time,
+no ITL; warnings() says so."""
 
 from __future__ import annotations
 
@@ -51,13 +52,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# gpu_memory_utilization=null on CPU: vLLM reads the value as the share of RAM to reserve (KV cache included) and
-# refuses to start when that much is not free; its GPU default (0.92) rarely is on a shared machine.
+# gpu_memory_utilization=null on CPU: vLLM reads the value as the share of RAM to reserve (KV cache
+# included) and refuses to start when that much is not free; its GPU default (0.92) rarely is on a
+# shared machine.
 CPU_MEMORY_UTILIZATION = 0.3
 FLOPS_REASON = "vLLM: no framework FLOP counter; analytic only"
 ITL_NOTE = (
-    "vLLM times each request's first and last output token, not every token: ITL is each request's mean "
-    "gap (last - first) / (n - 1), so ITL percentiles are over request means"
+    "vLLM times each request's first and last output token, not every token: ITL is each "
+    "request's mean gap (last - first) / (n - 1), so ITL percentiles are over request means"
 )
 _CLOCK_TOLERANCE_S = 0.005
 
@@ -88,7 +90,7 @@ RESERVED_ENGINE_ARGS = {
 }
 
 
-# --------------------------------------------------------------------------- pure helpers (no vLLM import)
+# -------------------------------------------------------------------- pure helpers (no vLLM import)
 
 
 def engine_arg_names(engine_args_cls: type) -> set[str]:
@@ -97,7 +99,8 @@ def engine_arg_names(engine_args_cls: type) -> set[str]:
 
 
 def check_engine_args(extra: Mapping[str, JsonValue], valid: Collection[str]) -> None:
-    """Raise :class:`UsageError` for ``backend.engine_args`` names that llem sets itself or vLLM does not know."""
+    """Raise :class:`UsageError` for ``backend.engine_args`` names that llem sets itself or vLLM
+    does not know."""
     for key in extra:
         if key in RESERVED_ENGINE_ARGS:
             raise UsageError(
@@ -111,8 +114,8 @@ def check_engine_args(extra: Mapping[str, JsonValue], valid: Collection[str]) ->
             sorted(n for n in set(valid) - set(RESERVED_ENGINE_ARGS) if not n.startswith("_"))
         )
         raise UsageError(
-            f"backend.engine_args: {', '.join(unknown)} not a field of this vLLM's EngineArgs{hints}. "
-            f"Valid names: {names}"
+            f"backend.engine_args: {', '.join(unknown)} not a field of this vLLM's "
+            f"EngineArgs{hints}. Valid names: {names}"
         )
 
 
@@ -170,7 +173,8 @@ def engine_kwargs(
 def sampling_kwargs(
     config: ExperimentConfig, max_tokens: int, seed: int | None = None
 ) -> dict[str, JsonValue]:
-    """Keyword arguments of ``vllm.SamplingParams``: exactly ``max_tokens`` tokens unless ``stop_at_eos``."""
+    """Keyword arguments of ``vllm.SamplingParams``: exactly ``max_tokens`` tokens unless
+    ``stop_at_eos``."""
     fixed = not config.stop_at_eos
     kwargs: dict[str, JsonValue] = {
         "n": 1,
@@ -201,7 +205,8 @@ class Completion(Protocol):
 
 
 class RequestOutput(Protocol):
-    """What llem reads of ``vllm.RequestOutput`` (its ``metrics`` may be absent: read with getattr)."""
+    """What llem reads of ``vllm.RequestOutput`` (its ``metrics`` may be absent: read with
+    getattr)."""
 
     @property
     def prompt_token_ids(self) -> Sequence[int] | None: ...
@@ -217,10 +222,11 @@ def to_records(
     end_s: float,
     clock_offset: float,
 ) -> tuple[list[RequestRecord], str | None]:
-    """Request records from vLLM ``RequestOutput``s (in batch order), and why batch timing was used, if it was.
+    """Request records from vLLM ``RequestOutput``s (in batch order), and why batch timing was used,
+    if it was.
 
-    ``clock_offset`` converts vLLM's engine timestamps (``time.monotonic``) to ``perf_counter`` seconds.
-    """
+    ``clock_offset`` converts vLLM's engine timestamps (``time.monotonic``) to ``perf_counter``
+    seconds."""
     if len(outputs) != len(batch):
         raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(batch)} prompts")
     counts, times, problem = [], [], None
@@ -343,7 +349,8 @@ class VllmBackend(HFBackend):
     # ------------------------------------------------------------------ generation
 
     def seed(self, seed: int) -> None:
-        """Sampling seeds are per request (seed + prompt index): outputs do not depend on batch composition."""
+        """Sampling seeds are per request (seed + prompt index): outputs do not depend on batch
+        composition."""
         self._seed = seed
 
     def _params(self, batch: list[Prompt], max_tokens: int) -> list[object]:
@@ -379,7 +386,8 @@ class VllmBackend(HFBackend):
         self._submit(batch, 1)
 
     def synchronize(self) -> None:
-        """Nothing to wait for: ``LLM.generate`` returns when every request of the batch has finished."""
+        """Nothing to wait for: ``LLM.generate`` returns when every request of the batch has
+        finished."""
 
     # ------------------------------------------------------------------ memory, FLOPs
 
@@ -393,7 +401,8 @@ class VllmBackend(HFBackend):
         return self._nvml_used()
 
     def _nvml_used(self) -> tuple[int | None, str]:
-        """GPU memory in use by the devices vLLM runs on (vLLM reserves it at load: a reservation, not a peak)."""
+        """GPU memory in use by the devices vLLM runs on (vLLM reserves it at load: a reservation,
+        not a peak)."""
         from llem.energy.nvml import load_nvml, visible_gpus
 
         count = self.bcfg.tensor_parallel_size * self.bcfg.pipeline_parallel_size
@@ -409,12 +418,13 @@ class VllmBackend(HFBackend):
             nvml.nvmlShutdown()
         ids = ",".join(g.uuid for g in gpus)
         return used, (
-            f"NVML memory used on GPU {ids} after the window (vLLM reserves gpu_memory_utilization of each "
-            "GPU at load; includes other processes on those GPUs)"
+            f"NVML memory used on GPU {ids} after the window (vLLM reserves "
+            "gpu_memory_utilization of each GPU at load; includes other processes on those GPUs)"
         )
 
     def count_flops(self, batches: list[list[Prompt]]) -> FlopCount:
-        """Analytic only: one (1, input tokens, output tokens) shape per request, as vLLM runs them (no padding)."""
+        """Analytic only: one (1, input tokens, output tokens) shape per request, as vLLM runs them
+        (no padding)."""
         shapes, outputs, inputs = [], 0, 0
         for batch in batches:
             for p in batch:

@@ -1,5 +1,6 @@
-"""A backend that lives only here, loaded as a plugin (``LLEM_PLUGINS=llem_echo`` with tests/stand_ins
-on ``PYTHONPATH``): its typed config, its engine and its registry calls, nothing edited in llem.
+"""A backend that lives only here, loaded as a plugin (``LLEM_PLUGINS=llem_echo`` with
+tests/stand_ins on ``PYTHONPATH``): its typed config, its engine and its registry calls, nothing
+edited in llem.
 
 It runs no model. A prompt's tokens are its UTF-8 bytes (cut to max_input_tokens); each request
 emits ``max_new_tokens`` tokens, one every ``backend.step_ms`` milliseconds (really waited), so its
