@@ -20,8 +20,9 @@ from llem.errors import ConfigError
 from llem.strict import PositiveInt
 from llem.strict import Strict as _Strict
 
-# One of the registered backends' configs, chosen by ``backend.name`` (see llem.backends.registry).
-Backend = Annotated[SerializeAsAny[BackendConfig], PlainValidator(validate_backend)]
+# One of the registered backends' configs, chosen by ``backend.name`` (see llem.backends.registry):
+# validated lazily, so that backends registered by plugins after this import are accepted too.
+RegisteredBackend = Annotated[SerializeAsAny[BackendConfig], PlainValidator(validate_backend)]
 
 
 # --------------------------------------------------------------------------- model group
@@ -159,7 +160,7 @@ class FlopsConfig(_Strict):
 
 
 class ExperimentConfig(_Strict):
-    backend: Backend
+    backend: RegisteredBackend
     model: ModelConfig
     dataset: Dataset
     energy: EnergyConfig

@@ -97,6 +97,20 @@ def test_plugin_backend_appears_in_help_and_config(tmp_path):
 
 
 @pytest.mark.e2e
+def test_plugin_found_through_an_entry_point(tmp_path):
+    """An installed distribution declaring ``[llem.plugins]`` is loaded without LLEM_PLUGINS."""
+    site = tmp_path / "site"
+    dist = site / "llem_echo-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: llem-echo\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[llem.plugins]\necho = llem_echo\n")
+    path = f"{site}:{REPO / 'tests' / 'stand_ins'}"
+    proc = run_llem("--help", cwd=tmp_path, env={"PYTHONPATH": path, "LLEM_PLUGINS": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert "backend: echo, echo_missing, pytorch, tensorrt, vllm" in proc.stdout
+
+
+@pytest.mark.e2e
 def test_plugin_backend_missing_module_gets_its_install_hint(tmp_path):
     proc = run_llem("backend=echo_missing", cwd=tmp_path, env=PLUGIN)
     assert (proc.returncode, proc.stderr) == (

@@ -63,7 +63,9 @@ class FlopCount:
 
 
 class Backend(Protocol):
-    """One inference engine, driven by :class:`llem.harness.Harness`."""
+    """One inference engine, driven by :class:`llem.harness.Harness`. A backend class is built as
+    ``Cls(config, experiment)``: its own typed config and the shared experiment settings
+    (:class:`llem.backends.registry.BackendFactory`)."""
 
     name: str
     pads_batches: bool  # True: a batch is one padded tensor (FLOPs follow the padded shape)
