@@ -34,6 +34,8 @@ class BackendFactory(Protocol):
 
 @dataclass(frozen=True)
 class BackendEntry:
+    """One backend: the registry's only record of it."""
+
     name: str  # the Hydra option (backend=<name>) and backend.name
     config: type[BackendConfig]  # its keys; every field needs a default (the Hydra option's values)
     backend: str  # "module:Class" of the engine, imported lazily
