@@ -1,4 +1,5 @@
-"""What machine and software a run used. Nothing here imports torch (``llem config`` must stay light)."""
+"""What machine and software a run used. Nothing here imports torch (``llem config`` must stay
+light)."""
 
 from __future__ import annotations
 
@@ -8,27 +9,40 @@ import os
 import platform
 import re
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict, TypeVar
 
-PACKAGES = (
+from typing_extensions import Required
+
+T = TypeVar("T")
+
+# Distributions every result records; each backend adds its own (llem.backends.registry).
+CORE_PACKAGES = (
     "llenergymeasure",
-    "torch",
-    "transformers",
-    "accelerate",
     "hydra-core",
     "omegaconf",
     "pydantic",
     "nvidia-ml-py",
-    "vllm",
-    "tensorrt-llm",
     "zeus",
     "codecarbon",
 )
 
 
+def packages() -> list[str]:
+    """Core distributions, then each registered backend's (no duplicates)."""
+    from llem.backends.registry import backends
+
+    names = list(CORE_PACKAGES)
+    for entry in backends():
+        names += [p for p in entry.packages if p not in names]
+    return names
+
+
 def package_versions() -> dict[str, str | None]:
+    """Installed version of each of :func:`packages` (None when absent), and Python's."""
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in packages():
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -37,7 +51,8 @@ def package_versions() -> dict[str, str | None]:
 
 
 def torch_cuda_build() -> str | None:
-    """CUDA version torch was built for ('' = CPU build, None = torch absent), read without importing torch."""
+    """CUDA version torch was built for ('' = CPU build, None = torch absent), read without
+    importing torch."""
     spec = importlib.util.find_spec("torch")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -46,7 +61,31 @@ def torch_cuda_build() -> str | None:
     return match.group(1) if match else ""
 
 
-def cpu_info() -> dict:
+class CpuInfo(TypedDict):
+    model: str
+    architecture: str
+    logical_cores: int | None
+    usable_cores: int | None
+    native_bf16: bool  # AVX512-BF16 / AMX (x86) or BF16 (Arm) instructions
+
+
+class GpuInfo(TypedDict):
+    index: int
+    name: str
+    uuid: str
+    memory_total_bytes: int
+    power_limit_w: float | None  # enforced power limit (W)
+
+
+class NvmlInfo(TypedDict, total=False):
+    status: Required[str]  # ok | unavailable
+    reason: str  # when unavailable
+    driver: str
+    cuda_driver: str | None
+    gpus: list[GpuInfo]
+
+
+def cpu_info() -> CpuInfo:
     model = platform.processor() or platform.machine()
     flags: set[str] = set()
     try:
@@ -67,7 +106,7 @@ def cpu_info() -> dict:
     }
 
 
-def nvml_info() -> dict:
+def nvml_info() -> NvmlInfo:
     """Driver and GPUs as NVML sees them; ``status`` is 'ok' or 'unavailable' with ``reason``."""
     try:
         import pynvml
@@ -78,18 +117,20 @@ def nvml_info() -> dict:
     except pynvml.NVMLError as exc:
         return {"status": "unavailable", "reason": f"NVML init failed: {exc} (no NVIDIA driver?)"}
     try:
-        gpus = []
+        gpus: list[GpuInfo] = []
         for i in range(pynvml.nvmlDeviceGetCount()):
             h = pynvml.nvmlDeviceGetHandleByIndex(i)
+
+            def limit_w(h: object = h) -> float:
+                return float(pynvml.nvmlDeviceGetEnforcedPowerLimit(h)) / 1000
+
             gpus.append(
                 {
                     "index": i,
                     "name": pynvml.nvmlDeviceGetName(h),
                     "uuid": pynvml.nvmlDeviceGetUUID(h),
                     "memory_total_bytes": pynvml.nvmlDeviceGetMemoryInfo(h).total,
-                    "power_limit_w": _try(
-                        lambda h=h: pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000
-                    ),
+                    "power_limit_w": _try(limit_w),
                 }
             )
         cuda = _try(pynvml.nvmlSystemGetCudaDriverVersion_v2)
@@ -103,16 +144,16 @@ def nvml_info() -> dict:
         pynvml.nvmlShutdown()
 
 
-def _try(fn):
+def _try(fn: Callable[[], T]) -> T | None:
     try:
         return fn()
     except Exception:
         return None
 
 
-def snapshot(record_hostname: bool = False) -> dict:
+def snapshot(record_hostname: bool = False) -> dict[str, object]:
     """The environment recorded in every result."""
-    env = {
+    env: dict[str, object] = {
         "versions": package_versions(),
         "platform": platform.platform(),
         "cpu": cpu_info(),

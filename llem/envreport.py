@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from llem.backends import BACKENDS, install_hint
+from llem.backends.registry import backends
 from llem.energy.registry import meter_status_lines
 from llem.environment import cpu_info, nvml_info, package_versions, torch_cuda_build
 from llem.plugins import load_plugins
@@ -35,10 +35,10 @@ def docker_status() -> str:
 def report() -> list[tuple[str, str]]:
     load_plugins()
     v = package_versions()
-    rows: list[tuple[str, str]] = [("llem", v["llenergymeasure"] or "?"), ("python", v["python"])]
-    for info in BACKENDS.values():
-        status = "installed" if info.installed() else f"not installed ({install_hint(info)})"
-        rows.append((f"backend {info.name}", status))
+    rows = [("llem", v["llenergymeasure"] or "?"), ("python", v["python"] or "?")]
+    for entry in backends():
+        status = "installed" if entry.installed() else f"not installed ({entry.install_command})"
+        rows.append((f"backend {entry.name}", f"{status}: {entry.description}"))
     cuda = torch_cuda_build()
     if cuda is not None:
         rows.append(
@@ -64,6 +64,7 @@ def report() -> list[tuple[str, str]]:
 
 
 def main(args: list[str]) -> None:
+    """Print :func:`report` as a table (plugins loaded first: their backends are listed too)."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text

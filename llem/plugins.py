@@ -1,32 +1,43 @@
-"""Make llem's Hydra plugins known even where Hydra's plugin scan misses them (editable
-installs), after importing the plugin modules named in ``LLEM_PLUGINS`` (comma-separated; study
-workers inherit it)."""
+"""Start-up hook of every llem process: load plugins, then make llem's Hydra parts known.
+
+Plugins are modules that register backends (:func:`llem.backends.registry.register_backend`) or
+meters when imported. They are named by the ``LLEM_PLUGINS`` environment variable (comma-separated
+module names; study workers inherit it) and by the ``llem.plugins`` entry-point group of installed
+distributions. The launcher is registered by hand because Hydra's plugin scan misses it in editable
+installs.
+"""
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 
 from llem.errors import UsageError
 
 ENV_VAR = "LLEM_PLUGINS"
+ENTRY_POINT_GROUP = "llem.plugins"
+
+
+def plugin_modules() -> list[str]:
+    """The plugin modules to import: ``LLEM_PLUGINS`` first, then entry points."""
+    named = [m.strip() for m in os.environ.get(ENV_VAR, "").split(",") if m.strip()]
+    points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    return named + [ep.module for ep in points]
 
 
 def load_plugins() -> None:
-    """Import every module named in ``LLEM_PLUGINS`` (one that fails to import: a usage error)."""
-    for name in (m.strip() for m in os.environ.get(ENV_VAR, "").split(",")):
-        if name:
-            try:
-                importlib.import_module(name)
-            except ImportError as exc:
-                raise UsageError(
-                    f"{ENV_VAR}: cannot import plugin module '{name}': {exc}"
-                ) from None
+    """Import every plugin module (a module that cannot be imported is a usage error)."""
+    for name in plugin_modules():
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise UsageError(f"{ENV_VAR}: cannot import plugin module '{name}': {exc}") from None
 
 
 def register_plugins() -> None:
-    """Load plugins; register the llem launcher (and ``hydra/launcher=llem``) once per process."""
-    load_plugins()
+    """Load plugins, then register the llem launcher (once)."""
+    load_plugins()  # first: the launcher's default images come from the backend registry
     from hydra.core.plugins import Plugins
 
     from hydra_plugins.llem_plugins.llem_launcher import LlemLauncher

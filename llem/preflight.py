@@ -1,18 +1,25 @@
 """Pre-flight: compose and validate every job of a command line before anything runs.
 
-Runs in the ``llem`` process before Hydra starts, so that bad input (unknown key, wrong type, unknown group
-option, missing model folder or dataset file, missing backend) exits with code 2 and one short message,
-and no result folder is created. A sweep (``-m``) is expanded and each job checked; all bad jobs are listed.
-"""
+Runs in the ``llem`` process before Hydra starts, so that bad input (unknown key, wrong type,
+unknown group option, missing model folder or dataset file, missing backend) exits with code 2 and
+one short message, and no result folder is created. A sweep (``-m``) is expanded and each job
+checked; all bad jobs are listed."""
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llem.config import ExperimentConfig, validate
 from llem.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    ComposeFn = Callable[..., DictConfig]  # hydra.compose
 
 # Hydra flags that only print something: no experiment runs, so nothing is checked.
 _PASSTHROUGH = {
@@ -85,6 +92,7 @@ def compose_jobs(cl: CommandLine) -> Plan:
 
     resolvers.register()
     register_plugins()
+    init: initialize_config_dir | initialize_config_module
     if cl.config_path:
         init = initialize_config_dir(
             config_dir=str(Path(cl.config_path).resolve()), version_base="1.3", job_name="llem"
@@ -128,15 +136,17 @@ def _user_part(job: list[str]) -> list[str]:
     return [o for o in job if not o.startswith("hydra.")]
 
 
-def _expand(hydra_cfg, overrides: list[str]) -> list[list[str]]:
-    """The jobs of a sweep, as Hydra's basic sweeper would build them (sweeper params, then command line)."""
+def _expand(hydra_cfg: DictConfig, overrides: list[str]) -> list[list[str]]:
+    """The jobs of a sweep, as Hydra's basic sweeper would build them (sweeper params, then command
+    line)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
     params_node = hydra_cfg.sweeper.get("params")
     params = OmegaConf.to_container(params_node, resolve=False) if params_node else {}
-    swept = [f"{k}={v}" for k, v in params.items()] + overrides
+    assert isinstance(params, dict)
+    swept = [f"{k!s}={v}" for k, v in params.items()] + overrides
     try:
         parsed = OverridesParser.create().parse_overrides(swept)
         batches = BasicSweeper.split_arguments(parsed, None)
@@ -145,7 +155,9 @@ def _expand(hydra_cfg, overrides: list[str]) -> list[list[str]]:
     return [job for batch in batches for job in batch]
 
 
-def _compose(compose, config_name: str, overrides: list[str], hydra_node: bool = False):
+def _compose(
+    compose: ComposeFn, config_name: str, overrides: list[str], hydra_node: bool = False
+) -> DictConfig:
     from hydra.errors import HydraException, MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -166,7 +178,7 @@ def _compose(compose, config_name: str, overrides: list[str], hydra_node: bool =
         raise UsageError(_composition_message(exc, compose, config_name)) from None
 
 
-def _composition_message(exc: Exception, compose, config_name: str) -> str:
+def _composition_message(exc: Exception, compose: ComposeFn, config_name: str) -> str:
     """Hydra's 'Could not override X' -> unknown key X, with the closest valid key."""
     text = str(exc)
     if "Could not override '" in text or "Could not append to config" in text:
@@ -192,7 +204,8 @@ def _composition_message(exc: Exception, compose, config_name: str) -> str:
 
 
 def _first_line(text: str) -> str:
-    """The message of a Hydra/OmegaConf error: its first line, plus the next when the first only says where."""
+    """The message of a Hydra/OmegaConf error: its first line, plus the next when the first only
+    says where."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return text
@@ -202,7 +215,11 @@ def _first_line(text: str) -> str:
 
 
 def check(args: list[str]) -> list[ExperimentConfig]:
-    """Everything that can be checked before running: config, backend, model source, dataset file."""
+    """Everything that can be checked before running: config, backend, model source, dataset
+    file."""
+    from llem.plugins import load_plugins
+
+    load_plugins()  # here, so that a plugin that cannot be imported is one Error: line
     cl = parse(args)
     if cl.passthrough:
         return []
@@ -215,29 +232,37 @@ def check(args: list[str]) -> list[ExperimentConfig]:
     from llem.models.source import check_model
 
     seen: set[str] = set()
+
+    def first(ident: str) -> bool:
+        """True the first time ``ident`` comes up: each distinct section is checked once."""
+        new = ident not in seen
+        seen.add(ident)
+        return new
+
+    in_containers = plan.launcher_mode == "docker"  # engines live in the images, not on this host
     for exp in experiments:
-        in_containers = (
-            plan.launcher_mode == "docker"
-        )  # engines live in the images, not on this host
-        for key, check_fn, arg in (
-            ("backend", (lambda _: None) if in_containers else require_backend, exp.backend.name),
-            ("model", check_model, exp.model),
-            ("dataset", check_dataset, exp.dataset),
-            ("energy", check_meter, exp.energy),
-        ):
-            ident = f"{key}:{arg!r}"
-            if ident not in seen:
-                seen.add(ident)
-                check_fn(arg)
+        if not in_containers and first(f"backend:{exp.backend.name}"):
+            require_backend(exp.backend.name)
+        if first(f"model:{exp.model!r}"):
+            check_model(exp.model)
+        if first(f"dataset:{exp.dataset!r}"):
+            check_dataset(exp.dataset)
+        if first(f"energy:{exp.energy!r}"):
+            check_meter(exp.energy)
     return experiments
 
 
-def check_isolation(backends: set[str], launcher_mode: str, docker_usable=None) -> None:
-    """Engines cannot share a process or, reliably, an environment: several backends need containers."""
+def check_isolation(
+    backends: set[str], launcher_mode: str, docker_usable: Callable[[], bool] | None = None
+) -> None:
+    """Engines cannot share a process or, reliably, an environment: several backends need
+    containers."""
     if len(backends) < 2:
         return
     if docker_usable is None:
-        from llem.study.launcher import docker_usable
+        from llem.study.launcher import docker_usable as engine_answers
+
+        docker_usable = engine_answers
     if launcher_mode != "docker" or not docker_usable():
         raise UsageError(
             "Multi-backend studies require Docker.\n"
@@ -247,6 +272,7 @@ def check_isolation(backends: set[str], launcher_mode: str, docker_usable=None) 
 
 
 def experiment(*overrides: str) -> ExperimentConfig:
-    """The packaged experiment with ``key=value`` overrides, composed and validated (for scripts and notebooks)."""
+    """The packaged experiment with ``key=value`` overrides, composed and validated (for scripts and
+    notebooks)."""
     ((_, exp),) = compose_jobs(CommandLine(overrides=list(overrides))).jobs
     return exp

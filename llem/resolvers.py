@@ -1,4 +1,5 @@
-"""OmegaConf resolvers used by the packaged config (``${llem.slug:...}``, ``${llem.unique_dir:...}``)."""
+"""OmegaConf resolvers used by the packaged config (``${llem.slug:...}``,
+``${llem.unique_dir:...}``)."""
 
 from __future__ import annotations
 

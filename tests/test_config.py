@@ -1,4 +1,5 @@
-"""The schema: defaults, strictness, cross-field rules, messages, and that the packaged YAML matches it."""
+"""The schema: defaults, strictness, cross-field rules, messages, and that the packaged YAML matches
+it."""
 
 from __future__ import annotations
 
@@ -7,15 +8,21 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from llem import resolvers
+from llem.backends.registry import backends
 from llem.config import ExperimentConfig, validate
 from llem.errors import ConfigError
+from tests.conftest import REPO
 
+CONF = REPO / "conf"
+# Every option of every group: backends from the registry, the rest from conf/<group>/*.yaml.
 GROUPS = {
-    "backend": ["pytorch", "vllm", "tensorrt"],
-    "model": ["tiny", "gpt2", "smollm2", "qwen2.5-0.5b", "llama3"],
-    "dataset": ["builtin", "aienergyscore", "synthetic", "jsonl"],
-    "energy": ["auto", "nvml", "zeus", "rapl", "codecarbon", "none"],
+    "backend": [entry.name for entry in backends()],
+    **{
+        g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in ("model", "dataset", "energy")
+    },
 }
+# Keys whose value an option exists to choose (every other value must be the schema default).
+SELECTORS = {"energy": ("meter",), "model": ("name_or_path",)}
 
 
 def _compose(*overrides: str):
@@ -48,24 +55,27 @@ def test_packaged_defaults_validate():
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
-def test_every_group_option_spells_out_every_schema_key(group, option):
-    """A key missing from the YAML could not be overridden without '+': YAML and schema must agree."""
+def test_every_group_option_is_the_schema_defaults_plus_its_selector(group, option):
+    """The schema is the only source of defaults: an option's YAML (or ConfigStore node) holds every
+    key (else it could not be overridden without '+') and each value equals the schema default,
+    except the keys that select the option and the required ones."""
     extra = ["dataset.path=/tmp/x.jsonl"] if option == "jsonl" else []
     cfg = OmegaConf.to_container(_compose(f"{group}={option}", *extra), resolve=True)
-    exp = validate(cfg)
-    section = getattr(exp, group)
-    assert set(cfg[group]) == set(type(section).model_fields), (
-        f"{group}/{option}.yaml and schema differ"
-    )
+    section = type(getattr(validate(cfg), group))
+    chosen = {
+        k: v
+        for k, v in cfg[group].items()
+        if k in SELECTORS.get(group, ()) or section.model_fields[k].is_required()
+    }
+    expected = section.model_validate(chosen).model_dump(mode="json")
+    assert cfg[group] == expected, f"{group}={option} differs from {section.__name__}'s defaults"
 
 
-def test_top_level_yaml_keys_match_schema():
+def test_top_level_yaml_values_are_the_schema_defaults():
     cfg = base()
-    assert set(cfg) == set(ExperimentConfig.model_fields)
-    for nested in ("decoding", "flops"):
-        assert set(cfg[nested]) == set(
-            type(getattr(ExperimentConfig.model_validate(cfg), nested)).model_fields
-        )
+    groups = {g: cfg.pop(g) for g in GROUPS}
+    expected = ExperimentConfig.model_validate(groups).model_dump(mode="json")
+    assert cfg == {k: v for k, v in expected.items() if k not in GROUPS}
 
 
 @pytest.mark.parametrize(
@@ -127,3 +137,12 @@ def test_experiment_helper_composes_the_packaged_config():
     assert (exp.batch, exp.n, exp.dataset.name, exp.dataset.input_tokens) == (4, 8, "synthetic", 16)
     with pytest.raises(UsageError, match="batch=0 is out of range"):
         experiment("batch=0")
+
+
+def test_readme_tables_are_generated_from_the_schema():
+    from llem.schema_docs import main, update
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "<!-- llem-docs:backend-keys -->" in readme and "<!-- llem-docs:keys -->" in readme
+    assert update(readme) == readme, "run: python -m llem.schema_docs README.md"
+    assert main(["--check", str(REPO / "README.md")]) == 0

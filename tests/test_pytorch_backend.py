@@ -1,4 +1,5 @@
-"""The PyTorch backend on real (random-weight) models: tokens, EOS handling, precision rule, FLOPs."""
+"""The PyTorch backend on real (random-weight) models: tokens, EOS handling, precision rule,
+FLOPs."""
 
 from __future__ import annotations
 

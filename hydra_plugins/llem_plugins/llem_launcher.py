@@ -8,13 +8,20 @@ configs need ``typing.Optional``/``List`` rather than ``X | None``/``list[X]``.
 # ruff: noqa: UP006, UP035, UP045
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
+
+
+def _default_images() -> Dict[str, str]:
+    """Each registered backend's container image (llem.backends.registry)."""
+    from llem.backends.registry import backends
+
+    return {entry.name: entry.image for entry in backends() if entry.image}
 
 
 @dataclass
@@ -24,13 +31,7 @@ class DockerConf:
     executable: str = "docker"
     host: Optional[str] = None  # DOCKER_HOST for the client (e.g. unix:///tmp/podman.sock)
     image: Optional[str] = None  # one image for every backend; else images[backend]
-    images: Any = field(
-        default_factory=lambda: {
-            "pytorch": "ghcr.io/llenergymeasure/pytorch:${oc.env:LLEM_VERSION,2.0.0}-cuda12.4",
-            "vllm": "ghcr.io/llenergymeasure/vllm:${oc.env:LLEM_VERSION,2.0.0}-cuda12.4",
-            "tensorrt": "ghcr.io/llenergymeasure/tensorrt:${oc.env:LLEM_VERSION,2.0.0}-cuda12.4",
-        }
-    )
+    images: Any = field(default_factory=_default_images)
     python: str = (
         "python"  # interpreter inside the image (the worker runs as `python -m llem.study.worker`)
     )

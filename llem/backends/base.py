@@ -63,14 +63,17 @@ class FlopCount:
 
 
 class Backend(Protocol):
-    """One inference engine, driven by :class:`llem.harness.Harness`."""
+    """One inference engine, driven by :class:`llem.harness.Harness`. A backend class is built as
+    ``Cls(config, experiment)``: its own typed config and the shared experiment settings
+    (:class:`llem.backends.registry.BackendFactory`)."""
 
     name: str
     pads_batches: bool  # True: a batch is one padded tensor (FLOPs follow the padded shape)
 
     def prepare(self, prompt_set: PromptSet, indices: list[int]) -> list[Prompt]:
-        """Load tokenizer and model config (not weights); tokenise the prompts at ``indices``; check that
-        the longest prompt plus the new tokens fits the model's context (else :class:`UsageError`)."""
+        """Load tokenizer and model config (not weights); tokenise the prompts at ``indices``; check
+        that the longest prompt plus the new tokens fits the model's context (else
+        :class:`UsageError`)."""
 
     def load(self) -> ModelRecord:
         """Load the weights onto the device (the harness times this)."""

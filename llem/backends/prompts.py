@@ -1,16 +1,16 @@
 """Turning a prompt set into token ids with a model's own tokenizer — the same for every backend.
 
 Chat template rule (``dataset.chat_template``): ``always`` applies it (error if the model has none),
-``never`` does not, ``auto`` applies it when the model has one and the dataset is chat-style. Truncation to
-``max_input_tokens`` shortens the user message, not the template around it, so the generation prompt stays.
-``max_input_tokens=null`` truncates to the model's context minus ``max_new_tokens``.
-Synthetic prompts are token ids drawn from the tokenizer's ordinary vocabulary. The longest prompt plus
-``max_new_tokens`` must fit the model's context.
-"""
+``never`` does not, ``auto`` applies it when the model has one and the dataset is chat-style.
+Truncation to ``max_input_tokens`` shortens the user message, not the template around it, so the
+generation prompt stays. Synthetic prompts are token ids drawn from the tokenizer's ordinary
+vocabulary. The longest prompt plus ``max_new_tokens`` must fit the model's context.
+``max_input_tokens=null`` truncates to the model's context minus ``max_new_tokens``."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llem.backends.base import Prompt
 from llem.config import ExperimentConfig
@@ -18,21 +18,24 @@ from llem.datasets import PromptSet
 from llem.datasets.synthetic import synthetic_token_ids
 from llem.errors import UsageError
 
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 
 
-def load_tokenizer(path: str | Path, **hf_kwargs):
+def load_tokenizer(path: str | Path, **hf_kwargs: str | bool | None) -> PreTrainedTokenizerBase:
     """The model's tokenizer, left-padding, with a pad token (EOS when the model defines none)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path, **hf_kwargs)
+    tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(path, **hf_kwargs)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def model_context_length(hf_config) -> int | None:
+def model_context_length(hf_config: PretrainedConfig) -> int | None:
     """Context length from an HF config object (None when it does not say)."""
     for key in CONTEXT_KEYS:
         value = getattr(hf_config, key, None)
@@ -44,7 +47,7 @@ def model_context_length(hf_config) -> int | None:
 class PromptBuilder:
     """Tokenises the prompts of one experiment; ``chat_template_applied`` tells what it did."""
 
-    def __init__(self, tokenizer, config: ExperimentConfig) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, config: ExperimentConfig) -> None:
         self.tokenizer = tokenizer
         self.cfg = config
         self.chat_template_applied = False
@@ -62,6 +65,7 @@ class PromptBuilder:
 
     def _synthetic(self, prompt_set: PromptSet, indices: list[int]) -> list[Prompt]:
         syn = prompt_set.synthetic
+        assert syn is not None
         tok = self.tokenizer
         ids = synthetic_token_ids(
             max(indices) + 1,
@@ -119,14 +123,17 @@ class PromptBuilder:
                 return_dict=False,
             )
             return list(out)
-        return self.tokenizer(text, verbose=False)["input_ids"]
+        ids: list[int] = self.tokenizer(text, verbose=False)["input_ids"]
+        return ids
 
     def _truncate(self, text: str, limit: int) -> list[int]:
         """Shorten the user message (not the template around it) until the templated prompt fits."""
         content = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         keep = limit - (len(self._encode("")) or 0)
         while keep > 0:
-            ids = self._encode(self.tokenizer.decode(content[:keep]))
+            piece = self.tokenizer.decode(content[:keep])
+            assert isinstance(piece, str)  # one sequence decodes to one string
+            ids = self._encode(piece)
             if len(ids) <= limit:
                 return ids
             keep -= len(ids) - limit
@@ -138,7 +145,7 @@ class PromptBuilder:
         longest = max(p.input_tokens for p in prompts)
         if ctx is not None and longest + self.cfg.max_new_tokens > ctx:
             raise UsageError(
-                f"{self.cfg.model.name_or_path} has a context of {ctx} tokens, but the longest prompt "
-                f"({longest} tokens) + max_new_tokens={self.cfg.max_new_tokens} needs "
+                f"{self.cfg.model.name_or_path} has a context of {ctx} tokens, but the longest "
+                f"prompt ({longest} tokens) + max_new_tokens={self.cfg.max_new_tokens} needs "
                 f"{longest + self.cfg.max_new_tokens}: lower max_input_tokens or max_new_tokens"
             )

@@ -1,35 +1,30 @@
 """PyTorch / transformers backend: ``AutoModelForCausalLM.generate`` with per-step timestamps.
 
-Batches are left-padded; padding is never counted as a token. Per-step times are taken when each step's
-tokens reach the host (transformers copies them to the CPU for the streamer, which synchronises).
-"""
+Batches are left-padded; padding is never counted as a token. Per-step times are taken when each
+step's tokens reach the host (transformers copies them to the CPU for the streamer, which
+synchronises)."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import time
-from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, set_seed
+from transformers import AutoModelForCausalLM, GenerationConfig, PretrainedConfig, set_seed
 from transformers.generation.streamers import BaseStreamer
 from transformers.utils import logging as hf_logging
 
 from llem.backends.base import FlopCount, Prompt, RequestRecord
+from llem.backends.hf import HFBackend
+from llem.backends.memory import PeakRSS
 from llem.backends.precision import resolve_dtype
-from llem.backends.prompts import PromptBuilder, load_tokenizer, model_context_length
+from llem.backends.pytorch.config import PyTorchConfig
 from llem.config import ExperimentConfig
 from llem.datasets import PromptSet
 from llem.environment import cpu_info
 from llem.errors import UsageError
-from llem.models import tiny
-from llem.models.source import resolve_model
 from llem.result import ModelRecord
-
-
-def create(config: ExperimentConfig) -> PyTorchBackend:
-    return PyTorchBackend(config)
 
 
 def resolve_device(requested: str) -> str:
@@ -42,24 +37,25 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def _import_model_class(config) -> None:
-    """Import the modelling module now, so that the timed load measures loading, not Python imports."""
+def _import_model_class(config: PretrainedConfig) -> None:
+    """Import the modelling module now, so that the timed load measures loading, not Python
+    imports."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    with contextlib.suppress(
-        KeyError
-    ):  # remote code or an unusual architecture: imported during load
+    # remote code or an unusual architecture: imported during load
+    with contextlib.suppress(KeyError):
         MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
 
 
 class _StepClock(BaseStreamer):
-    """Records the time each generation step's tokens reach the host (the first put() is the prompt)."""
+    """Records the time each generation step's tokens reach the host (the first put() is the
+    prompt)."""
 
     def __init__(self) -> None:
         self.times: list[float] = []
         self._prompt_seen = False
 
-    def put(self, value) -> None:
+    def put(self, value: torch.Tensor) -> None:
         if self._prompt_seen:
             self.times.append(time.perf_counter())
         self._prompt_seen = True
@@ -68,90 +64,61 @@ class _StepClock(BaseStreamer):
         pass
 
 
-class PyTorchBackend:
+class PyTorchBackend(HFBackend):
     name = "pytorch"
     pads_batches = True
 
-    def __init__(self, config: ExperimentConfig) -> None:
-        hf_logging.disable_progress_bar()  # llem draws its own progress; keep the terminal readable
-        self.cfg = config
-        self.bcfg = config.backend
-        if self.bcfg.num_threads:
-            torch.set_num_threads(self.bcfg.num_threads)
-        self.source = resolve_model(config.model)
-        self.device = resolve_device(self.bcfg.device)
-        name, warning = resolve_dtype(config.precision, self.device, cpu_info()["native_bf16"])
-        self.dtype = name if name == "auto" else getattr(torch, name)
-        self._warnings = [warning] if warning else []
-        self.model = None
-        self.chat_template_applied = False
-
-    # ------------------------------------------------------------------ preparation (not timed)
-
-    def _hf_kwargs(self) -> dict:
-        return {
-            "revision": self.cfg.model.revision,
-            "trust_remote_code": self.bcfg.trust_remote_code,
-            "local_files_only": self.source.local_files_only,
-        }
+    def __init__(self, config: PyTorchConfig, experiment: ExperimentConfig) -> None:
+        # llem draws its own progress; keep the terminal readable
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # untyped in transformers
+        super().__init__(experiment, config.trust_remote_code)
+        self.bcfg = config
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        self.device = resolve_device(config.device)
+        name, warning = resolve_dtype(experiment.precision, self.device, cpu_info()["native_bf16"])
+        self.dtype: torch.dtype | str = name if name == "auto" else getattr(torch, name)
+        self._warnings += [warning] if warning else []
+        self._peak_rss = PeakRSS()
 
     def prepare(self, prompt_set: PromptSet, indices: list[int]) -> list[Prompt]:
-        """Tokenise the prompts at ``indices`` of ``prompt_set`` (chat template, truncation, context check)."""
-        self.tokenizer = load_tokenizer(self.source.path, **self._hf_kwargs())
-        self.hf_config = AutoConfig.from_pretrained(self.source.path, **self._hf_kwargs())
+        prompts = super().prepare(prompt_set, indices)
         _import_model_class(self.hf_config)
-        builder = PromptBuilder(self.tokenizer, self.cfg)
-        prompts = builder.build(prompt_set, indices, self.context_length())
-        self.chat_template_applied = builder.chat_template_applied
         return prompts
-
-    def context_length(self) -> int | None:
-        return model_context_length(self.hf_config)
 
     # ------------------------------------------------------------------ model
 
     def load(self) -> ModelRecord:
-        kwargs = self._hf_kwargs() | {"dtype": self.dtype}
+        kwargs = {**self.hf_kwargs(), "dtype": self.dtype}
         if self.bcfg.attn_implementation != "auto":
             kwargs["attn_implementation"] = self.bcfg.attn_implementation
         if self.bcfg.device_map:
             kwargs["device_map"] = self.bcfg.device_map
         model = AutoModelForCausalLM.from_pretrained(self.source.path, **kwargs)
         if not self.bcfg.device_map:
-            model.to(self.device)
-        self.model = model.eval()
+            model.to(self.device)  # type: ignore[arg-type]  # transformers types .to() too narrowly
+        self.model = model.eval()  # type: ignore[no-untyped-call]
         self.input_device = model.device
         self.generation_config = self._generation_config()
-        prov = tiny.provenance(self.source.path) if self.source.kind != "hub" else None
-        if prov and prov.get("random_weights"):
-            self._warnings.append(
-                "random weights (llem's built-in tiny model): outputs are meaningless; "
-                "the numbers measure the pipeline, not a useful model"
-            )
-        return ModelRecord(
-            name_or_path=self.cfg.model.name_or_path,
-            resolved_path=self.source.path,
-            source=self.source.kind,
+        return self.model_record(
             architecture=type(model).__name__,
             parameters=sum(p.numel() for p in model.parameters()),
             dtype=str(model.dtype).removeprefix("torch."),
             device=str(model.device),
             context_length=self.context_length(),
-            random_weights=bool(prov and prov.get("random_weights")),
-            chat_template_applied=self.chat_template_applied,
-            config=self.hf_config.to_dict(),
         )
 
     def _generation_config(self) -> GenerationConfig:
-        """Every decoding setting explicit: the model's own generation_config.json is not consulted."""
-        d, fixed = self.cfg.decoding, not self.cfg.stop_at_eos
+        """Every decoding setting explicit: the model's own generation_config.json is not
+        consulted."""
+        d, fixed = self.experiment.decoding, not self.experiment.stop_at_eos
         sample = d.strategy == "sample"
         eos = self.model.generation_config.eos_token_id
         if eos is None:
             eos = self.tokenizer.eos_token_id
-        return GenerationConfig(
-            max_new_tokens=self.cfg.max_new_tokens,
-            min_new_tokens=self.cfg.max_new_tokens if fixed else None,
+        return GenerationConfig(  # type: ignore[no-untyped-call]
+            max_new_tokens=self.experiment.max_new_tokens,
+            min_new_tokens=self.experiment.max_new_tokens if fixed else None,
             do_sample=sample,
             temperature=d.temperature if sample else None,
             top_p=d.top_p if sample else None,
@@ -195,7 +162,8 @@ class PyTorchBackend:
                 generation_config=generation_config or self.generation_config,
                 streamer=streamer,
             )
-        return out[:, inputs["input_ids"].shape[1] :].cpu()
+        new: torch.Tensor = out[:, inputs["input_ids"].shape[1] :].cpu()
+        return new
 
     def prefill(self, batch: list[Prompt]) -> None:
         """The same batch with one new token: the prefill (plus one LM-head step)."""
@@ -215,9 +183,10 @@ class PyTorchBackend:
         ]
 
     def _output_counts(self, new: torch.Tensor) -> list[int]:
-        """Generated tokens per row: up to and including the first EOS when EOS may stop, else all steps."""
+        """Generated tokens per row: up to and including the first EOS when EOS may stop, else all
+        steps."""
         steps = new.shape[1]
-        if not self.cfg.stop_at_eos:
+        if not self.experiment.stop_at_eos:
             return [steps] * new.shape[0]
         eos = self.eos_ids()
         counts = []
@@ -238,11 +207,7 @@ class PyTorchBackend:
         if self.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         else:
-            try:
-                Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux)
-                self._rss_reset = True
-            except OSError:
-                self._rss_reset = False
+            self._peak_rss.reset()
 
     def peak_memory(self) -> tuple[int | None, str]:
         if self.device == "cuda":
@@ -250,23 +215,7 @@ class PyTorchBackend:
                 torch.cuda.max_memory_allocated(),
                 "CUDA allocator peak (torch.cuda.max_memory_allocated)",
             )
-        try:
-            status = Path("/proc/self/status").read_text()
-            kb = int(
-                next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))
-            )
-            what = (
-                "process peak RSS during the window"
-                if self._rss_reset
-                else "process peak RSS since start"
-            )
-            return kb * 1024, what
-        except (OSError, StopIteration):
-            import resource
-
-            return resource.getrusage(
-                resource.RUSAGE_SELF
-            ).ru_maxrss * 1024, "process peak RSS since start"
+        return self._peak_rss.read()
 
     def count_flops(self, batches: list[list[Prompt]]) -> FlopCount:
         from torch.utils.flop_counter import FlopCounterMode
@@ -290,9 +239,6 @@ class PyTorchBackend:
             shapes,
             method="torch.utils.flop_counter.FlopCounterMode (CPU flash-attention formula added)",
         )
-
-    def warnings(self) -> list[str]:
-        return list(self._warnings)
 
     def close(self) -> None:
         self.model = None

@@ -1,25 +1,26 @@
 """vLLM backend: ``vllm.LLM.generate`` on token-id prompts, one llem batch per call.
 
-Prompts are tokenised exactly as the PyTorch backend does (same tokenizer, chat-template rule, truncation and
-context check) and submitted as token ids, all of a batch at once; vLLM schedules them itself (continuous
-batching, no padding). vLLM is imported only when the backend is constructed: the pure helpers below (engine and
-sampling arguments, ``engine_args`` checking, request records) work without it.
+Prompts are tokenised exactly as the PyTorch backend does (same tokenizer, chat-template rule,
+truncation and context check) and submitted as token ids, all of a batch at once; vLLM schedules
+them itself (continuous batching, no padding). vLLM is imported only when the backend is
+constructed: the pure helpers below (engine and sampling arguments, ``engine_args`` checking,
+request records) work without it.
 
-Timing: ``start_s`` of every request is the host's ``perf_counter`` just before ``LLM.generate``. With log
-stats on, vLLM's engine-core process stamps each request with the time (``time.monotonic``, the same clock as
-``perf_counter`` on Linux; any offset between the two is measured and removed) at which the engine step that
-produced its first and its last output token finished (``RequestOutput.metrics.first_token_ts`` and
-``last_token_ts``). So:
+Timing: ``start_s`` of every request is the host's ``perf_counter`` just before ``LLM.generate``.
+With log stats on, vLLM's engine-core process stamps each request with the time (``time.monotonic``,
+the same clock as ``perf_counter`` on Linux; any offset between the two is measured and removed) at
+which the engine step that produced its first and its last output token finished
+(``RequestOutput.metrics.first_token_ts`` and ``last_token_ts``). So:
 
 - TTFT = first_token_ts - start_s (request intake, queueing and prefill);
 - E2E = last_token_ts - start_s;
-- ITL: vLLM keeps no per-token times for a request, so its token times are spread evenly from its first to its
-  last token: each request's ITL is its mean gap (last - first) / (n - 1), and ITL percentiles are taken over
-  those means (said in :meth:`VllmBackend.warnings`).
+- ITL: vLLM keeps no per-token times for a request, so its token times are spread evenly from its
+  first to its last token: each request's ITL is its mean gap (last - first) / (n - 1), and ITL
+  percentiles are taken over those means (said in :meth:`VllmBackend.warnings`).
 
-When a request has no metrics, or its times fall outside the ``generate`` call (the clocks disagree), every
-request of that batch gets the batch's wall time instead: TTFT = E2E = batch time, no ITL; warnings() says so.
-"""
+When a request has no metrics, or its times fall outside the ``generate`` call (the clocks
+disagree), every request of that batch gets the batch's wall time instead: TTFT = E2E = batch time,
+no ITL; warnings() says so."""
 
 from __future__ import annotations
 
@@ -29,30 +30,36 @@ import gc
 import logging
 import os
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
+
+from pydantic import JsonValue
 
 from llem.backends.base import FlopCount, Prompt, RequestRecord
+from llem.backends.hf import HFBackend
+from llem.backends.memory import PeakRSS
 from llem.backends.precision import resolve_dtype
-from llem.backends.prompts import PromptBuilder, load_tokenizer, model_context_length
+from llem.backends.vllm.config import VllmConfig
 from llem.config import ExperimentConfig
-from llem.datasets import PromptSet
 from llem.environment import cpu_info
 from llem.errors import UsageError
-from llem.models import tiny
-from llem.models.source import checkpoint_parameters, resolve_model
+from llem.models.source import checkpoint_parameters
 from llem.result import ModelRecord
+
+if TYPE_CHECKING:
+    from vllm import LLM
 
 log = logging.getLogger(__name__)
 
-# gpu_memory_utilization=null on CPU: vLLM reads the value as the share of RAM to reserve (KV cache included) and
-# refuses to start when that much is not free; its GPU default (0.92) rarely is on a shared machine.
+# gpu_memory_utilization=null on CPU: vLLM reads the value as the share of RAM to reserve (KV cache
+# included) and refuses to start when that much is not free; its GPU default (0.92) rarely is on a
+# shared machine.
 CPU_MEMORY_UTILIZATION = 0.3
 FLOPS_REASON = "vLLM: no framework FLOP counter; analytic only"
 ITL_NOTE = (
-    "vLLM times each request's first and last output token, not every token: ITL is each request's mean "
-    "gap (last - first) / (n - 1), so ITL percentiles are over request means"
+    "vLLM times each request's first and last output token, not every token: ITL is each "
+    "request's mean gap (last - first) / (n - 1), so ITL percentiles are over request means"
 )
 _CLOCK_TOLERANCE_S = 0.005
 
@@ -81,14 +88,9 @@ RESERVED_ENGINE_ARGS = {
         )
     },
 }
-_OPTIONAL_KEYS = ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "quantization")
 
 
-def create(config: ExperimentConfig) -> VllmBackend:
-    return VllmBackend(config)
-
-
-# --------------------------------------------------------------------------- pure helpers (no vLLM import)
+# -------------------------------------------------------------------- pure helpers (no vLLM import)
 
 
 def engine_arg_names(engine_args_cls: type) -> set[str]:
@@ -96,8 +98,9 @@ def engine_arg_names(engine_args_cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(engine_args_cls)}
 
 
-def check_engine_args(extra: Mapping[str, Any], valid: Collection[str]) -> None:
-    """Raise :class:`UsageError` for ``backend.engine_args`` names that llem sets itself or vLLM does not know."""
+def check_engine_args(extra: Mapping[str, JsonValue], valid: Collection[str]) -> None:
+    """Raise :class:`UsageError` for ``backend.engine_args`` names that llem sets itself or vLLM
+    does not know."""
     for key in extra:
         if key in RESERVED_ENGINE_ARGS:
             raise UsageError(
@@ -111,8 +114,8 @@ def check_engine_args(extra: Mapping[str, Any], valid: Collection[str]) -> None:
             sorted(n for n in set(valid) - set(RESERVED_ENGINE_ARGS) if not n.startswith("_"))
         )
         raise UsageError(
-            f"backend.engine_args: {', '.join(unknown)} not a field of this vLLM's EngineArgs{hints}. "
-            f"Valid names: {names}"
+            f"backend.engine_args: {', '.join(unknown)} not a field of this vLLM's "
+            f"EngineArgs{hints}. Valid names: {names}"
         )
 
 
@@ -129,21 +132,20 @@ def resolve_device(requested: str, platform_device: str) -> str:
     return platform_device
 
 
-def vllm_dtype(precision: str, device: str, native_bf16: bool) -> tuple[str, str | None]:
-    """vLLM's ``dtype`` for ``precision`` (the PyTorch backend's CPU rule applies), and the fallback warning."""
-    return resolve_dtype(precision, device, native_bf16)
-
-
 def engine_kwargs(
-    config: ExperimentConfig, model: str, dtype: str, device: str, revision: str | None = None
-) -> dict[str, Any]:
+    b: VllmConfig,
+    seed: int,
+    model: str,
+    dtype: str,
+    device: str,
+    revision: str | None = None,
+) -> dict[str, JsonValue]:
     """Keyword arguments of ``vllm.LLM``: llem's keys, then ``backend.engine_args`` as they are."""
-    b = config.backend
-    kwargs: dict[str, Any] = {
+    kwargs: dict[str, JsonValue] = {
         "model": model,
         "tokenizer": model,
         "dtype": dtype,
-        "seed": config.seed,
+        "seed": seed,
         "trust_remote_code": b.trust_remote_code,
         "tensor_parallel_size": b.tensor_parallel_size,
         "pipeline_parallel_size": b.pipeline_parallel_size,
@@ -154,9 +156,13 @@ def engine_kwargs(
     }
     if revision is not None:
         kwargs["revision"] = revision
-    for key in _OPTIONAL_KEYS:
-        if getattr(b, key) is not None:
-            kwargs[key] = getattr(b, key)
+    optional = {
+        "max_model_len": b.max_model_len,
+        "max_num_seqs": b.max_num_seqs,
+        "max_num_batched_tokens": b.max_num_batched_tokens,
+        "quantization": b.quantization,
+    }
+    kwargs |= {key: value for key, value in optional.items() if value is not None}
     if b.gpu_memory_utilization is not None:
         kwargs["gpu_memory_utilization"] = b.gpu_memory_utilization
     elif device == "cpu":
@@ -166,10 +172,11 @@ def engine_kwargs(
 
 def sampling_kwargs(
     config: ExperimentConfig, max_tokens: int, seed: int | None = None
-) -> dict[str, Any]:
-    """Keyword arguments of ``vllm.SamplingParams``: exactly ``max_tokens`` tokens unless ``stop_at_eos``."""
+) -> dict[str, JsonValue]:
+    """Keyword arguments of ``vllm.SamplingParams``: exactly ``max_tokens`` tokens unless
+    ``stop_at_eos``."""
     fixed = not config.stop_at_eos
-    kwargs: dict[str, Any] = {
+    kwargs: dict[str, JsonValue] = {
         "n": 1,
         "max_tokens": max_tokens,
         "min_tokens": max_tokens if fixed else 0,
@@ -192,13 +199,34 @@ def spread(first: float, last: float, n: int) -> list[float]:
     return [first + step * k for k in range(n)]
 
 
-def to_records(
-    batch: list[Prompt], outputs: list, start_s: float, end_s: float, clock_offset: float
-) -> tuple[list[RequestRecord], str | None]:
-    """Request records from vLLM ``RequestOutput``s (in batch order), and why batch timing was used, if it was.
+class Completion(Protocol):
+    @property
+    def token_ids(self) -> Sequence[int]: ...
 
-    ``clock_offset`` converts vLLM's engine timestamps (``time.monotonic``) to ``perf_counter`` seconds.
-    """
+
+class RequestOutput(Protocol):
+    """What llem reads of ``vllm.RequestOutput`` (its ``metrics`` may be absent: read with
+    getattr)."""
+
+    @property
+    def prompt_token_ids(self) -> Sequence[int] | None: ...
+
+    @property
+    def outputs(self) -> Sequence[Completion]: ...
+
+
+def to_records(
+    batch: list[Prompt],
+    outputs: Sequence[RequestOutput],
+    start_s: float,
+    end_s: float,
+    clock_offset: float,
+) -> tuple[list[RequestRecord], str | None]:
+    """Request records from vLLM ``RequestOutput``s (in batch order), and why batch timing was used,
+    if it was.
+
+    ``clock_offset`` converts vLLM's engine timestamps (``time.monotonic``) to ``perf_counter``
+    seconds."""
     if len(outputs) != len(batch):
         raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(batch)} prompts")
     counts, times, problem = [], [], None
@@ -236,104 +264,54 @@ def to_records(
     ], problem
 
 
-def _vm_hwm(pid: int | str) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _process_tree() -> list[int]:
-    """This process and its descendants (vLLM's engine-core and worker processes)."""
-    pids = [os.getpid()]
-    try:
-        import psutil  # a vLLM dependency
-
-        pids += [c.pid for c in psutil.Process().children(recursive=True)]
-    except Exception:  # without psutil only this process is measured
-        pass
-    return pids
-
-
 # --------------------------------------------------------------------------- the backend
 
 
-class VllmBackend:
+class VllmBackend(HFBackend):
     name = "vllm"
     pads_batches = False
 
-    def __init__(self, config: ExperimentConfig) -> None:
-        self.cfg = config
-        self.bcfg = config.backend
-        if config.quiet:
+    def __init__(self, config: VllmConfig, experiment: ExperimentConfig) -> None:
+        if experiment.quiet:
             os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from vllm.engine.arg_utils import EngineArgs
         from vllm.platforms import current_platform
 
-        check_engine_args(self.bcfg.engine_args, engine_arg_names(EngineArgs))
-        self.source = resolve_model(config.model)
+        check_engine_args(config.engine_args, engine_arg_names(EngineArgs))
+        super().__init__(experiment, config.trust_remote_code)
+        self.bcfg = config
         if self.source.kind == "hub" and self.source.local_files_only:
-            os.environ["HF_HUB_OFFLINE"] = (
-                "1"  # cached model, hub unreachable: vLLM's processes must not wait on it
-            )
-        self.device = resolve_device(self.bcfg.device, current_platform.device_type)
-        self.dtype, warning = vllm_dtype(config.precision, self.device, cpu_info()["native_bf16"])
-        self._warnings = [warning] if warning else []
+            # cached model, hub unreachable: vLLM's processes must not wait on it
+            os.environ["HF_HUB_OFFLINE"] = "1"
+        self.device = resolve_device(config.device, current_platform.device_type)
+        self.dtype, warning = resolve_dtype(
+            experiment.precision, self.device, cpu_info()["native_bf16"]
+        )
+        self._warnings += [warning] if warning else []
         self._timing_problems: set[str] = set()
         self._output_tokens: dict[int, int] = {}
-        self._seed = config.seed
-        self._rss_reset = False
-        self.llm = None
-        self.chat_template_applied = False
-        self.clock_offset = (
-            time.perf_counter() - time.monotonic()
-        )  # 0 on Linux, where both read CLOCK_MONOTONIC
-
-    # ------------------------------------------------------------------ preparation (not timed)
-
-    def _hf_kwargs(self) -> dict:
-        return {
-            "revision": self.cfg.model.revision,
-            "trust_remote_code": self.bcfg.trust_remote_code,
-            "local_files_only": self.source.local_files_only,
-        }
-
-    def prepare(self, prompt_set: PromptSet, indices: list[int]) -> list[Prompt]:
-        """Tokenise the prompts at ``indices`` (chat template, truncation, context check) as token-id prompts;
-        the same tokenisation as the PyTorch backend (:mod:`llem.backends.prompts`)."""
-        from transformers import AutoConfig
-
-        self.tokenizer = load_tokenizer(self.source.path, **self._hf_kwargs())
-        self.hf_config = AutoConfig.from_pretrained(self.source.path, **self._hf_kwargs())
-        builder = PromptBuilder(self.tokenizer, self.cfg)
-        prompts = builder.build(prompt_set, indices, self.context_length())
-        self.chat_template_applied = builder.chat_template_applied
-        return prompts
+        self._seed = experiment.seed
+        self._peak_rss = PeakRSS(children="vLLM engine core, workers")
+        self.llm: LLM | None = None
+        # 0 on Linux, where both read CLOCK_MONOTONIC
+        self.clock_offset = time.perf_counter() - time.monotonic()
 
     def context_length(self) -> int | None:
         """backend.max_model_len when set, else the model's (vLLM refuses longer requests)."""
-        return self.bcfg.max_model_len or model_context_length(self.hf_config)
+        return self.bcfg.max_model_len or super().context_length()
 
     # ------------------------------------------------------------------ model
 
     def load(self) -> ModelRecord:
         from vllm import LLM
 
-        revision = self.cfg.model.revision if self.source.kind == "hub" else None
-        kwargs = engine_kwargs(self.cfg, self.source.path, self.dtype, self.device, revision)
+        revision = self.experiment.model.revision if self.source.kind == "hub" else None
+        kwargs = engine_kwargs(
+            self.bcfg, self.experiment.seed, self.source.path, self.dtype, self.device, revision
+        )
         log.info("vllm.LLM(%s)", ", ".join(f"{k}={v!r}" for k, v in kwargs.items()))
         self.llm = LLM(**kwargs)
         mc = self.llm.llm_engine.model_config
-        prov = tiny.provenance(self.source.path) if self.source.kind != "hub" else None
-        random_weights = bool(prov and prov.get("random_weights"))
-        if random_weights:
-            self._warnings.append(
-                "random weights (llem's built-in tiny model): outputs are meaningless; "
-                "the numbers measure the pipeline, not a useful model"
-            )
         params = checkpoint_parameters(self._weights_folder())
         if params is None:
             self._warnings.append(
@@ -343,18 +321,12 @@ class VllmBackend:
             self.hf_config, "architectures", None
         )
         gpus = self.bcfg.tensor_parallel_size * self.bcfg.pipeline_parallel_size
-        return ModelRecord(
-            name_or_path=self.cfg.model.name_or_path,
-            resolved_path=self.source.path,
-            source=self.source.kind,
+        return self.model_record(
             architecture=architectures[0] if architectures else type(self.hf_config).__name__,
             parameters=params or 0,
             dtype=str(mc.dtype).removeprefix("torch."),
             device=self.device if gpus == 1 else f"{self.device} x{gpus}",
             context_length=getattr(mc, "max_model_len", None) or self.context_length(),
-            random_weights=random_weights,
-            chat_template_applied=self.chat_template_applied,
-            config=self.hf_config.to_dict(),
         )
 
     def _weights_folder(self) -> Path:
@@ -366,7 +338,7 @@ class VllmBackend:
             return Path(
                 snapshot_download(
                     self.source.path,
-                    revision=self.cfg.model.revision,
+                    revision=self.experiment.model.revision,
                     local_files_only=True,
                     allow_patterns=["*.safetensors"],
                 )
@@ -377,27 +349,31 @@ class VllmBackend:
     # ------------------------------------------------------------------ generation
 
     def seed(self, seed: int) -> None:
-        """Sampling seeds are per request (seed + prompt index): outputs do not depend on batch composition."""
+        """Sampling seeds are per request (seed + prompt index): outputs do not depend on batch
+        composition."""
         self._seed = seed
 
-    def _params(self, batch: list[Prompt], max_tokens: int) -> list:
+    def _params(self, batch: list[Prompt], max_tokens: int) -> list[object]:
         from vllm import SamplingParams
 
         return [
-            SamplingParams(**sampling_kwargs(self.cfg, max_tokens, self._seed + p.index))
+            SamplingParams(**sampling_kwargs(self.experiment, max_tokens, self._seed + p.index))
             for p in batch
         ]
 
-    def _submit(self, batch: list[Prompt], max_tokens: int) -> list:
+    def _submit(self, batch: list[Prompt], max_tokens: int) -> Sequence[RequestOutput]:
         assert self.llm is not None, "load() first"
         prompts = [
             {"prompt_token_ids": list(p.token_ids)} for p in batch
         ]  # vllm.inputs.TokensPrompt
-        return self.llm.generate(prompts, self._params(batch, max_tokens), use_tqdm=False)
+        outputs: Sequence[RequestOutput] = self.llm.generate(
+            prompts, self._params(batch, max_tokens), use_tqdm=False
+        )
+        return outputs
 
     def generate(self, batch: list[Prompt]) -> list[RequestRecord]:
         start = time.perf_counter()
-        outputs = self._submit(batch, self.cfg.max_new_tokens)
+        outputs = self._submit(batch, self.experiment.max_new_tokens)
         end = time.perf_counter()
         records, problem = to_records(batch, outputs, start, end, self.clock_offset)
         if problem:
@@ -410,36 +386,23 @@ class VllmBackend:
         self._submit(batch, 1)
 
     def synchronize(self) -> None:
-        """Nothing to wait for: ``LLM.generate`` returns when every request of the batch has finished."""
+        """Nothing to wait for: ``LLM.generate`` returns when every request of the batch has
+        finished."""
 
     # ------------------------------------------------------------------ memory, FLOPs
 
     def reset_peak_memory(self) -> None:
-        if self.device != "cpu":
-            return
-        ok = True
-        for pid in _process_tree():
-            try:
-                Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM (Linux)
-            except OSError:
-                ok = False
-        self._rss_reset = ok
+        if self.device == "cpu":
+            self._peak_rss.reset()
 
     def peak_memory(self) -> tuple[int | None, str]:
         if self.device == "cpu":
-            pids = _process_tree()
-            peaks = [p for p in map(_vm_hwm, pids) if p is not None]
-            if not peaks:
-                return None, "process peak RSS unavailable (no /proc)"
-            when = "during the window" if self._rss_reset else "since start"
-            return sum(peaks), (
-                f"peak RSS {when}, summed over llem and its {len(peaks) - 1} child "
-                "processes (vLLM engine core, workers; each process's own peak)"
-            )
+            return self._peak_rss.read()
         return self._nvml_used()
 
     def _nvml_used(self) -> tuple[int | None, str]:
-        """GPU memory in use by the devices vLLM runs on (vLLM reserves it at load: a reservation, not a peak)."""
+        """GPU memory in use by the devices vLLM runs on (vLLM reserves it at load: a reservation,
+        not a peak)."""
         from llem.energy.nvml import load_nvml, visible_gpus
 
         count = self.bcfg.tensor_parallel_size * self.bcfg.pipeline_parallel_size
@@ -455,16 +418,17 @@ class VllmBackend:
             nvml.nvmlShutdown()
         ids = ",".join(g.uuid for g in gpus)
         return used, (
-            f"NVML memory used on GPU {ids} after the window (vLLM reserves gpu_memory_utilization of each "
-            "GPU at load; includes other processes on those GPUs)"
+            f"NVML memory used on GPU {ids} after the window (vLLM reserves "
+            "gpu_memory_utilization of each GPU at load; includes other processes on those GPUs)"
         )
 
     def count_flops(self, batches: list[list[Prompt]]) -> FlopCount:
-        """Analytic only: one (1, input tokens, output tokens) shape per request, as vLLM runs them (no padding)."""
+        """Analytic only: one (1, input tokens, output tokens) shape per request, as vLLM runs them
+        (no padding)."""
         shapes, outputs, inputs = [], 0, 0
         for batch in batches:
             for p in batch:
-                out = self._output_tokens.get(p.index, self.cfg.max_new_tokens)
+                out = self._output_tokens.get(p.index, self.experiment.max_new_tokens)
                 shapes.append((1, p.input_tokens, out))
                 outputs += out
                 inputs += p.input_tokens
@@ -479,7 +443,7 @@ class VllmBackend:
         )
 
     def warnings(self) -> list[str]:
-        out = list(self._warnings)
+        out = super().warnings()
         out += [
             f"{p}: for those batches TTFT and E2E are the batch's wall time and ITL is not measured"
             for p in sorted(self._timing_problems)

@@ -1,0 +1,1 @@
+"""PyTorch / transformers backend: typed config (:mod:`.config`) and engine (:mod:`.backend`)."""

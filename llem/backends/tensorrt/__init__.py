@@ -1,0 +1,1 @@
+"""TensorRT-LLM backend: typed config (:mod:`.config`) and engine (:mod:`.backend`)."""

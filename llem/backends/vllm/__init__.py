@@ -1,0 +1,1 @@
+"""vLLM offline-engine backend: typed config (:mod:`.config`) and engine (:mod:`.backend`)."""

@@ -1,0 +1,116 @@
+"""The README's configuration tables, generated from the schema and the backend registry.
+
+A table lives in the README between ``<!-- llem-docs:NAME -->`` and ``<!-- /llem-docs:NAME -->``;
+``python -m llem.schema_docs README.md`` rewrites every such block, ``--check`` only says whether
+one differs (a test runs the check, so the README cannot drift from the schema)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import typing
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from llem.backends.registry import backends
+from llem.config import ExperimentConfig, ModelConfig
+
+_GROUPS = ("backend", "model", "dataset", "energy")
+_BLOCK = re.compile(r"(<!-- llem-docs:([\w-]+) -->\n)(.*?)(<!-- /llem-docs:\2 -->)", re.S)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _default(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def key_rows(model: type[BaseModel], prefix: str, skip: tuple[str, ...] = ()) -> list[str]:
+    """``| key | default | meaning |`` rows of ``model``'s fields (nested sections flattened)."""
+    rows = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if name in skip:
+            continue
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows += key_rows(ann, f"{prefix}{name}.")
+            continue
+        default = (
+            "(required)"
+            if field.is_required()
+            else _default(field.get_default(call_default_factory=True))
+        )
+        meaning = field.description or ""
+        if typing.get_origin(ann) is typing.Literal:
+            choices = " | ".join(str(c) for c in typing.get_args(ann))
+            meaning = f"{choices}; {meaning}" if meaning else choices
+        rows.append(f"| `{prefix}{name}` | {_cell(default)} | {_cell(meaning)} |")
+    return rows
+
+
+def backends_table() -> str:
+    head = "| option | install | engine |\n|---|---|---|"
+    return "\n".join(
+        [head]
+        + [f"| `{e.name}` | `{e.install_command}` | {_cell(e.description)} |" for e in backends()]
+    )
+
+
+def backend_keys_table() -> str:
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for entry in backends():
+        doc = " ".join((entry.config.__doc__ or "").split("\n\n")[0].split())
+        rows.append(f"| **backend={entry.name}** | | {_cell(doc)} |")
+        rows += key_rows(entry.config, "backend.", skip=("name",))
+    return "\n".join(rows)
+
+
+def top_level_keys_table() -> str:
+    rows = key_rows(ExperimentConfig, "", skip=_GROUPS)
+    return "\n".join(["| key | default | meaning |", "|---|---|---|", *rows])
+
+
+def model_keys_table() -> str:
+    rows = key_rows(ModelConfig, "model.")
+    return "\n".join(["| key | default | meaning |", "|---|---|---|", *rows])
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "backends": backends_table,
+    "backend-keys": backend_keys_table,
+    "model-keys": model_keys_table,
+    "keys": top_level_keys_table,
+}
+
+
+def update(text: str) -> str:
+    """``text`` with every generated block rewritten (an unknown block name is a KeyError)."""
+
+    def fill(m: re.Match[str]) -> str:
+        return f"{m.group(1)}{TABLES[m.group(2)]()}\n{m.group(4)}"
+
+    return _BLOCK.sub(fill, text)
+
+
+def main(argv: list[str]) -> int:
+    """``[--check] FILE``: rewrite FILE's blocks, or exit 1 when one is out of date."""
+    check = "--check" in argv
+    (path,) = [Path(a) for a in argv if a != "--check"]
+    text = path.read_text(encoding="utf-8")
+    new = update(text)
+    if check:
+        if new != text:
+            fix = f"python -m llem.schema_docs {path}"
+            sys.stderr.write(f"{path}: generated tables are out of date: run {fix}\n")
+        return int(new != text)
+    path.write_text(new, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
