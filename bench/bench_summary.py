@@ -202,16 +202,17 @@ def main() -> None:
         rows.append(("cold with study.json", *timed(cold)))
         write_summary(sweep, plot=False)
         rows.append(("warm with study.json", *timed(lambda: write_summary(sweep, plot=False))))
-        meta, _, table, _ = build_summary(sweep)
+        built = build_summary(sweep)
+        meta = built.meta
         rows.append(
             (
                 "png alone",
-                *timed(lambda: write_plot(sweep / PARETO_PNG, table, list(meta["swept"]))),
+                *timed(lambda: write_plot(sweep / PARETO_PNG, built.rows, list(meta.swept))),
             )
         )
 
         print(
-            f"\nstudy summary rebuild, {args.jobs} jobs ({meta['counts']['ok']} ok, {meta['counts']['failed']} "
+            f"\nstudy summary rebuild, {args.jobs} jobs ({meta.counts['ok']} ok, {meta.counts['failed']} "
             f"failed), median of 3; goal <= {GOAL_S:.0f} s without the png"
         )
         for label, median, runs in rows:

@@ -12,10 +12,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from llem.paths import write_json_atomic
+from llem.records import RESULT_FILE
 from llem.stats import Interval
 
 SCHEMA_VERSION = "1.0"
-RESULT_FILE = "result.json"
 
 
 class _Model(BaseModel):
@@ -77,7 +77,7 @@ class TimingMetrics(_Model):
         description="first batch start -> last batch end, synchronised (summed over repeats)"
     )
     flops_pass_s: float | None = Field(
-        description="untimed FLOP-counting pass (not part of the window)"
+        description="duration of the FLOP-counting pass, run after the measured window (null: disabled)"
     )
 
 
@@ -238,7 +238,7 @@ class ModelRecord(_Model):
         description="true for llem's built-in model: outputs are meaningless"
     )
     chat_template_applied: bool
-    config: dict = Field(description="the model's config.json as loaded")
+    config: dict[str, object] = Field(description="the model's config.json as loaded")
 
 
 class DatasetRecord(_Model):
@@ -246,6 +246,24 @@ class DatasetRecord(_Model):
     measured_indices: list[int]
     warmup_indices: list[int]
     truncated_prompts: int = Field(description="prompts cut to max_input_tokens")
+
+
+class ResultMetrics(BaseModel):
+    """The measured sections of a ``result.json`` (the same types as :class:`Result`), read without the
+    per-request list, the config and the environment: what the study summary and the key metrics need."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: str = "ok"
+    config_hash: str
+    overrides: list[str]
+    throughput: ThroughputMetrics
+    latency: LatencyMetrics
+    timing: TimingMetrics
+    memory: MemoryMetrics
+    flops: FlopsMetrics
+    energy: EnergyMetrics
+    repeats: RepeatSummary
 
 
 class Result(_Model):
@@ -256,7 +274,7 @@ class Result(_Model):
     status: str = "ok"
     started_at: str = Field(description="ISO 8601, UTC")
     ended_at: str = Field(description="ISO 8601, UTC")
-    config: dict = Field(description="the resolved, validated experiment config")
+    config: dict[str, object] = Field(description="the resolved, validated experiment config")
     overrides: list[str] = Field(description="the command-line overrides of this run")
     model: ModelRecord
     dataset: DatasetRecord
@@ -270,16 +288,17 @@ class Result(_Model):
     repeats: RepeatSummary
     requests: list[RequestMetrics]
     warnings: list[str]
-    environment: dict = Field(description="versions, CPU, GPUs, driver (see llem.environment)")
+    environment: dict[str, object] = Field(description="versions, CPU, GPUs, driver (see llem.environment)")
 
 
 def write_result(result: Result, folder: Path) -> Path:
+    """``folder/result.json``, written atomically; returns its path."""
     path = folder / RESULT_FILE
     write_json_atomic(path, result.model_dump(mode="json"))
     return path
 
 
-def result_schema() -> dict:
+def result_schema() -> dict[str, object]:
     return Result.model_json_schema()
 
 

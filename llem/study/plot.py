@@ -11,24 +11,27 @@ Error bars are the 95% confidence intervals across repeats (jobs with repeats >=
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llem.study.summary import _replace_with, pareto_front
+from llem.paths import atomic_path
+from llem.study.table import Cell, Row, pareto_front
 
-__all__ = ["pareto_front", "write_plot"]
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 MAX_LABELS = 30
 
 
-def _col(row: dict, key: str) -> str:
+def _col(row: Row, key: str) -> str:
     return key if key in row else f"param.{key}"
 
 
-def _label(row: dict, swept: list[str]) -> str:
+def _label(row: Row, swept: list[str]) -> str:
     parts = [f"{k.rsplit('.', 1)[-1]}={row.get(_col(row, k))}" for k in swept[:3]]
     return ", ".join(parts) if parts else f"#{row['num']}"
 
 
-def _err(rows: list[dict], name: str) -> list[list[float]] | None:
+def _err(rows: list[Row], name: str) -> list[list[float]] | None:
     """Asymmetric error bars [[below...], [above...]] from the 95% CI; None when no row has one."""
     below, above, any_ci = [], [], False
     for r in rows:
@@ -43,7 +46,7 @@ def _err(rows: list[dict], name: str) -> list[list[float]] | None:
     return [below, above] if any_ci else None
 
 
-def _pareto_panel(ax, rows: list[dict], swept: list[str]) -> None:
+def _pareto_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
     pts = [r for r in rows if r.get("energy_per_output_token_j") is not None]
     xs = [r["output_tokens_per_s"] for r in pts]
     ys = [r["energy_per_output_token_j"] for r in pts]
@@ -84,7 +87,7 @@ def _pareto_panel(ax, rows: list[dict], swept: list[str]) -> None:
     ax.legend(fontsize=8)
 
 
-def _param_panel(ax, rows: list[dict], swept: list[str]) -> None:
+def _param_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
     if len(swept) == 1:
         key = swept[0]
         col = _col(rows[0], key)
@@ -136,7 +139,7 @@ def _param_panel(ax, rows: list[dict], swept: list[str]) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def write_plot(path: Path, rows: list[dict], swept: list[str]) -> bool:
+def write_plot(path: Path, rows: list[Row], swept: list[str]) -> bool:
     """Draw ``path`` from the summary rows; False (nothing written) when no job completed."""
     done = [r for r in rows if r.get("status") == "ok" and r.get("output_tokens_per_s") is not None]
     if not done:
@@ -156,5 +159,6 @@ def write_plot(path: Path, rows: list[dict], swept: list[str]) -> bool:
         f"llem study: {path.parent.name}, {len(done)} completed job{'s' if len(done) != 1 else ''}",
         fontsize=10,
     )
-    _replace_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     return True
