@@ -288,7 +288,9 @@ class Result(_Model):
     repeats: RepeatSummary
     requests: list[RequestMetrics]
     warnings: list[str]
-    environment: dict[str, object] = Field(description="versions, CPU, GPUs, driver (see llem.environment)")
+    environment: dict[str, object] = Field(
+        description="versions, CPU, GPUs, driver (see llem.environment)"
+    )
 
 
 def write_result(result: Result, folder: Path) -> Path:

@@ -178,7 +178,7 @@ def test_multi_backend_example_composes_and_is_refused_before_any_job(tmp_path, 
     cfg = _compose(tmp_path, "study", ["backend=pytorch"])  # the one backend this release has
     exp = validate(cfg)
     assert exp.backend.name == "pytorch" and exp.n == data["n"]
-    docker = cfg.hydra.launcher.docker
+    docker = OmegaConf.to_object(cfg.hydra.launcher.docker)
     for backend in ("pytorch", "vllm"):
         job = Job(
             0,

@@ -8,7 +8,8 @@ configs need ``typing.Optional``/``List`` rather than ``X | None``/``list[X]``.
 # ruff: noqa: UP006, UP035, UP045
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Sequence
+from enum import Enum
+from typing import Dict, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
@@ -24,7 +25,7 @@ class DockerConf:
     executable: str = "docker"
     host: Optional[str] = None  # DOCKER_HOST for the client (e.g. unix:///tmp/podman.sock)
     image: Optional[str] = None  # one image for every backend; else images[backend]
-    images: Any = field(
+    images: Dict[str, str] = field(
         default_factory=lambda: {
             "pytorch": "ghcr.io/llenergymeasure/pytorch:${oc.env:LLEM_VERSION,2.0.0}-cuda12.4",
             "vllm": "ghcr.io/llenergymeasure/vllm:${oc.env:LLEM_VERSION,2.0.0}-cuda12.4",
@@ -53,16 +54,29 @@ class DockerConf:
     extra_args: List[str] = field(default_factory=list)
 
 
+class LaunchMode(Enum):
+    """Where each job's process runs (OmegaConf matches the names: ``mode=docker``)."""
+
+    subprocess = "subprocess"  # a fresh Python process on this host
+    docker = "docker"  # the same inside its backend's container image
+
+
+# ``continue`` is a keyword: the functional form (OmegaConf matches the names: ``on_failure=stop``)
+OnFailure = Enum("OnFailure", [("continue", "continue"), ("stop", "stop")])
+
+
 @dataclass
 class LlemLauncherConf:
+    """``hydra.launcher.*``: typed by OmegaConf; ranges checked once at setup (llem.study.launcher)."""
+
     _target_: str = "hydra_plugins.llem_plugins.llem_launcher.LlemLauncher"
-    mode: str = "subprocess"  # subprocess | docker
-    timeout_s: Optional[float] = None  # per job; None = no limit
-    cooldown_s: float = 0.0  # idle gap before each job after the first (thermal)
-    on_failure: str = "continue"  # continue | stop
+    mode: LaunchMode = LaunchMode.subprocess
+    timeout_s: Optional[float] = None  # per job, > 0; None = no limit
+    cooldown_s: float = 0.0  # >= 0: idle gap before each job after the first (thermal)
+    on_failure: OnFailure = OnFailure["continue"]  # continue | stop (the study after a failed job)
     resume: bool = True  # skip jobs whose result exists with the same config hash
-    gpus_per_job: int = 1
-    max_parallel: Optional[int] = None  # None: one job per GPU group (1 without GPUs)
+    gpus_per_job: int = 1  # >= 1
+    max_parallel: Optional[int] = None  # >= 1; None: one job per GPU group (1 without GPUs)
     docker: DockerConf = field(default_factory=DockerConf)
 
 
@@ -72,8 +86,12 @@ ConfigStore.instance().store(
 
 
 class LlemLauncher(Launcher):
-    def __init__(self, **params: Any) -> None:
-        self.params = params
+    """Thin: checks its options (one ``Error:`` line, exit 2) and hands the sweep to a Study."""
+
+    def __init__(self, **params: object) -> None:
+        from llem.study.launcher import launcher_options
+
+        self.options = launcher_options(params)
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
@@ -86,6 +104,9 @@ class LlemLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from llem.study.launcher import launch
+        from llem.study.launcher import Study
 
-        return launch(self, job_overrides, initial_job_idx)
+        assert self.config is not None and self.hydra_context is not None
+        assert self.task_function is not None, "setup() runs first"
+        study = Study(self.options, self.config, self.hydra_context, self.task_function)
+        return study.run(job_overrides, initial_job_idx)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llem.paths import atomic_path
-from llem.study.table import Cell, Row, pareto_front
+from llem.study.table import Row, pareto_front
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

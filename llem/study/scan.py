@@ -99,7 +99,11 @@ def _read_outcome(entry: JobEntry, folder: Path, previous: JobEntry | None, sett
         entry.result, entry.result_stat = f"{entry.job}/{RESULT_FILE}", stat
         if previous is not None and previous.result_stat == stat and previous.metrics is not None:
             # unchanged result.json: reuse what the last rebuild read from it
-            entry.status, entry.error, entry.metrics = previous.status, previous.error, previous.metrics
+            entry.status, entry.error, entry.metrics = (
+                previous.status,
+                previous.error,
+                previous.metrics,
+            )
             entry.config_hash = previous.config_hash
             entry.overrides = entry.overrides or previous.overrides
             return
