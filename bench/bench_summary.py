@@ -1,10 +1,12 @@
-"""How long the study summary takes to rebuild for a large sweep (goal: 10,000 jobs in <= 2 s, png excluded).
+"""How long the study summary takes to rebuild for a large sweep (goal: 10,000 jobs in <= 2 s, png
+excluded).
 
     python bench/bench_summary.py [--jobs 10000] [--n 100] [--keep DIR]
 
-Runs the real ``llem`` once (tiny model, ``n`` prompts) for a realistic ``result.json``, writes ``--jobs``
-synthetic job folders (``.hydra/overrides.yaml`` + a copy of that result with varied metrics, energy filled
-in, a third with 3 repeats and confidence intervals), then times ``write_summary``:
+Runs the real ``llem`` once (tiny model, ``n`` prompts) for a realistic ``result.json``, writes
+``--jobs`` synthetic job folders (``.hydra/overrides.yaml`` + a copy of that result with varied
+metrics, energy filled in, a third with 3 repeats and confidence intervals), then times
+``write_summary``:
 
 - cold: no previous ``study_summary.json`` (every ``result.json`` read and parsed);
 - warm: nothing changed since the last rebuild (metrics reused by (path, mtime_ns, size));
@@ -61,7 +63,8 @@ def real_result(n: int, work: Path) -> dict:
 
 
 def vary(template: dict, i: int, batch: int, rng: random.Random) -> dict:
-    """A copy with plausible metrics: throughput grows with batch, energy per token falls, noise on both."""
+    """A copy with plausible metrics: throughput grows with batch, energy per token falls, noise on
+    both."""
     data = copy.deepcopy(template)
     scale = (batch**0.7) * rng.uniform(0.9, 1.1)
     tp = data["throughput"]
@@ -134,7 +137,8 @@ def make_sweep(root: Path, template: dict, jobs: int) -> Path:
         )
     size = sum(p.stat().st_size for p in sweep.glob("*/result.json"))
     print(
-        f"wrote {jobs} job folders in {time.perf_counter() - t0:.1f} s ({size / 2**20:.0f} MiB of result.json)"
+        f"wrote {jobs} job folders in {time.perf_counter() - t0:.1f} s "
+        f"({size / 2**20:.0f} MiB of result.json)"
     )
     return sweep
 
@@ -212,13 +216,15 @@ def main() -> None:
         )
 
         print(
-            f"\nstudy summary rebuild, {args.jobs} jobs ({meta.counts['ok']} ok, {meta.counts['failed']} "
+            f"\nstudy summary rebuild, {args.jobs} jobs ({meta.counts['ok']} ok, "
+            f"{meta.counts['failed']} "
             f"failed), median of 3; goal <= {GOAL_S:.0f} s without the png"
         )
         for label, median, runs in rows:
             goal = "" if label == "png alone" else ("met" if median <= GOAL_S else "NOT met")
             print(
-                f"  {label:<28} {median:6.2f} s  (runs: {', '.join(f'{r:.2f}' for r in runs)})  {goal}"
+                f"  {label:<28} {median:6.2f} s  "
+                f"(runs: {', '.join(f'{r:.2f}' for r in runs)})  {goal}"
             )
         sizes = {p.name: p.stat().st_size for p in sweep.glob("study_*")}
         print("  files: " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sorted(sizes.items())))

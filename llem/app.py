@@ -1,4 +1,5 @@
-"""The Hydra application: one job = validate the composed config, run the harness, write ``result.json``.
+"""The Hydra application: one job = validate the composed config, run the harness, write
+``result.json``.
 
 Kept free of test helpers: ``@hydra.main`` sets process-wide state when this module is imported.
 """
@@ -22,7 +23,8 @@ register_plugins()
 
 
 def _discard(run_dir: Path, output_root: Path) -> None:
-    """Remove a run folder that holds no result (bad input found inside the job), and an emptied root."""
+    """Remove a run folder that holds no result (bad input found inside the job), and an emptied
+    root."""
     import contextlib
     import shutil
 

@@ -1,9 +1,9 @@
-"""The key metrics of a run: one definition read by the study summary (its metric columns, in this order),
-the terminal table, ``llem reproduce``'s comparison and the study launcher's progress lines.
+"""The key metrics of a run: one definition read by the study summary (its metric columns, in this
+order), the terminal table, ``llem reproduce``'s comparison and the study launcher's progress lines.
 
 Each metric is taken from a typed result (:class:`llem.result.Result`, or its measured sections
-:class:`llem.result.ResultMetrics`); ``None`` where the run did not measure it (a non-finite number counts
-as not measured).
+:class:`llem.result.ResultMetrics`); ``None`` where the run did not measure it (a non-finite number
+counts as not measured).
 """
 
 from __future__ import annotations
@@ -71,7 +71,9 @@ class KeyMetric:
 
 
 def _p(dist: Distribution | None, name: Literal["p50", "p99"]) -> float | None:
-    return None if dist is None else getattr(dist, name)  # type: ignore[no-any-return]
+    if dist is None:
+        return None
+    return dist.p50 if name == "p50" else dist.p99
 
 
 def _co2(r: Measured) -> float | None:

@@ -23,7 +23,8 @@ _UMASK = _read_umask()
 
 
 def cache_dir(*parts: str) -> Path:
-    """llem's cache folder (``$LLEM_CACHE_DIR`` or the platform's user cache dir), created on demand."""
+    """llem's cache folder (``$LLEM_CACHE_DIR`` or the platform's user cache dir), created on
+    demand."""
     root = Path(os.environ.get("LLEM_CACHE_DIR") or user_cache_dir("llem"))
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
@@ -31,7 +32,8 @@ def cache_dir(*parts: str) -> Path:
 
 
 def slugify(name: str) -> str:
-    """'meta-llama/Llama-3.1-8B-Instruct' -> 'llama-3.1-8b-instruct'; '/x/My model/' -> 'my-model'."""
+    """'meta-llama/Llama-3.1-8B-Instruct' -> 'llama-3.1-8b-instruct'; '/x/My model/' ->
+    'my-model'."""
     name = name.rstrip("/").removeprefix("llem://")
     base = name.rsplit("/", 1)[-1] or "model"
     return re.sub(r"[^a-z0-9._-]+", "-", base.lower()).strip("-") or "model"

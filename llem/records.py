@@ -1,9 +1,9 @@
 """The files of a run and of a study: their names, the job status vocabulary, the typed records.
 
-A run folder holds ``result.json`` (:mod:`llem.result`) and ``timeseries.parquet``; a failed study job's
-folder holds ``error.json`` (:class:`ErrorRecord`, written only by :func:`write_error`). A study's sweep
-folder holds ``study.json`` (:class:`StudyPlan`, the launcher's plan), ``.jobs/`` (each job's spec and
-console log) and the ``study_summary.*`` files (:mod:`llem.study.summary`).
+A run folder holds ``result.json`` (:mod:`llem.result`) and ``timeseries.parquet``; a failed study
+job's folder holds ``error.json`` (:class:`ErrorRecord`, written only by :func:`write_error`). A
+study's sweep folder holds ``study.json`` (:class:`StudyPlan`, the launcher's plan), ``.jobs/``
+(each job's spec and console log) and the ``study_summary.*`` files (:mod:`llem.study.summary`).
 """
 
 from __future__ import annotations

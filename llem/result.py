@@ -1,4 +1,5 @@
-"""``result.json``: the versioned record of one measured run (pydantic model, JSON Schema via ``llem schema``).
+"""``result.json``: the versioned record of one measured run (pydantic model, JSON Schema via ``llem
+schema``).
 
 Field names carry their unit (``_s`` seconds, ``_ms`` milliseconds, ``_j`` joules, ``_w`` watts,
 ``_bytes``). A value that was not measured is ``null`` with a reason beside it, never 0.
@@ -33,8 +34,8 @@ class Distribution(_Model):
 
 
 class TokenCounts(_Model):
-    """Exact counts over every measured window (n x repeats requests): padding is never counted; output
-    includes the EOS token when generation stopped on it."""
+    """Exact counts over every measured window (n x repeats requests): padding is never counted;
+    output includes the EOS token when generation stopped on it."""
 
     requests: int
     input: int
@@ -77,7 +78,7 @@ class TimingMetrics(_Model):
         description="first batch start -> last batch end, synchronised (summed over repeats)"
     )
     flops_pass_s: float | None = Field(
-        description="duration of the FLOP-counting pass, run after the measured window (null: disabled)"
+        description="duration of the FLOP-counting pass, after the measured window (null: disabled)"
     )
 
 
@@ -93,7 +94,8 @@ class FlopsMetrics(_Model):
 
     counted: int | None = Field(description="torch FLOP counter over the counted batches")
     analytic: int | None = Field(
-        description="closed-form count for the same shapes (padded batches for pytorch; per request for engines)"
+        description="closed-form count for the same shapes "
+        "(padded batches for pytorch; per request for engines)"
     )
     counted_requests: int
     counted_output_tokens: int
@@ -145,7 +147,8 @@ class CarbonEstimate(_Model):
 
 
 class PrefillSplit(_Model):
-    """A separate prefill-only pass (1 new token per prompt, same batches) measured with the same meters."""
+    """A separate prefill-only pass (1 new token per prompt, same batches) measured with the same
+    meters."""
 
     prefill_j: float | None
     prefill_window_s: float
@@ -156,10 +159,11 @@ class PrefillSplit(_Model):
 
 
 class EnergyMetrics(_Model):
-    """Energy of the measured window(s) from hardware meters; null with ``reason`` when none measured it.
+    """Energy of the measured window(s) from hardware meters; null with ``reason`` when none
+    measured it.
 
-    ``total_j`` sums every hardware reading (see ``covers``); CodeCarbon's modelled figure is kept apart
-    in ``estimate_j`` and ``co2``. With repeats, totals cover all measured windows together.
+    ``total_j`` sums every hardware reading (see ``covers``); CodeCarbon's modelled figure is kept
+    apart in ``estimate_j`` and ``co2``. With repeats, totals cover all measured windows together.
     """
 
     meters: list[str] = Field(description="active meters")
@@ -249,8 +253,9 @@ class DatasetRecord(_Model):
 
 
 class ResultMetrics(BaseModel):
-    """The measured sections of a ``result.json`` (the same types as :class:`Result`), read without the
-    per-request list, the config and the environment: what the study summary and the key metrics need."""
+    """The measured sections of a ``result.json`` (the same types as :class:`Result`), read without
+    the per-request list, the config and the environment: what the study summary and the key metrics
+    need."""
 
     model_config = ConfigDict(extra="ignore")
 

@@ -29,6 +29,10 @@ def _si(value: float | None, unit: str) -> str:
     return f"{value:.3g} {unit}"
 
 
+def _milli(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 1e3:.4g}"
+
+
 def print_summary(result: Result, path: Path) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -66,7 +70,7 @@ def print_summary(result: Result, path: Path) -> None:
             "energy",
             Text(
                 f"{e.total_j:.3f} J ({e.covers}; {', '.join(e.meters)}, {e.method}), "
-                f"{e.per_output_token_j * 1e3:.4g} mJ/output token, "
+                f"{_milli(e.per_output_token_j)} mJ/output token, "
                 f"{e.wh_per_1k_requests:.4g} Wh/1k requests, {e.average_power_w:.1f} W"
             ),
         )

@@ -1,4 +1,5 @@
-"""The llem launcher: fresh process per job, failures, timeout, Ctrl-C, resume, GPU slots, docker argv."""
+"""The llem launcher: fresh process per job, failures, timeout, Ctrl-C, resume, GPU slots, docker
+argv."""
 
 from __future__ import annotations
 
@@ -275,8 +276,8 @@ def test_launcher_options_are_typed():
 
 
 def test_hydra_internal_is_used_once_for_a_pinned_hydra_range():
-    """The worker's hydra_context() is the one use of hydra._internal in the study code; it was written
-    for HYDRA_RANGE: a Hydra outside it fails here first."""
+    """The worker's hydra_context() is the one use of hydra._internal in the study code; it was
+    written for HYDRA_RANGE: a Hydra outside it fails here first."""
     import hydra
 
     from llem.study.worker import HYDRA_RANGE

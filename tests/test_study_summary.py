@@ -1,8 +1,10 @@
-"""The study summary of a sweep folder: statuses, columns, files, Pareto front, locking, the Hydra callback.
+"""The study summary of a sweep folder: statuses, columns, files, Pareto front, locking, the Hydra
+callback.
 
-Synthetic sweep folders are built from one real ``result.json`` (the tiny model measured on a simulated GPU
-with 3 repeats, so energy and confidence intervals are real fields); the end-to-end tests run the real
-``llem -m ... hydra/callbacks=llem_summary`` with Hydra's basic and joblib launchers.
+Synthetic sweep folders are built from one real ``result.json`` (the tiny model measured on a
+simulated GPU with 3 repeats, so energy and confidence intervals are real fields); the end-to-end
+tests run the real ``llem -m ... hydra/callbacks=llem_summary`` with Hydra's basic and joblib
+launchers.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SLUG = "tiny-llama_pytorch"
 
 
-# ---------------------------------------------------------------------------------------------- fixtures
+# ----------------------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +82,8 @@ def template(tiny_model_dir, tmp_path_factory) -> dict:
 def variant(
     template: dict, overrides: list[str], *, tps: float, jpt: float | None = None, repeats: int = 1
 ) -> dict:
-    """A copy of the real result with chosen throughput, J/token (None: not measured) and repeats (1 or 3)."""
+    """A copy of the real result with chosen throughput, J/token (None: not measured) and repeats (1
+    or 3)."""
     data = copy.deepcopy(template)
     data["overrides"] = overrides
     data["throughput"]["output_tokens_per_s"] = tps
@@ -137,7 +140,8 @@ def make_job(
     result: dict | None = None,
     error: dict | None = None,
 ) -> Path:
-    """A job folder as Hydra + llem leave it: .hydra/overrides.yaml, then result.json or error.json."""
+    """A job folder as Hydra + llem leave it: .hydra/overrides.yaml, then result.json or
+    error.json."""
     folder = sweep / f"{num}_{SLUG}"
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
@@ -190,7 +194,7 @@ def summarize(sweep: Path, **options: bool) -> dict:
     return load_summary(sweep)
 
 
-# ---------------------------------------------------------------------------------------------- statuses
+# ----------------------------------------------------------------------------------------- statuses
 
 
 def test_statuses_from_study_json_and_folders(tmp_path, template):
@@ -233,7 +237,8 @@ def test_statuses_from_study_json_and_folders(tmp_path, template):
 
 
 def test_jobs_from_folders_without_study_json(tmp_path, template):
-    """Hydra's own launchers (basic, joblib, submitit): the jobs are the folders holding .hydra/overrides.yaml."""
+    """Hydra's own launchers (basic, joblib, submitit): the jobs are the folders holding
+    .hydra/overrides.yaml."""
     sweep = tmp_path / "study"
     combos = [
         ("llem://tiny-llama", 1),
@@ -344,7 +349,7 @@ def test_override_values_are_typed_per_column(tmp_path):
     assert [r["z"] for r in read_csv(sweep / SUMMARY_CSV)] == ["true", "false"]
 
 
-# ---------------------------------------------------------------------------------------------- files
+# -------------------------------------------------------------------------------------------- files
 
 
 def test_every_file_is_written_and_readable(tmp_path, template):
@@ -480,7 +485,7 @@ def test_unchanged_results_are_not_read_again(tmp_path, template, monkeypatch):
     assert [j["metrics"]["output_tokens_per_s"] for j in s["jobs"]] == [10.0, 999.0, 12.0]
 
 
-# ---------------------------------------------------------------------------------------------- concurrency
+# -------------------------------------------------------------------------------------- concurrency
 
 
 def test_concurrent_writers_leave_valid_files(tmp_path, template):
@@ -536,7 +541,7 @@ def test_a_rebuild_waits_for_the_study_lock(tmp_path, template):
     assert load_summary(sweep)["counts"]["ok"] == 1
 
 
-# ---------------------------------------------------------------------------------------------- callback
+# ----------------------------------------------------------------------------------------- callback
 
 
 def _job_config(sweep: Path, subdir: str, mode: str = "MULTIRUN"):
@@ -614,7 +619,7 @@ def test_callback_config_composes():
     assert cfg.hydra.callbacks.llem_summary._target_ == "llem.study.callback.StudySummaryCallback"
 
 
-# ---------------------------------------------------------------------------------------------- end to end
+# --------------------------------------------------------------------------------------- end to end
 
 E2E = [
     "-m",
@@ -655,7 +660,8 @@ def test_e2e_basic_launcher(tmp_path, tiny_model_dir):
 
 @pytest.mark.e2e
 def test_e2e_joblib_launcher(tmp_path, tiny_model_dir):
-    """Jobs in two parallel worker processes, each rebuilding the summary from its own process as it ends."""
+    """Jobs in two parallel worker processes, each rebuilding the summary from its own process as it
+    ends."""
     proc = run_llem(*E2E, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Callback" not in proc.stderr and "could not" not in proc.stderr, proc.stderr
@@ -664,8 +670,9 @@ def test_e2e_joblib_launcher(tmp_path, tiny_model_dir):
 
 @pytest.mark.e2e
 def test_e2e_failed_jobs_get_error_json_from_the_callback(tmp_path):
-    """A job whose task raises (a model folder transformers cannot load): the callback writes its error.json
-    and the summary lists it; Hydra skips on_multirun_end after a failure, so the job-end rebuilds must do."""
+    """A job whose task raises (a model folder transformers cannot load): the callback writes its
+    error.json and the summary lists it; Hydra skips on_multirun_end after a failure, so the job-end
+    rebuilds must do."""
     bad = tmp_path / "badmodel"
     bad.mkdir()
     (bad / "config.json").write_text("{}")

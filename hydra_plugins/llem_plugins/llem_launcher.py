@@ -1,6 +1,8 @@
-"""``hydra/launcher=llem``: every study job in a fresh process (subprocess or container), one per GPU.
+"""``hydra/launcher=llem``: every study job in a fresh process (subprocess or container), one per
+GPU.
 
-The config dataclass lives beside the launcher (like Hydra's joblib/submitit launchers); the work is in
+The config dataclass lives beside the launcher (like Hydra's joblib/submitit launchers); the work is
+in
 :mod:`llem.study.launcher`. No ``from __future__ import annotations`` here: Hydra's plugin scanner
 executes this module and reads the dataclass annotations at run time, and OmegaConf 2.3 structured
 configs need ``typing.Optional``/``List`` rather than ``X | None``/``list[X]``.
@@ -67,7 +69,8 @@ OnFailure = Enum("OnFailure", [("continue", "continue"), ("stop", "stop")])
 
 @dataclass
 class LlemLauncherConf:
-    """``hydra.launcher.*``: typed by OmegaConf; ranges checked once at setup (llem.study.launcher)."""
+    """``hydra.launcher.*``: typed by OmegaConf; ranges checked once at setup
+    (llem.study.launcher)."""
 
     _target_: str = "hydra_plugins.llem_plugins.llem_launcher.LlemLauncher"
     mode: LaunchMode = LaunchMode.subprocess

@@ -1,10 +1,11 @@
-"""Hydra callback keeping the study summary of a multirun sweep current (``hydra/callbacks=llem_summary``).
+"""Hydra callback keeping the study summary of a multirun sweep current
+(``hydra/callbacks=llem_summary``).
 
-``on_job_end`` runs where the job ran (the child process with joblib/submitit): it writes ``error.json`` for a
-failed job that has none and rebuilds the summary, so the summary is current even when Hydra skips
-``on_multirun_end`` (it does whenever a job failed). ``on_multirun_end`` writes the final summary.
-Hydra turns a callback's exception into a warning; here every error is logged with its traceback instead
-and never fails the job or the study.
+``on_job_end`` runs where the job ran (the child process with joblib/submitit): it writes
+``error.json`` for a failed job that has none and rebuilds the summary, so the summary is current
+even when Hydra skips ``on_multirun_end`` (it does whenever a job failed). ``on_multirun_end``
+writes the final summary. Hydra turns a callback's exception into a warning; here every error is
+logged with its traceback instead and never fails the job or the study.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ log = logging.getLogger("llem.study")
 
 def _hydra(config: DictConfig) -> DictConfig | HydraConf:
     if "hydra" in config:
-        return config.hydra
+        node = config.hydra
+        assert isinstance(node, DictConfig)
+        return node
     from hydra.core.hydra_config import HydraConfig
 
     return HydraConfig.get()
@@ -55,7 +58,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def write_error_json(folder: Path, job_return: JobReturn) -> None:
-    """``error.json`` of a job whose task raised (only where the folder has no result and no error.json)."""
+    """``error.json`` of a job whose task raised (only where the folder has no result and no
+    error.json)."""
     from llem.records import RESULT_FILE, ErrorRecord, write_error
 
     if not folder.is_dir() or (folder / RESULT_FILE).exists():
@@ -69,7 +73,8 @@ def write_error_json(folder: Path, job_return: JobReturn) -> None:
 
 
 class StudySummaryCallback(Callback):
-    """Rebuilds ``study_summary.*`` in the sweep folder as each job ends, and once more at the end."""
+    """Rebuilds ``study_summary.*`` in the sweep folder as each job ends, and once more at the
+    end."""
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: object) -> None:
         try:
@@ -83,7 +88,8 @@ class StudySummaryCallback(Callback):
             write_summary(sweep_dir_of_job(hc))
         except Exception:
             log.exception(
-                "llem: could not update the study summary after this job (the job itself is unaffected)"
+                "llem: could not update the study summary after this job "
+                "(the job itself is unaffected)"
             )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: object) -> None:

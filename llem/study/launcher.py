@@ -1,16 +1,20 @@
-"""What ``hydra/launcher=llem`` does: validate every job, then run each in a fresh process, one per GPU slot.
+"""What ``hydra/launcher=llem`` does: validate every job, then run each in a fresh process, one per
+GPU slot.
 
-- The options (:class:`LlemLauncherConf`) are typed by OmegaConf and range-checked once, before any folder
-  is made (:func:`launcher_options`).
-- Every job is composed and validated before any starts — llem's pre-flight already validated them in the
-  same process, so its configs are reused —; one bad job rejects the sweep (exit 2).
-- A job runs as ``python -m llem.study.worker <spec.pkl> <task>`` (or the same inside a container), so
-  GPU memory, NVML state and CUDA contexts never leak between jobs and engines never share a process.
+- The options (:class:`LlemLauncherConf`) are typed by OmegaConf and range-checked once, before any
+  folder is made (:func:`launcher_options`).
+- Every job is composed and validated before any starts — llem's pre-flight already validated them
+  in the same process, so its configs are reused —; one bad job rejects the sweep (exit 2).
+- A job runs as ``python -m llem.study.worker <spec.pkl> <task>`` (or the same inside a container),
+  so GPU memory, NVML state and CUDA contexts never leak between jobs and engines never share a
+  process.
 - With several GPUs, up to one job per GPU group runs at once, pinned with ``CUDA_VISIBLE_DEVICES``
   (GPU UUIDs); without GPUs jobs run one at a time (:class:`Scheduler`).
-- A failed job (exception, non-zero exit, SIGKILL/OOM, timeout) gets an ``error.json`` and the study goes
-  on (``on_failure=continue``); the study then ends with ``N/M jobs failed`` and a non-zero exit code.
-- Ctrl-C stops the running job(s), keeps finished results, writes the summary marked interrupted, exit 130.
+- A failed job (exception, non-zero exit, SIGKILL/OOM, timeout) gets an ``error.json`` and the study
+  goes on (``on_failure=continue``); the study then ends with ``N/M jobs failed`` and a non-zero
+  exit code.
+- Ctrl-C stops the running job(s), keeps finished results, writes the summary marked interrupted,
+  exit 130.
 - Resume: a job whose ``result.json`` exists with the same config hash is skipped.
 """
 
@@ -95,7 +99,8 @@ def option_problems(conf: LlemLauncherConf) -> list[str]:
 
 
 def launcher_options(params: Mapping[str, object]) -> LlemLauncherConf:
-    """The launcher's options as their dataclass, checked: a bad one exits 2 with one ``Error:`` line."""
+    """The launcher's options as their dataclass, checked: a bad one exits 2 with one ``Error:``
+    line."""
     try:
         merged = OmegaConf.merge(OmegaConf.structured(LlemLauncherConf), dict(params))
         conf = OmegaConf.to_object(merged)
@@ -156,9 +161,9 @@ def prepare_jobs(
 ) -> list[Job]:
     """Compose every job; exit 2 listing each bad one before anything runs.
 
-    Jobs of llem's own task get their validated experiment from the pre-flight (validated there), or are
-    validated here when the study did not come through the ``llem`` command; other Hydra apps run as
-    they are.
+    Jobs of llem's own task get their validated experiment from the pre-flight (validated there), or
+    are validated here when the study did not come through the ``llem`` command; other Hydra apps
+    run as they are.
     """
     from llem.config import validate
     from llem.preflight import validated
@@ -192,7 +197,8 @@ def prepare_jobs(
 
 
 def check_backends(jobs: list[Job], mode: str, is_docker_usable: Callable[[], bool]) -> None:
-    """A sweep over several backends needs isolated containers: refuse it before any job otherwise."""
+    """A sweep over several backends needs isolated containers: refuse it before any job
+    otherwise."""
     from llem.preflight import check_isolation
 
     try:
@@ -203,7 +209,8 @@ def check_backends(jobs: list[Job], mode: str, is_docker_usable: Callable[[], bo
 
 
 def gpu_slots(gpus_per_job: int, max_parallel: int | None) -> list[str | None]:
-    """CUDA_VISIBLE_DEVICES values, one per concurrent job: groups of GPU UUIDs, or [None] without GPUs."""
+    """CUDA_VISIBLE_DEVICES values, one per concurrent job: groups of GPU UUIDs, or [None] without
+    GPUs."""
     from llem.energy.nvml import load_nvml, visible_gpus
 
     nvml, _ = load_nvml()
@@ -237,10 +244,12 @@ def container_name(sweep_dir: Path, job: Job) -> str:
 
 
 def docker_argv(job: Job, spec: Path, task: str, d: DockerConf, sweep_dir: Path) -> list[str]:
-    """``docker run`` for one job: the sweep folder is mounted at its own path (results come back through
-    it); secrets are passed by name only (``-e HF_TOKEN``), so their values never reach argv or a file."""
+    """``docker run`` for one job: the sweep folder is mounted at its own path (results come back
+    through it); secrets are passed by name only (``-e HF_TOKEN``), so their values never reach argv
+    or a file."""
     image = d.image or d.images[job.backend]
-    # no --rm: with it, Podman's Docker API can lose the exit code; the launcher removes the container
+    # no --rm: with it, Podman's Docker API can lose the exit code; the launcher removes the
+    # container
     argv = [
         d.executable,
         "run",
@@ -288,7 +297,8 @@ def _tail(path: Path | None, lines: int = 15) -> str:
 
 
 def _error_line(job: Job) -> str:
-    """The most telling line of a failed job's output: its last 'Error:' line, else its last line."""
+    """The most telling line of a failed job's output: its last 'Error:' line, else its last
+    line."""
     tail = _tail(job.log, 40).splitlines()
     errors = [line for line in tail if line.startswith("Error: ") or "Error" in line.split(":")[0]]
     return (errors or tail or ["(no output)"])[-1].strip()
@@ -298,7 +308,8 @@ def _error_line(job: Job) -> str:
 
 
 class Scheduler:
-    """Owns the GPU slots and the jobs: starts each pending job on a free slot, watches it to its end."""
+    """Owns the GPU slots and the jobs: starts each pending job on a free slot, watches it to its
+    end."""
 
     def __init__(self, conf: LlemLauncherConf, sweep_dir: Path, task: str, jobs: list[Job]) -> None:
         self.conf, self.sweep_dir, self.task, self.jobs = conf, sweep_dir, task, jobs
@@ -513,8 +524,8 @@ class Study:
         skipped = len(jobs) - len(scheduler.todo)
         if skipped:
             _print(
-                f"[llem] resuming: {skipped} of {len(jobs)} jobs already have a result with the same "
-                "config; skipped (hydra.launcher.resume=false to rerun)"
+                f"[llem] resuming: {skipped} of {len(jobs)} jobs already have a result with the "
+                "same config; skipped (hydra.launcher.resume=false to rerun)"
             )
         mode = self.conf.mode.value
         _print(f"[llem] study of {len(jobs)} jobs in {sweep_dir} ({mode}, {scheduler.where})")

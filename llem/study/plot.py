@@ -1,11 +1,13 @@
-"""``study_pareto.png``: the study's trade-off at a glance (matplotlib, imported here only, Agg canvas).
+"""``study_pareto.png``: the study's trade-off at a glance (matplotlib, imported here only, Agg
+canvas).
 
-- When some job measured energy: energy per output token against output tokens/s, the Pareto front marked
-  (higher throughput and lower J/token are better).
-- Otherwise, and in addition when exactly one parameter is swept: output tokens/s against that parameter
-  (against the job when several are swept).
+- When some job measured energy: energy per output token against output tokens/s, the Pareto front
+  marked (higher throughput and lower J/token are better).
+- Otherwise, and in addition when exactly one parameter is swept: output tokens/s against that
+  parameter (against the job when several are swept).
 
-Error bars are the 95% confidence intervals across repeats (jobs with repeats >= 2). No completed job: no png.
+Error bars are the 95% confidence intervals across repeats (jobs with repeats >= 2). No completed
+job: no png.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llem.paths import atomic_path
-from llem.study.table import Row, pareto_front
+from llem.study.table import Cell, Row, pareto_front
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -31,11 +33,23 @@ def _label(row: Row, swept: list[str]) -> str:
     return ", ".join(parts) if parts else f"#{row['num']}"
 
 
+def _num(row: Row, name: str) -> float | None:
+    """A numeric cell as a float (None when empty or not a number)."""
+    value = row.get(name)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _nums(rows: list[Row], name: str) -> list[float]:
+    return [v for v in (_num(r, name) for r in rows) if v is not None]
+
+
 def _err(rows: list[Row], name: str) -> list[list[float]] | None:
     """Asymmetric error bars [[below...], [above...]] from the 95% CI; None when no row has one."""
-    below, above, any_ci = [], [], False
+    below: list[float] = []
+    above: list[float] = []
+    any_ci = False
     for r in rows:
-        value, low, high = r.get(name), r.get(f"{name}_ci95_low"), r.get(f"{name}_ci95_high")
+        value, low, high = _num(r, name), _num(r, f"{name}_ci95_low"), _num(r, f"{name}_ci95_high")
         if value is None or low is None or high is None:
             below.append(0.0)
             above.append(0.0)
@@ -47,9 +61,8 @@ def _err(rows: list[Row], name: str) -> list[list[float]] | None:
 
 
 def _pareto_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
-    pts = [r for r in rows if r.get("energy_per_output_token_j") is not None]
-    xs = [r["output_tokens_per_s"] for r in pts]
-    ys = [r["energy_per_output_token_j"] for r in pts]
+    pts = [r for r in rows if _num(r, "energy_per_output_token_j") is not None]
+    xs, ys = _nums(pts, "output_tokens_per_s"), _nums(pts, "energy_per_output_token_j")
     ax.errorbar(
         xs,
         ys,
@@ -92,28 +105,28 @@ def _param_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
         key = swept[0]
         col = _col(rows[0], key)
         pts = [r for r in rows if r.get(col) is not None]
-        values = [r[col] for r in pts]
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        numbers = _nums(pts, col)
+        numeric = len(numbers) == len(pts)
+        values: list[Cell] = [r[col] for r in pts]
         title, xlabel = f"Throughput vs {key}", key
     else:
-        pts, values, numeric = rows, [r["num"] for r in rows], False
+        pts, numbers, numeric = rows, [], False
+        values = [_label(r, swept) for r in rows] if swept else [r["num"] for r in rows]
         title, xlabel = "Throughput per job", "job"
-        if swept:
-            values = [_label(r, swept) for r in rows]
     if not pts:
         return
+    xs: list[float]
     if numeric:
-        order = sorted(range(len(pts)), key=lambda i: values[i])
-        pts, xs = [pts[i] for i in order], [values[i] for i in order]
-        positive = [x for x in xs if x > 0]
-        if len(positive) == len(xs) and max(xs) / min(xs) >= 16:
+        order = sorted(range(len(pts)), key=lambda i: numbers[i])
+        pts, xs = [pts[i] for i in order], [numbers[i] for i in order]
+        if min(xs) > 0 and max(xs) / min(xs) >= 16:
             ax.set_xscale("log", base=2)
         if len(set(xs)) <= 20:
             ax.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))])
     else:
         labels = list(dict.fromkeys(str(v) for v in values))
         where = {label: i for i, label in enumerate(labels)}
-        xs = [where[str(v)] for v in values]
+        xs = [float(where[str(v)]) for v in values]
         if len(labels) <= MAX_LABELS:
             ax.set_xticks(
                 range(len(labels)),
@@ -122,7 +135,7 @@ def _param_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
                 ha="right" if len(labels) > 4 else "center",
                 fontsize=8,
             )
-    ys = [r["output_tokens_per_s"] for r in pts]
+    ys = [_num(r, "output_tokens_per_s") or 0.0 for r in pts]
     ax.errorbar(
         xs,
         ys,

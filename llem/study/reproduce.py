@@ -1,9 +1,10 @@
 """``llem reproduce <run or job folder> [overrides]``: run a saved experiment again and compare.
 
-The experiment is re-composed from the folder's ``.hydra/hydra.yaml`` — primary config (packaged or the
-user's file), its group choices and every override — not from the frozen ``config.yaml``, which loses
-group choices. It runs in a fresh ``llem`` process into a new folder; then the resolved configs are
-compared (identical, or the differences listed) and the key metrics printed side by side.
+The experiment is re-composed from the folder's ``.hydra/hydra.yaml`` — primary config (packaged or
+the user's file), its group choices and every override — not from the frozen ``config.yaml``, which
+loses group choices. It runs in a fresh ``llem`` process into a new folder; then the resolved
+configs are compared (identical, or the differences listed) and the key metrics printed side by
+side.
 """
 
 from __future__ import annotations

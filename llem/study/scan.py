@@ -1,9 +1,9 @@
 """Scanning a sweep folder: one :class:`JobEntry` per job, from the files its jobs left.
 
-Jobs come from ``study.json`` (llem's launcher writes it at study start: a planned job without a folder is
-``pending``) or, without it, from the sub-folders holding ``.hydra/overrides.yaml``. A job is ``ok`` (its
-``result.json``), failed/timeout/killed/interrupted (its ``error.json``), ``running`` (a folder without an
-outcome yet) or ``incomplete`` (the same once the study has ended).
+Jobs come from ``study.json`` (llem's launcher writes it at study start: a planned job without a
+folder is ``pending``) or, without it, from the sub-folders holding ``.hydra/overrides.yaml``. A job
+is ``ok`` (its ``result.json``), failed/timeout/killed/interrupted (its ``error.json``), ``running``
+(a folder without an outcome yet) or ``incomplete`` (the same once the study has ended).
 
 An entry of the previous summary is reused for every ``result.json`` whose (mtime_ns, size) did not
 change, so a rebuild reads only new results.
@@ -65,7 +65,8 @@ def read_result(path: str | Path) -> ResultMetrics | None:
 
 
 def read_overrides(folder: Path) -> list[str] | None:
-    """A job's ``.hydra/overrides.yaml`` (a YAML list of strings), None if absent or not such a list."""
+    """A job's ``.hydra/overrides.yaml`` (a YAML list of strings), None if absent or not such a
+    list."""
     try:
         data = yaml.load((folder / OVERRIDES_FILE).read_bytes(), Loader=_LOADER)
     except (OSError, yaml.YAMLError):
@@ -77,7 +78,8 @@ _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _job_num(folder: Path) -> int | None:
-    """The job number: the folder's numeric prefix, else ``hydra.job.num`` in ``.hydra/hydra.yaml``."""
+    """The job number: the folder's numeric prefix, else ``hydra.job.num`` in
+    ``.hydra/hydra.yaml``."""
     m = _NUM_PREFIX.match(folder.name)
     if m:
         return int(m.group(1))
@@ -136,7 +138,8 @@ def _job_entry(
     exists: bool,
     settled: bool,
 ) -> JobEntry:
-    """One job's entry: overrides from study.json, else its result or error, else its overrides.yaml."""
+    """One job's entry: overrides from study.json, else its result or error, else its
+    overrides.yaml."""
     folder = sweep_dir / name
     entry = JobEntry(job=name)
     if planned is not None:
@@ -170,8 +173,8 @@ def scan(
 ) -> tuple[StudyPlan | None, list[JobEntry]]:
     """``(study.json or None, job entries sorted by job number)`` of a sweep folder.
 
-    ``settled``: the study has ended (a folder without an outcome is ``incomplete``, not ``running``);
-    ``previous``: the last summary's entries by job folder (see the module docstring).
+    ``settled``: the study has ended (a folder without an outcome is ``incomplete``, not
+    ``running``); ``previous``: the last summary's entries by job folder (see the module docstring).
     """
     plan = read_plan(sweep_dir)
     previous = previous or {}

@@ -1,17 +1,20 @@
 """The study summary of a multirun sweep folder: one row per job, rebuilt from the files on disk.
 
 :func:`write_summary` scans ``<sweep_dir>`` (:mod:`llem.study.scan`), builds the table
-(:mod:`llem.study.table`) and writes (:mod:`llem.study.writers`, :mod:`llem.study.plot`), each atomically:
+(:mod:`llem.study.table`) and writes (:mod:`llem.study.writers`, :mod:`llem.study.plot`), each
+atomically:
 
 - ``study_summary.json``: study metadata, counts per status, swept parameters and every job (status,
   overrides, result path, error, key metrics); one job per line;
-- ``study_summary.csv`` / ``study_summary.parquet``: one row per job, each swept parameter as its own column
-  (named after the override key, e.g. ``batch``), then the key metrics (:mod:`llem.keymetrics`);
+- ``study_summary.csv`` / ``study_summary.parquet``: one row per job, each swept parameter as its
+  own column (named after the override key, e.g. ``batch``), then the key metrics
+  (:mod:`llem.keymetrics`);
 - ``study_summary.md``: a readable table;
 - ``study_pareto.png``: see :mod:`llem.study.plot`.
 
-Rebuilds are serialised with an exclusive ``flock`` on ``.study_summary.lock`` (parallel jobs each rebuild as
-they end) and reuse the entries of the previous ``study_summary.json`` for every unchanged ``result.json``.
+Rebuilds are serialised with an exclusive ``flock`` on ``.study_summary.lock`` (parallel jobs each
+rebuild as they end) and reuse the entries of the previous ``study_summary.json`` for every
+unchanged ``result.json``.
 """
 
 from __future__ import annotations
@@ -91,7 +94,8 @@ class Summary:
 
 @contextlib.contextmanager
 def study_lock(sweep_dir: Path) -> Iterator[None]:
-    """Exclusive ``flock`` on ``<sweep_dir>/.study_summary.lock`` (between processes and threads)."""
+    """Exclusive ``flock`` on ``<sweep_dir>/.study_summary.lock`` (between processes and
+    threads)."""
     fd = os.open(sweep_dir / SUMMARY_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -161,8 +165,9 @@ def write_summary(
 ) -> Summary:
     """Rebuild every summary file of ``sweep_dir`` (under the study lock) and return the summary.
 
-    ``final``: the sweep has ended (a job folder with no outcome is then ``incomplete``, not ``running``);
-    ``interrupted``: it was stopped early (the same, and the header says so); ``plot=False`` skips the png.
+    ``final``: the sweep has ended (a job folder with no outcome is then ``incomplete``, not
+    ``running``); ``interrupted``: it was stopped early (the same, and the header says so);
+    ``plot=False`` skips the png.
     """
     sweep_dir = Path(sweep_dir).resolve()
     if not sweep_dir.is_dir():
@@ -185,6 +190,7 @@ def write_summary(
                 log.exception(
                     "llem: could not draw %s (the tables are written)", sweep_dir / PARETO_PNG
                 )
-        # written last: its presence with these counts means every other file is at least this recent
+        # written last: its presence with these counts means every other file is at least this
+        # recent
         write_atomic(sweep_dir / SUMMARY_JSON, json_text(meta, summary.jobs))
     return summary

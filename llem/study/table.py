@@ -1,5 +1,5 @@
-"""The study table: one row per job — number, folder, swept parameters, status, key metrics — plus the
-counts per status and the Pareto front.
+"""The study table: one row per job — number, folder, swept parameters, status, key metrics — plus
+the counts per status and the Pareto front.
 
 Swept parameters are the override keys whose value differs between jobs; their values are typed by
 Hydra's own override parser (``batch=4`` -> 4), one type per column.
@@ -51,7 +51,8 @@ def _parser() -> OverridesParser:
 
 
 def split_override(override: str) -> tuple[str, str]:
-    """``'batch=4'`` -> ``('batch', '4')``; ``'+x=1'`` -> ``('x', '1')``; ``'~x'`` -> ``('x', '(deleted)')``."""
+    """``'batch=4'`` -> ``('batch', '4')``; ``'+x=1'`` -> ``('x', '1')``; ``'~x'`` -> ``('x',
+    '(deleted)')``."""
     key, _, value = override.partition("=")
     if override.lstrip().startswith("~") and not value:
         value = DELETED
@@ -66,8 +67,8 @@ def _typed(value: object) -> Cell:
 
 
 def parse_values(texts: Iterable[str]) -> dict[str, Cell]:
-    """Each override value typed as Hydra types it (``'4'`` -> 4, ``'1e-3'`` -> 0.001, ``"'4'"`` -> '4',
-    ``'null'`` -> None); a value the parser refuses stays text."""
+    """Each override value typed as Hydra types it (``'4'`` -> 4, ``'1e-3'`` -> 0.001, ``"'4'"`` ->
+    '4', ``'null'`` -> None); a value the parser refuses stays text."""
     typed: dict[str, Cell] = {"": "", DELETED: DELETED}
     todo: list[str] = []
     for text in set(texts) - typed.keys():
@@ -83,7 +84,7 @@ def parse_values(texts: Iterable[str]) -> dict[str, Cell]:
             assert isinstance(values, list) and len(values) == len(chunk)
         except (HydraException, AssertionError):  # one bad value: each on its own
             values = [_parse_one(t) for t in chunk]
-        typed.update(zip(chunk, map(_typed, values)))
+        typed.update(zip(chunk, map(_typed, values), strict=True))
     return typed
 
 
@@ -117,9 +118,11 @@ def job_params(entries: Sequence[JobEntry]) -> list[dict[str, str]]:
 
 
 def swept_parameters(params: Sequence[dict[str, str]]) -> tuple[list[str], dict[str, str]]:
-    """(keys whose value differs between jobs, in first-seen order; {key: value} common to every job).
+    """(keys whose value differs between jobs, in first-seen order; {key: value} common to every
+    job).
 
-    With nothing varying (a one-job study), every override key counts as swept so that the table shows it.
+    With nothing varying (a one-job study), every override key counts as swept so that the table
+    shows it.
     """
     keys: dict[str, None] = {}
     for p in params:
@@ -141,11 +144,11 @@ def has_intervals(entries: Sequence[JobEntry]) -> bool:
 
 
 def build_rows(entries: Sequence[JobEntry], swept: list[str]) -> tuple[list[Row], list[Column]]:
-    """One flat row per job and the columns: num, job, swept parameters, status, metrics, the CI bounds
-    (when some job has repeats >= 2), config_hash, result, error.
+    """One flat row per job and the columns: num, job, swept parameters, status, metrics, the CI
+    bounds (when some job has repeats >= 2), config_hash, result, error.
 
-    A swept key named like a metric (``repeats``) shares its column: the measured value where there is one.
-    A swept key named like one of the table's own columns gets the column ``param.<key>``.
+    A swept key named like a metric (``repeats``) shares its column: the measured value where there
+    is one. A swept key named like one of the table's own columns gets the column ``param.<key>``.
     """
     params = job_params(entries)
     metric_cols = list(METRIC_COLUMNS) + (list(CI_METRIC_COLUMNS) if has_intervals(entries) else [])
@@ -193,7 +196,8 @@ def counts(entries: Sequence[JobEntry]) -> dict[str, int]:
 
 
 def status_line(counts: dict[str, int], interrupted: bool = False) -> str:
-    """``'4 jobs: 2 ok, 1 failed, 1 pending'`` (ok and failed always shown), ``' (interrupted)'`` when so."""
+    """``'4 jobs: 2 ok, 1 failed, 1 pending'`` (ok and failed always shown), ``' (interrupted)'``
+    when so."""
     total = sum(counts.values())
     parts = [f"{counts.get(s, 0)} {s}" for s in ("ok", "failed")]
     parts += [f"{n} {s}" for s, n in counts.items() if s not in ("ok", "failed") and n]
@@ -209,11 +213,12 @@ def _finite(value: Cell) -> float | None:
 
 
 def pareto_front(points: Sequence[tuple[Cell, Cell]]) -> list[int]:
-    """Indices of the non-dominated ``(throughput, energy_per_token)`` points, by ascending throughput.
+    """Indices of the non-dominated ``(throughput, energy_per_token)`` points, by ascending
+    throughput.
 
-    Higher throughput and lower energy are better: a point is dominated when another one is at least as good
-    on both and strictly better on one. Equal points are all kept; points with a missing or non-finite
-    coordinate are ignored.
+    Higher throughput and lower energy are better: a point is dominated when another one is at least
+    as good on both and strictly better on one. Equal points are all kept; points with a missing or
+    non-finite coordinate are ignored.
     """
     valid: list[tuple[float, float, int]] = []
     for i, (x, y) in enumerate(points):

@@ -1,7 +1,7 @@
 """One study job in its own process: ``python -m llem.study.worker <spec.pkl> <module:task>``.
 
-The spec is the job's full composed config, pickled by the launcher (Hydra node included, sweep folders
-frozen).
+The spec is the job's full composed config, pickled by the launcher (Hydra node included, sweep
+folders frozen).
 Hydra's ``run_job`` writes ``.hydra/`` and runs the job's callbacks exactly as it would in-process.
 Exit status: 0 done, 1 the task raised (``error.json`` written), 2 bad input found inside the job.
 """
@@ -25,7 +25,8 @@ HYDRA_RANGE = ((1, 3, 2), (1, 4))
 
 
 def hydra_context(config: DictConfig) -> HydraContext:
-    """What ``run_job`` needs to run the job's callbacks: the one use of ``hydra._internal`` in llem."""
+    """What ``run_job`` needs to run the job's callbacks: the one use of ``hydra._internal`` in
+    llem."""
     from hydra._internal.callbacks import Callbacks
 
     return HydraContext(config_loader=None, callbacks=Callbacks(config))  # type: ignore[arg-type]

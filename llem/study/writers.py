@@ -1,7 +1,8 @@
 """The study summary's files, each written atomically (:func:`llem.paths.atomic_path`).
 
 - ``study_summary.json``: metadata, then one job per line (fast to write, easy to diff);
-- ``study_summary.csv`` / ``study_summary.parquet``: one typed row per job (parquet carries the metadata);
+- ``study_summary.csv`` / ``study_summary.parquet``: one typed row per job (parquet carries the
+  metadata);
 - ``study_summary.md``: a readable table.
 """
 
@@ -45,7 +46,8 @@ class SummaryMeta(BaseModel):
 
 
 class SummaryFile(BaseModel):
-    """``study_summary.json`` as read back (the previous summary's entries are the metrics cache)."""
+    """``study_summary.json`` as read back (the previous summary's entries are the metrics
+    cache)."""
 
     model_config = ConfigDict(extra="ignore")
 
