@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from llem.records import ERROR_FILE, RESULT_FILE
 from llem.study.plot import write_plot
 from llem.study.summary import PARETO_PNG, SUMMARY_JSON, build_summary, write_summary
 
@@ -120,7 +121,7 @@ def make_sweep(root: Path, template: dict, jobs: int) -> Path:
         (folder / ".hydra").mkdir(parents=True)
         (folder / ".hydra" / "overrides.yaml").write_text(f"- batch={batch}\n- seed={i}\n- n=100\n")
         if i % 500 == 7:
-            (folder / "error.json").write_text(
+            (folder / ERROR_FILE).write_text(
                 json.dumps(
                     {
                         "status": "failed",
@@ -132,7 +133,7 @@ def make_sweep(root: Path, template: dict, jobs: int) -> Path:
                 )
             )
             continue
-        (folder / "result.json").write_text(
+        (folder / RESULT_FILE).write_text(
             json.dumps(vary(template, i, batch, rng), indent=2) + "\n"
         )
     size = sum(p.stat().st_size for p in sweep.glob("*/result.json"))
@@ -174,7 +175,7 @@ def main() -> None:
 
         def one_new() -> None:
             folder = sweep / "1_tiny-llama_pytorch"
-            (folder / "result.json").touch()  # new mtime: re-read
+            (folder / RESULT_FILE).touch()  # new mtime: re-read
             write_summary(sweep, plot=False)
 
         rows: list[tuple[str, float, list[float]]] = []

@@ -696,3 +696,11 @@ def test_e2e_failed_jobs_get_error_json_from_the_callback(tmp_path):
         assert error["status"] == "failed" and error["error"] and job["error"] == error["error"]
     assert "2 jobs: 0 ok, 2 failed" in (sweep / SUMMARY_MD).read_text()
     assert not (sweep / PARETO_PNG).exists()
+
+
+def test_the_summary_reads_the_result_models_own_sections():
+    """ResultMetrics (what the summary validates) is a view of Result: same names, same types."""
+    from llem.result import ResultMetrics
+
+    for name, field in ResultMetrics.model_fields.items():
+        assert Result.model_fields[name].annotation == field.annotation, name

@@ -29,8 +29,7 @@ from llem.energy.rapl import POWERCAP, RaplMeter, find_zones, require_rapl
 from llem.energy.sampler import Sampler, write_timeseries
 from llem.energy.zeus import zeus_status
 from llem.errors import UsageError
-
-TIMESERIES_FILE = "timeseries.parquet"
+from llem.records import TIMESERIES_FILE as TIMESERIES_FILE
 
 
 def get_active_energy_backend() -> str | None:

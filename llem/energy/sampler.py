@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llem.energy.nvml import Gpu
+from llem.paths import atomic_path
 
 COLUMNS = (
     "time_unix_s",
@@ -234,6 +235,5 @@ def write_timeseries(rows: list[dict], path: Path) -> None:
         ]
     )
     table = pa.table({c: [r.get(c) for r in rows] for c in COLUMNS}, schema=schema)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
