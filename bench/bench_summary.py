@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from llem.records import ERROR_FILE, RESULT_FILE
+from llem.records import ERROR_FILE, RESULT_FILE, STUDY_FILE
 from llem.study.plot import write_plot
 from llem.study.summary import PARETO_PNG, SUMMARY_JSON, build_summary, write_summary
 
@@ -192,7 +192,7 @@ def main() -> None:
             }
             for i in range(args.jobs)
         ]
-        (sweep / "study.json").write_text(
+        (sweep / STUDY_FILE).write_text(
             json.dumps(
                 {
                     "llem_version": "bench",
