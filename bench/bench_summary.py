@@ -1,10 +1,12 @@
-"""How long the study summary takes to rebuild for a large sweep (goal: 10,000 jobs in <= 2 s, png excluded).
+"""How long the study summary takes to rebuild for a large sweep (goal: 10,000 jobs in <= 2 s, png
+excluded).
 
     python bench/bench_summary.py [--jobs 10000] [--n 100] [--keep DIR]
 
-Runs the real ``llem`` once (tiny model, ``n`` prompts) for a realistic ``result.json``, writes ``--jobs``
-synthetic job folders (``.hydra/overrides.yaml`` + a copy of that result with varied metrics, energy filled
-in, a third with 3 repeats and confidence intervals), then times ``write_summary``:
+Runs the real ``llem`` once (tiny model, ``n`` prompts) for a realistic ``result.json``, writes
+``--jobs`` synthetic job folders (``.hydra/overrides.yaml`` + a copy of that result with varied
+metrics, energy filled in, a third with 3 repeats and confidence intervals), then times
+``write_summary``:
 
 - cold: no previous ``study_summary.json`` (every ``result.json`` read and parsed);
 - warm: nothing changed since the last rebuild (metrics reused by (path, mtime_ns, size));
@@ -30,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from llem.records import ERROR_FILE, RESULT_FILE, STUDY_FILE
 from llem.study.plot import write_plot
 from llem.study.summary import PARETO_PNG, SUMMARY_JSON, build_summary, write_summary
 
@@ -61,7 +64,8 @@ def real_result(n: int, work: Path) -> dict:
 
 
 def vary(template: dict, i: int, batch: int, rng: random.Random) -> dict:
-    """A copy with plausible metrics: throughput grows with batch, energy per token falls, noise on both."""
+    """A copy with plausible metrics: throughput grows with batch, energy per token falls, noise on
+    both."""
     data = copy.deepcopy(template)
     scale = (batch**0.7) * rng.uniform(0.9, 1.1)
     tp = data["throughput"]
@@ -117,7 +121,7 @@ def make_sweep(root: Path, template: dict, jobs: int) -> Path:
         (folder / ".hydra").mkdir(parents=True)
         (folder / ".hydra" / "overrides.yaml").write_text(f"- batch={batch}\n- seed={i}\n- n=100\n")
         if i % 500 == 7:
-            (folder / "error.json").write_text(
+            (folder / ERROR_FILE).write_text(
                 json.dumps(
                     {
                         "status": "failed",
@@ -129,12 +133,13 @@ def make_sweep(root: Path, template: dict, jobs: int) -> Path:
                 )
             )
             continue
-        (folder / "result.json").write_text(
+        (folder / RESULT_FILE).write_text(
             json.dumps(vary(template, i, batch, rng), indent=2) + "\n"
         )
     size = sum(p.stat().st_size for p in sweep.glob("*/result.json"))
     print(
-        f"wrote {jobs} job folders in {time.perf_counter() - t0:.1f} s ({size / 2**20:.0f} MiB of result.json)"
+        f"wrote {jobs} job folders in {time.perf_counter() - t0:.1f} s "
+        f"({size / 2**20:.0f} MiB of result.json)"
     )
     return sweep
 
@@ -170,7 +175,7 @@ def main() -> None:
 
         def one_new() -> None:
             folder = sweep / "1_tiny-llama_pytorch"
-            (folder / "result.json").touch()  # new mtime: re-read
+            (folder / RESULT_FILE).touch()  # new mtime: re-read
             write_summary(sweep, plot=False)
 
         rows: list[tuple[str, float, list[float]]] = []
@@ -187,7 +192,7 @@ def main() -> None:
             }
             for i in range(args.jobs)
         ]
-        (sweep / "study.json").write_text(
+        (sweep / STUDY_FILE).write_text(
             json.dumps(
                 {
                     "llem_version": "bench",
@@ -202,22 +207,25 @@ def main() -> None:
         rows.append(("cold with study.json", *timed(cold)))
         write_summary(sweep, plot=False)
         rows.append(("warm with study.json", *timed(lambda: write_summary(sweep, plot=False))))
-        meta, _, table, _ = build_summary(sweep)
+        built = build_summary(sweep)
+        meta = built.meta
         rows.append(
             (
                 "png alone",
-                *timed(lambda: write_plot(sweep / PARETO_PNG, table, list(meta["swept"]))),
+                *timed(lambda: write_plot(sweep / PARETO_PNG, built.rows, list(meta.swept))),
             )
         )
 
         print(
-            f"\nstudy summary rebuild, {args.jobs} jobs ({meta['counts']['ok']} ok, {meta['counts']['failed']} "
+            f"\nstudy summary rebuild, {args.jobs} jobs ({meta.counts['ok']} ok, "
+            f"{meta.counts['failed']} "
             f"failed), median of 3; goal <= {GOAL_S:.0f} s without the png"
         )
         for label, median, runs in rows:
             goal = "" if label == "png alone" else ("met" if median <= GOAL_S else "NOT met")
             print(
-                f"  {label:<28} {median:6.2f} s  (runs: {', '.join(f'{r:.2f}' for r in runs)})  {goal}"
+                f"  {label:<28} {median:6.2f} s  "
+                f"(runs: {', '.join(f'{r:.2f}' for r in runs)})  {goal}"
             )
         sizes = {p.name: p.stat().st_size for p in sweep.glob("study_*")}
         print("  files: " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sorted(sizes.items())))

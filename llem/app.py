@@ -1,4 +1,5 @@
-"""The Hydra application: one job = validate the composed config, run the harness, write ``result.json``.
+"""The Hydra application: one job = validate the composed config, run the harness, write
+``result.json``.
 
 Kept free of test helpers: ``@hydra.main`` sets process-wide state when this module is imported.
 """
@@ -15,24 +16,26 @@ from omegaconf import DictConfig
 from llem import resolvers
 from llem.errors import EXIT_USAGE, UsageError
 from llem.plugins import register_plugins
+from llem.records import RESULT_FILE
 
 resolvers.register()
 register_plugins()
 
 
 def _discard(run_dir: Path, output_root: Path) -> None:
-    """Remove a run folder that holds no result (bad input found inside the job), and an emptied root."""
+    """Remove a run folder that holds no result (bad input found inside the job), and an emptied
+    root."""
     import contextlib
     import shutil
 
-    if run_dir.is_dir() and not (run_dir / "result.json").exists():
+    if run_dir.is_dir() and not (run_dir / RESULT_FILE).exists():
         shutil.rmtree(run_dir, ignore_errors=True)
     for parent in (run_dir.parent, output_root):
         with contextlib.suppress(OSError):
             parent.rmdir()  # only when empty
 
 
-def run_job(cfg: DictConfig) -> dict:
+def run_job(cfg: DictConfig) -> dict[str, str | float]:
     """The task function body; returns the key metrics (Hydra stores them in the JobReturn)."""
     from llem.config import validate
     from llem.harness import Harness
@@ -55,5 +58,5 @@ def run_job(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://llem.conf", config_name="llem")
-def hydra_app(cfg: DictConfig) -> dict:
+def hydra_app(cfg: DictConfig) -> dict[str, str | float]:
     return run_job(cfg)

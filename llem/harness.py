@@ -12,13 +12,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 from llem import __version__, environment, metrics
 from llem.backends import load_backend
 from llem.backends.base import Backend, FlopCount, Prompt, RequestRecord
 from llem.benchmarks import benchmark_report
+from llem.clock import now_iso
 from llem.config import ExperimentConfig
 from llem.datasets import load_prompts
 from llem.energy import TIMESERIES_FILE, EnergySession, Window, quality
@@ -37,10 +37,6 @@ from llem.result import (
 from llem.stats import summarize
 
 log = logging.getLogger(__name__)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def make_batches(
@@ -80,7 +76,7 @@ class Harness:
 
     def run(self) -> Result:
         cfg = self.cfg
-        started = _now()
+        started = now_iso()
         env = environment.snapshot(cfg.record_hostname)
         n_warmup = cfg.warmup_batches * cfg.batch
         prompt_set, measured_idx, warmup_idx = load_prompts(cfg.dataset, cfg.n, n_warmup)
@@ -156,7 +152,7 @@ class Harness:
             experiment_id=str(uuid.uuid4()),
             config_hash=cfg.config_hash(),
             started_at=started,
-            ended_at=_now(),
+            ended_at=now_iso(),
             config=cfg.model_dump(mode="json"),
             overrides=self.overrides,
             model=model,

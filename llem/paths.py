@@ -6,6 +6,8 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from platformdirs import user_cache_dir
@@ -21,7 +23,8 @@ _UMASK = _read_umask()
 
 
 def cache_dir(*parts: str) -> Path:
-    """llem's cache folder (``$LLEM_CACHE_DIR`` or the platform's user cache dir), created on demand."""
+    """llem's cache folder (``$LLEM_CACHE_DIR`` or the platform's user cache dir), created on
+    demand."""
     root = Path(os.environ.get("LLEM_CACHE_DIR") or user_cache_dir("llem"))
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
@@ -29,10 +32,11 @@ def cache_dir(*parts: str) -> Path:
 
 
 def slugify(name: str) -> str:
-    """'meta-llama/Llama-3.1-8B-Instruct' -> 'Llama-3.1-8B-Instruct'; '/x/my model/' -> 'my-model'."""
+    """'meta-llama/Llama-3.1-8B-Instruct' -> 'llama-3.1-8b-instruct'; '/x/My model/' ->
+    'my-model'."""
     name = name.rstrip("/").removeprefix("llem://")
     base = name.rsplit("/", 1)[-1] or "model"
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-") or "model"
+    return re.sub(r"[^a-z0-9._-]+", "-", base.lower()).strip("-") or "model"
 
 
 def claim_unique_dir(path: str) -> str:
@@ -48,14 +52,18 @@ def claim_unique_dir(path: str) -> str:
             candidate = f"{path}-{i}"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder + rename (never half-written)."""
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temp file beside ``path`` to write; renamed over ``path`` on success, removed on failure.
+
+    The one way llem replaces a file: a reader sees the old file or the new one, never half of one.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
+        yield Path(tmp)
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -63,5 +71,12 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
 def write_json_atomic(path: Path, data: object) -> None:
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """``data`` as JSON indented by 2, atomically."""
+    write_atomic(path, json.dumps(data, indent=2) + "\n")

@@ -8,7 +8,7 @@ checked; all bad jobs are listed."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -118,6 +118,7 @@ def compose_jobs(cl: CommandLine) -> Plan:
         lines = [f"{len(problems)} of {len(jobs)} jobs are invalid; nothing was run:"]
         lines += [f"  [{' '.join(_user_part(j)) or 'defaults'}] {exc}" for j, exc in problems]
         raise ConfigError("\n".join(lines))
+    _VALIDATED.update((_task_key(job), exp) for job, exp in results)
     launcher = hydra_cfg.launcher
     mode = (
         str(launcher.get("mode", "subprocess"))
@@ -125,6 +126,19 @@ def compose_jobs(cl: CommandLine) -> Plan:
         else "other"
     )
     return Plan(results, mode)
+
+
+# this process's validated jobs, by their task overrides: llem's study launcher reuses them
+_VALIDATED: dict[tuple[str, ...], ExperimentConfig] = {}
+
+
+def _task_key(overrides: Sequence[str]) -> tuple[str, ...]:
+    return tuple(o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/")))
+
+
+def validated(overrides: Sequence[str]) -> ExperimentConfig | None:
+    """The experiment the pre-flight validated for a job with these overrides (None if it did not)."""
+    return _VALIDATED.get(_task_key(overrides))
 
 
 def _hydra_part(overrides: list[str]) -> list[str]:

@@ -1,4 +1,5 @@
-"""``result.json``: the versioned record of one measured run (pydantic model, JSON Schema via ``llem schema``).
+"""``result.json``: the versioned record of one measured run (pydantic model, JSON Schema via ``llem
+schema``).
 
 Field names carry their unit (``_s`` seconds, ``_ms`` milliseconds, ``_j`` joules, ``_w`` watts,
 ``_bytes``). A value that was not measured is ``null`` with a reason beside it, never 0.
@@ -12,10 +13,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from llem.paths import write_json_atomic
+from llem.records import RESULT_FILE
 from llem.stats import Interval
 
 SCHEMA_VERSION = "1.0"
-RESULT_FILE = "result.json"
 
 
 class _Model(BaseModel):
@@ -33,8 +34,8 @@ class Distribution(_Model):
 
 
 class TokenCounts(_Model):
-    """Exact counts over every measured window (n x repeats requests): padding is never counted; output
-    includes the EOS token when generation stopped on it."""
+    """Exact counts over every measured window (n x repeats requests): padding is never counted;
+    output includes the EOS token when generation stopped on it."""
 
     requests: int
     input: int
@@ -77,7 +78,7 @@ class TimingMetrics(_Model):
         description="first batch start -> last batch end, synchronised (summed over repeats)"
     )
     flops_pass_s: float | None = Field(
-        description="untimed FLOP-counting pass (not part of the window)"
+        description="duration of the FLOP-counting pass, after the measured window (null: disabled)"
     )
 
 
@@ -93,7 +94,8 @@ class FlopsMetrics(_Model):
 
     counted: int | None = Field(description="torch FLOP counter over the counted batches")
     analytic: int | None = Field(
-        description="closed-form count for the same shapes (padded batches for pytorch; per request for engines)"
+        description="closed-form count for the same shapes "
+        "(padded batches for pytorch; per request for engines)"
     )
     counted_requests: int
     counted_output_tokens: int
@@ -145,7 +147,8 @@ class CarbonEstimate(_Model):
 
 
 class PrefillSplit(_Model):
-    """A separate prefill-only pass (1 new token per prompt, same batches) measured with the same meters."""
+    """A separate prefill-only pass (1 new token per prompt, same batches) measured with the same
+    meters."""
 
     prefill_j: float | None
     prefill_window_s: float
@@ -156,10 +159,11 @@ class PrefillSplit(_Model):
 
 
 class EnergyMetrics(_Model):
-    """Energy of the measured window(s) from hardware meters; null with ``reason`` when none measured it.
+    """Energy of the measured window(s) from hardware meters; null with ``reason`` when none
+    measured it.
 
-    ``total_j`` sums every hardware reading (see ``covers``); CodeCarbon's modelled figure is kept apart
-    in ``estimate_j`` and ``co2``. With repeats, totals cover all measured windows together.
+    ``total_j`` sums every hardware reading (see ``covers``); CodeCarbon's modelled figure is kept
+    apart in ``estimate_j`` and ``co2``. With repeats, totals cover all measured windows together.
     """
 
     meters: list[str] = Field(description="active meters")
@@ -238,7 +242,7 @@ class ModelRecord(_Model):
         description="true for llem's built-in model: outputs are meaningless"
     )
     chat_template_applied: bool
-    config: dict = Field(description="the model's config.json as loaded")
+    config: dict[str, object] = Field(description="the model's config.json as loaded")
 
 
 class DatasetRecord(_Model):
@@ -279,6 +283,25 @@ class BenchmarkReport(_Model):
     reason: str | None = Field(description="why a figure is null")
 
 
+class ResultMetrics(BaseModel):
+    """The measured sections of a ``result.json`` (the same types as :class:`Result`), read without
+    the per-request list, the config and the environment: what the study summary and the key metrics
+    need."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: str = "ok"
+    config_hash: str
+    overrides: list[str]
+    throughput: ThroughputMetrics
+    latency: LatencyMetrics
+    timing: TimingMetrics
+    memory: MemoryMetrics
+    flops: FlopsMetrics
+    energy: EnergyMetrics
+    repeats: RepeatSummary
+
+
 class Result(_Model):
     schema_version: str = SCHEMA_VERSION
     llem_version: str
@@ -287,7 +310,7 @@ class Result(_Model):
     status: str = "ok"
     started_at: str = Field(description="ISO 8601, UTC")
     ended_at: str = Field(description="ISO 8601, UTC")
-    config: dict = Field(description="the resolved, validated experiment config")
+    config: dict[str, object] = Field(description="the resolved, validated experiment config")
     overrides: list[str] = Field(description="the command-line overrides of this run")
     model: ModelRecord
     dataset: DatasetRecord
@@ -301,19 +324,22 @@ class Result(_Model):
     repeats: RepeatSummary
     requests: list[RequestMetrics]
     warnings: list[str]
-    environment: dict = Field(description="versions, CPU, GPUs, driver (see llem.environment)")
+    environment: dict[str, object] = Field(
+        description="versions, CPU, GPUs, driver (see llem.environment)"
+    )
     benchmark: BenchmarkReport | None = Field(
         None, description="benchmark preset figures (runs with protocol set, see llem.benchmarks)"
     )
 
 
 def write_result(result: Result, folder: Path) -> Path:
+    """``folder/result.json``, written atomically; returns its path."""
     path = folder / RESULT_FILE
     write_json_atomic(path, result.model_dump(mode="json"))
     return path
 
 
-def result_schema() -> dict:
+def result_schema() -> dict[str, object]:
     return Result.model_json_schema()
 
 

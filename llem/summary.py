@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from llem.benchmarks import summary_line
+from llem.keymetrics import BY_NAME, CI_METRICS
 from llem.result import Distribution, Result
+
+THROUGHPUT = tuple(
+    BY_NAME[n] for n in ("output_tokens_per_s", "total_tokens_per_s", "requests_per_s")
+)
 
 
 def _dist(d: Distribution | None) -> str:
@@ -23,6 +28,10 @@ def _si(value: float | None, unit: str) -> str:
         if abs(value) >= factor:
             return f"{value / factor:.3g} {prefix}{unit}"
     return f"{value:.3g} {unit}"
+
+
+def _milli(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 1e3:.4g}"
 
 
 def print_summary(result: Result, path: Path) -> None:
@@ -47,12 +56,7 @@ def print_summary(result: Result, path: Path) -> None:
         f"{result.timing.measured_window_s:.3f} s "
         f"(model load {result.timing.model_load_s:.2f} s, not included)",
     )
-    table.add_row(
-        "throughput",
-        f"{result.throughput.output_tokens_per_s:.1f} output tok/s, "
-        f"{result.throughput.total_tokens_per_s:.1f} total tok/s, "
-        f"{result.throughput.requests_per_s:.2f} req/s",
-    )
+    table.add_row("throughput", ", ".join(m.format(m.of(result)) for m in THROUGHPUT))
     table.add_row("TTFT (ms)", _dist(result.latency.ttft_ms))
     table.add_row("ITL (ms)", _dist(result.latency.itl_ms))
     table.add_row("E2E (ms)", _dist(result.latency.e2e_ms))
@@ -67,7 +71,7 @@ def print_summary(result: Result, path: Path) -> None:
             "energy",
             Text(
                 f"{e.total_j:.3f} J ({e.covers}; {', '.join(e.meters)}, {e.method}), "
-                f"{e.per_output_token_j * 1e3:.4g} mJ/output token, "
+                f"{_milli(e.per_output_token_j)} mJ/output token, "
                 f"{e.wh_per_1k_requests:.4g} Wh/1k requests, {e.average_power_w:.1f} W"
             ),
         )
@@ -84,16 +88,12 @@ def print_summary(result: Result, path: Path) -> None:
         table.add_row("CodeCarbon estimate", Text(f"{e.estimate_j:.3f} J modelled{co2}"))
     if result.benchmark is not None:
         table.add_row("benchmark", Text(summary_line(result.benchmark)))
-    stats = result.repeats.stats
     if len(result.repeats.per_repeat) > 1:
-        for key, label in (
-            ("output_tokens_per_s", "output tok/s"),
-            ("energy_per_output_token_j", "J/output token"),
-        ):
-            iv = stats.get(key)
-            if iv is not None and iv.ci95_low is not None:
+        for metric in CI_METRICS:
+            iv = result.repeats.stats.get(metric.name)
+            if iv is not None and iv.ci95_low is not None and iv.ci95_high is not None:
                 table.add_row(
-                    f"{label} over {iv.n} repeats",
+                    f"{metric.unit} over {iv.n} repeats",
                     f"{iv.mean:.4g} (95% CI {iv.ci95_low:.4g} .. {iv.ci95_high:.4g})",
                 )
     Console().print(table)

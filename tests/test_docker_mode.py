@@ -1,8 +1,9 @@
 """The launcher's docker mode with a real container engine: Podman behind the docker CLI.
 
-No registry is reachable here, so the image is an empty skeleton and the host's /usr, Python, virtual
-environment and repository are bind-mounted read-only (../shared/notes/containers.md). Skipped where
-podman or the docker client is missing (.ci/run installs podman); GPU passthrough cannot be tested here.
+No registry is reachable here, so the image is an empty skeleton and the host's /usr, Python,
+virtual environment and repository are bind-mounted read-only (../shared/notes/containers.md).
+Skipped where podman or the docker client is missing (.ci/run installs podman); GPU passthrough
+cannot be tested here.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -28,7 +29,8 @@ def test_default_run_writes_a_valid_honest_result(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (path,) = _results(tmp_path)
     folder = path.parent
-    assert folder.parent.name == "results" and folder.name.startswith("tiny-llama_pytorch_20")
+    assert folder.parent.name == "results"
+    assert re.fullmatch(r"tiny-llama_pytorch_\d{4}-\d\d-\d\dT\d\d-\d\d(-\d+)?", folder.name)
     assert {"config.yaml", "hydra.yaml", "overrides.yaml"} <= {
         p.name for p in (folder / ".hydra").iterdir()
     }
@@ -77,6 +79,13 @@ def test_energy_none_reason_and_quiet(tmp_path):
     assert "output tok/s" not in proc.stdout
     (path,) = _results(tmp_path / "out")
     assert _load(path).energy.reason == "disabled (energy=none)"
+
+
+def test_result_folder_slug_is_the_model_name_in_lower_case():
+    from llem.paths import slugify
+
+    assert slugify("meta-llama/Llama-3.1-8B") == "llama-3.1-8b"
+    assert slugify("/models/My Model/") == "my-model"
 
 
 def test_two_runs_in_the_same_second_get_separate_folders(tmp_path):

@@ -1,4 +1,5 @@
-"""The llem launcher: fresh process per job, failures, timeout, Ctrl-C, resume, GPU slots, docker argv."""
+"""The llem launcher: fresh process per job, failures, timeout, Ctrl-C, resume, GPU slots, docker
+argv."""
 
 from __future__ import annotations
 
@@ -165,7 +166,8 @@ def test_docker_argv_passes_secrets_by_name_and_mounts_the_sweep(tmp_path, monke
     job = Job(
         3, ["batch=8"], OmegaConf.create({}), tmp_path / "3_x", "h", "pytorch", slot="GPU-aaaa"
     )
-    argv = docker_argv(job, tmp_path / ".jobs" / "3.pkl", "llem.app:hydra_app", d, tmp_path)
+    docker = OmegaConf.to_object(d)
+    argv = docker_argv(job, tmp_path / ".jobs" / "3.pkl", "llem.app:hydra_app", docker, tmp_path)
     joined = " ".join(argv)
     assert argv[:2] == ["docker", "run"] and "hf_dockerSECRET" not in joined
     assert argv[argv.index("HF_TOKEN") - 1 : argv.index("HF_TOKEN") + 1] == ["-e", "HF_TOKEN"]
@@ -232,3 +234,61 @@ def test_cooldown_gap_between_jobs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     first_end = json.loads((tmp_path / "0" / "done.json").read_text())["end"]
     assert _jobs(tmp_path)[1]["start"] - first_end >= 1.5
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("mode=subproces", "Error merging override hydra.launcher.mode=subproces"),
+        ("on_failure=halt", "Error merging override hydra.launcher.on_failure=halt"),
+        ("timeout_s=-1", "hydra.launcher.timeout_s must be > 0 or null"),
+        ("timeout_s=0", "hydra.launcher.timeout_s must be > 0 or null"),
+        ("cooldown_s=-0.5", "hydra.launcher.cooldown_s must be >= 0"),
+        ("gpus_per_job=0", "hydra.launcher.gpus_per_job must be >= 1"),
+        ("max_parallel=0", "hydra.launcher.max_parallel must be >= 1 or null"),
+    ],
+)
+def test_bad_launcher_option_is_one_error_line_and_nothing_is_made(tmp_path, option, message):
+    proc = run_llem(
+        "-m", "batch=1,2", "n=2", f"hydra.launcher.{option}", f"hydra.sweep.dir={tmp_path}/s",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"Error: {message}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_launcher_options_are_checked_when_the_launcher_is_made(tmp_path):
+    """Outside the llem command (a plain Hydra app): the launcher itself refuses, before any job."""
+    proc = run_app(tmp_path / "s", "x=1,2", "hydra.launcher.timeout_s=-5")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == ["Error: hydra.launcher.timeout_s must be > 0 or null"]
+    assert not (tmp_path / "s").exists()
+
+
+def test_launcher_options_are_typed():
+    from hydra_plugins.llem_plugins.llem_launcher import LaunchMode, OnFailure
+    from llem.study.launcher import launcher_options
+
+    conf = launcher_options({"mode": "docker", "on_failure": "stop", "timeout_s": 30})
+    assert conf.mode is LaunchMode.docker and conf.on_failure is OnFailure["stop"]
+    assert conf.timeout_s == 30.0 and conf.docker.images["pytorch"].startswith("ghcr.io/")
+
+
+def test_hydra_internal_is_used_once_for_a_pinned_hydra_range():
+    """The worker's hydra_context() is the one use of hydra._internal in the study code; it was
+    written for HYDRA_RANGE: a Hydra outside it fails here first."""
+    import hydra
+
+    from llem.study.worker import HYDRA_RANGE
+
+    version = tuple(int(p) for p in hydra.__version__.split(".")[:3])
+    assert HYDRA_RANGE[0] <= version < HYDRA_RANGE[1]
+    users = [
+        path.relative_to(REPO)
+        for root in ("llem/study", "hydra_plugins")
+        for path in (REPO / root).rglob("*.py")
+        for line in path.read_text().splitlines()
+        if line.lstrip().startswith(("from hydra._internal", "import hydra._internal"))
+    ]
+    assert users == [Path("llem/study/worker.py")], users

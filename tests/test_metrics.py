@@ -32,7 +32,8 @@ def test_distribution_and_empty():
 
 
 def _batch_of_two() -> list[RequestRecord]:
-    # one batch submitted at t=10.0 s; step tokens arrive at 10.1, 10.12, 10.15; row 2 stopped after 2 tokens
+    # one batch submitted at t=10.0 s; step tokens arrive at 10.1, 10.12, 10.15; row 2 stopped after
+    # 2 tokens
     times = [10.1, 10.12, 10.15]
     return [RequestRecord(0, 5, 3, 10.0, times), RequestRecord(1, 7, 2, 10.0, times[:2])]
 

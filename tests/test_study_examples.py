@@ -1,7 +1,8 @@
-"""The study examples (multirun_examples/, llem/examples/study*.yaml.example) run, or at least compose, as documented.
+"""The study examples (multirun_examples/, llem/examples/study*.yaml.example) run, or at least
+compose, as documented.
 
-Each runnable example goes through the real ``llem run <file>`` with tiny settings (2 jobs of a few seconds
-each); the SLURM and Docker examples, which cannot run here, are parsed and composed.
+Each runnable example goes through the real ``llem run <file>`` with tiny settings (2 jobs of a few
+seconds each); the SLURM and Docker examples, which cannot run here, are parsed and composed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ pytestmark = pytest.mark.e2e
 
 MULTIRUN = REPO / "multirun_examples"
 EXAMPLES = REPO / "llem" / "examples"
-# tiny and fast: 4 prompts (batch 4 is swept), 2 new tokens, no warm-up, no FLOP pass, no energy meter
+# tiny and fast: 4 prompts (batch 4 is swept), 2 new tokens, no warm-up, no FLOP pass, no energy
+# meter
 TINY = (
     "n=4",
     "max_new_tokens=2",
@@ -36,7 +38,8 @@ ALL_FILES = [
     EXAMPLES / "study.yaml.example",
     EXAMPLES / "study_multi_backend.yaml.example",
 ]
-# file, extra overrides, swept column, its values (job order), where the value sits in result.json's config
+# file, extra overrides, swept column, its values (job order), where the value sits in result.json's
+# config
 RUNNABLE = [
     (MULTIRUN / "batch_sweep.yaml", (), "batch", [1, 4], ("batch",)),
     (MULTIRUN / "precision_sweep.yaml", (), "precision", ["fp32", "bf16"], ("precision",)),
@@ -178,7 +181,7 @@ def test_multi_backend_example_composes_and_is_refused_before_any_job(tmp_path, 
     cfg = _compose(tmp_path, "study", ["backend=pytorch"])  # the one backend this release has
     exp = validate(cfg)
     assert exp.backend.name == "pytorch" and exp.n == data["n"]
-    docker = cfg.hydra.launcher.docker
+    docker = OmegaConf.to_object(cfg.hydra.launcher.docker)
     for backend in ("pytorch", "vllm"):
         job = Job(
             0,

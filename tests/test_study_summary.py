@@ -1,8 +1,10 @@
-"""The study summary of a sweep folder: statuses, columns, files, Pareto front, locking, the Hydra callback.
+"""The study summary of a sweep folder: statuses, columns, files, Pareto front, locking, the Hydra
+callback.
 
-Synthetic sweep folders are built from one real ``result.json`` (the tiny model measured on a simulated GPU
-with 3 repeats, so energy and confidence intervals are real fields); the end-to-end tests run the real
-``llem -m ... hydra/callbacks=llem_summary`` with Hydra's basic and joblib launchers.
+Synthetic sweep folders are built from one real ``result.json`` (the tiny model measured on a
+simulated GPU with 3 repeats, so energy and confidence intervals are real fields); the end-to-end
+tests run the real ``llem -m ... hydra/callbacks=llem_summary`` with Hydra's basic and joblib
+launchers.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from llem.keymetrics import CI_COLUMNS, key_metrics
 from llem.paths import write_json_atomic
-from llem.study import summary as summary_mod
+from llem.records import SUMMARY_LOCK
+from llem.result import Result
+from llem.study import scan as scan_mod
 from llem.study.summary import (
-    CI_COLUMNS,
-    LOCK_FILE,
     METRIC_COLUMNS,
     PARETO_PNG,
     SUMMARY_CSV,
@@ -34,7 +37,6 @@ from llem.study.summary import (
     SUMMARY_PARQUET,
     pareto_front,
     read_result,
-    result_metrics,
     write_summary,
 )
 from tests.conftest import run_llem
@@ -43,7 +45,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SLUG = "tiny-llama_pytorch"
 
 
-# ---------------------------------------------------------------------------------------------- fixtures
+# ----------------------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +82,8 @@ def template(tiny_model_dir, tmp_path_factory) -> dict:
 def variant(
     template: dict, overrides: list[str], *, tps: float, jpt: float | None = None, repeats: int = 1
 ) -> dict:
-    """A copy of the real result with chosen throughput, J/token (None: not measured) and repeats (1 or 3)."""
+    """A copy of the real result with chosen throughput, J/token (None: not measured) and repeats (1
+    or 3)."""
     data = copy.deepcopy(template)
     data["overrides"] = overrides
     data["throughput"]["output_tokens_per_s"] = tps
@@ -137,7 +140,8 @@ def make_job(
     result: dict | None = None,
     error: dict | None = None,
 ) -> Path:
-    """A job folder as Hydra + llem leave it: .hydra/overrides.yaml, then result.json or error.json."""
+    """A job folder as Hydra + llem leave it: .hydra/overrides.yaml, then result.json or
+    error.json."""
     folder = sweep / f"{num}_{SLUG}"
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
@@ -184,7 +188,13 @@ def load_summary(sweep: Path) -> dict:
     return json.loads((sweep / SUMMARY_JSON).read_text())
 
 
-# ---------------------------------------------------------------------------------------------- statuses
+def summarize(sweep: Path, **options: bool) -> dict:
+    """Rebuild the summary, then read it back from study_summary.json."""
+    write_summary(sweep, **options)
+    return load_summary(sweep)
+
+
+# ----------------------------------------------------------------------------------------- statuses
 
 
 def test_statuses_from_study_json_and_folders(tmp_path, template):
@@ -201,7 +211,7 @@ def test_statuses_from_study_json_and_folders(tmp_path, template):
     )
     make_job(sweep, 2, plan[2])  # started, no outcome yet; job 3 has no folder
 
-    s = write_summary(sweep)
+    s = summarize(sweep)
     assert [j["status"] for j in s["jobs"]] == ["ok", "timeout", "running", "pending"]
     assert (s["counts"]["ok"], s["counts"]["timeout"]) == (1, 1)
     assert (s["counts"]["running"], s["counts"]["pending"], s["n_jobs"]) == (1, 1, 4)
@@ -216,7 +226,7 @@ def test_statuses_from_study_json_and_folders(tmp_path, template):
         in (sweep / SUMMARY_MD).read_text()
     )
 
-    s = write_summary(sweep, final=True)
+    s = summarize(sweep, final=True)
     assert [j["status"] for j in s["jobs"]] == ["ok", "timeout", "incomplete", "pending"]
     assert s["final"] is True and load_summary(sweep)["final"] is True
 
@@ -227,7 +237,8 @@ def test_statuses_from_study_json_and_folders(tmp_path, template):
 
 
 def test_jobs_from_folders_without_study_json(tmp_path, template):
-    """Hydra's own launchers (basic, joblib, submitit): the jobs are the folders holding .hydra/overrides.yaml."""
+    """Hydra's own launchers (basic, joblib, submitit): the jobs are the folders holding
+    .hydra/overrides.yaml."""
     sweep = tmp_path / "study"
     combos = [
         ("llem://tiny-llama", 1),
@@ -250,7 +261,7 @@ def test_jobs_from_folders_without_study_json(tmp_path, template):
     (sweep / "not_a_job").mkdir()  # no .hydra/overrides.yaml: ignored
     (sweep / ".jobs").mkdir()
 
-    s = write_summary(sweep, final=True)
+    s = summarize(sweep, final=True)
     assert [j["job"] for j in s["jobs"]] == [f"{i}_{SLUG}" for i in range(4)]
     assert [j["status"] for j in s["jobs"]] == ["ok", "ok", "failed", "ok"]
     assert s["swept"] == {
@@ -264,7 +275,7 @@ def test_jobs_from_folders_without_study_json(tmp_path, template):
     assert names[:5] == ["num", "job", "model.name_or_path", "batch", "status"]
     assert names[5 : 5 + len(METRIC_COLUMNS)] == [c for c, _ in METRIC_COLUMNS]
     assert names[-3:] == ["config_hash", "result", "error"]
-    assert not set(c for c, _ in CI_COLUMNS) & set(names)  # one repeat everywhere: no CI columns
+    assert not set(CI_COLUMNS) & set(names)  # one repeat everywhere: no CI columns
     assert [(r["model.name_or_path"], r["batch"]) for r in rows] == [(m, str(b)) for m, b in combos]
     assert rows[2]["error"] == "ValueError: bad model" and rows[2]["output_tokens_per_s"] == ""
     assert float(rows[3]["output_tokens_per_s"]) == 200.0
@@ -283,7 +294,7 @@ def test_metrics_and_ci_columns_with_repeats(tmp_path, template):
     o1, o2 = ["batch=1"], ["batch=2"]
     make_job(sweep, 0, o1, result=variant(template, o1, tps=100.0, jpt=0.4, repeats=3))
     make_job(sweep, 1, o2, result=variant(template, o2, tps=150.0, jpt=0.3, repeats=1))
-    s = write_summary(sweep)
+    s = summarize(sweep)
 
     m = s["jobs"][0]["metrics"]
     t = template
@@ -338,7 +349,7 @@ def test_override_values_are_typed_per_column(tmp_path):
     assert [r["z"] for r in read_csv(sweep / SUMMARY_CSV)] == ["true", "false"]
 
 
-# ---------------------------------------------------------------------------------------------- files
+# -------------------------------------------------------------------------------------------- files
 
 
 def test_every_file_is_written_and_readable(tmp_path, template):
@@ -356,7 +367,7 @@ def test_every_file_is_written_and_readable(tmp_path, template):
         ["batch=16"],
         error={"error": "torch.OutOfMemoryError: CUDA out of memory | tried"},
     )
-    s = write_summary(sweep, final=True)
+    s = summarize(sweep, final=True)
 
     assert s["pareto_front"] == [f"1_{SLUG}", f"3_{SLUG}"]  # (180, 0.3) and (250, 0.4)
     assert s["plot"] == PARETO_PNG
@@ -393,14 +404,14 @@ def test_plot_variants(tmp_path, template):
         make_job(
             sweep, i, [f"batch={b}"], result=variant(template, [f"batch={b}"], tps=100.0 * (i + 1))
         )
-    assert write_summary(sweep)["plot"] == PARETO_PNG
+    assert summarize(sweep)["plot"] == PARETO_PNG
     assert (sweep / PARETO_PNG).read_bytes()[:8] == PNG_MAGIC
     assert load_summary(sweep)["pareto_front"] == []
 
     sweep = tmp_path / "b"
     make_job(sweep, 0, ["batch=1"], error={})
     make_job(sweep, 1, ["batch=2"])
-    s = write_summary(sweep)
+    s = summarize(sweep)
     assert "plot" not in s and not (sweep / PARETO_PNG).exists()
     assert (sweep / SUMMARY_CSV).exists() and (sweep / SUMMARY_MD).exists()
 
@@ -446,11 +457,14 @@ def test_pareto_front_matches_brute_force():
 def test_read_result_matches_a_full_parse(tmp_path, template):
     path = tmp_path / "result.json"
     write_json_atomic(path, template)
-    assert result_metrics(read_result(path)) == result_metrics(template)
-    path.write_text(json.dumps(template))  # another layout: parsed whole
-    assert result_metrics(read_result(path)) == result_metrics(template)
+    full = key_metrics(Result.model_validate(template))
+    assert key_metrics(read_result(path)) == full
+    path.write_text(json.dumps(template))  # any layout
+    assert key_metrics(read_result(path)) == full
     path.write_text("{not json")
     assert read_result(path) is None
+    path.write_text(json.dumps({k: v for k, v in template.items() if k != "energy"}))
+    assert read_result(path) is None  # not a result
 
 
 def test_unchanged_results_are_not_read_again(tmp_path, template, monkeypatch):
@@ -460,18 +474,18 @@ def test_unchanged_results_are_not_read_again(tmp_path, template, monkeypatch):
         make_job(sweep, i, o, result=variant(template, o, tps=10.0 + i))
     write_summary(sweep)
     calls = []
-    real = summary_mod.read_result
-    monkeypatch.setattr(summary_mod, "read_result", lambda p: calls.append(p) or real(p))
+    real = scan_mod.read_result
+    monkeypatch.setattr(scan_mod, "read_result", lambda p: calls.append(p) or real(p))
     write_summary(sweep)
     assert calls == []
     o = ["batch=2"]
     write_json_atomic(sweep / f"1_{SLUG}" / "result.json", variant(template, o, tps=999.0))
-    s = write_summary(sweep)
+    s = summarize(sweep)
     assert [Path(p).parent.name for p in calls] == [f"1_{SLUG}"]
     assert [j["metrics"]["output_tokens_per_s"] for j in s["jobs"]] == [10.0, 999.0, 12.0]
 
 
-# ---------------------------------------------------------------------------------------------- concurrency
+# -------------------------------------------------------------------------------------- concurrency
 
 
 def test_concurrent_writers_leave_valid_files(tmp_path, template):
@@ -517,7 +531,7 @@ def test_a_rebuild_waits_for_the_study_lock(tmp_path, template):
     code = (
         f"from llem.study.summary import write_summary; write_summary({str(sweep)!r}, plot=False)"
     )
-    with open(sweep / LOCK_FILE, "w") as fh:
+    with open(sweep / SUMMARY_LOCK, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         proc = subprocess.Popen([sys.executable, "-c", code])
         time.sleep(2.0)
@@ -527,7 +541,7 @@ def test_a_rebuild_waits_for_the_study_lock(tmp_path, template):
     assert load_summary(sweep)["counts"]["ok"] == 1
 
 
-# ---------------------------------------------------------------------------------------------- callback
+# ----------------------------------------------------------------------------------------- callback
 
 
 def _job_config(sweep: Path, subdir: str, mode: str = "MULTIRUN"):
@@ -605,7 +619,7 @@ def test_callback_config_composes():
     assert cfg.hydra.callbacks.llem_summary._target_ == "llem.study.callback.StudySummaryCallback"
 
 
-# ---------------------------------------------------------------------------------------------- end to end
+# --------------------------------------------------------------------------------------- end to end
 
 E2E = [
     "-m",
@@ -646,7 +660,8 @@ def test_e2e_basic_launcher(tmp_path, tiny_model_dir):
 
 @pytest.mark.e2e
 def test_e2e_joblib_launcher(tmp_path, tiny_model_dir):
-    """Jobs in two parallel worker processes, each rebuilding the summary from its own process as it ends."""
+    """Jobs in two parallel worker processes, each rebuilding the summary from its own process as it
+    ends."""
     proc = run_llem(*E2E, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Callback" not in proc.stderr and "could not" not in proc.stderr, proc.stderr
@@ -655,8 +670,9 @@ def test_e2e_joblib_launcher(tmp_path, tiny_model_dir):
 
 @pytest.mark.e2e
 def test_e2e_failed_jobs_get_error_json_from_the_callback(tmp_path):
-    """A job whose task raises (a model folder transformers cannot load): the callback writes its error.json
-    and the summary lists it; Hydra skips on_multirun_end after a failure, so the job-end rebuilds must do."""
+    """A job whose task raises (a model folder transformers cannot load): the callback writes its
+    error.json and the summary lists it; Hydra skips on_multirun_end after a failure, so the job-end
+    rebuilds must do."""
     bad = tmp_path / "badmodel"
     bad.mkdir()
     (bad / "config.json").write_text("{}")
@@ -680,3 +696,11 @@ def test_e2e_failed_jobs_get_error_json_from_the_callback(tmp_path):
         assert error["status"] == "failed" and error["error"] and job["error"] == error["error"]
     assert "2 jobs: 0 ok, 2 failed" in (sweep / SUMMARY_MD).read_text()
     assert not (sweep / PARETO_PNG).exists()
+
+
+def test_the_summary_reads_the_result_models_own_sections():
+    """ResultMetrics (what the summary validates) is a view of Result: same names, same types."""
+    from llem.result import ResultMetrics
+
+    for name, field in ResultMetrics.model_fields.items():
+        assert Result.model_fields[name].annotation == field.annotation, name

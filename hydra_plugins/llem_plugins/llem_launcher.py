@@ -1,6 +1,8 @@
-"""``hydra/launcher=llem``: every study job in a fresh process (subprocess or container), one per GPU.
+"""``hydra/launcher=llem``: every study job in a fresh process (subprocess or container), one per
+GPU.
 
-The config dataclass lives beside the launcher (like Hydra's joblib/submitit launchers); the work is in
+The config dataclass lives beside the launcher (like Hydra's joblib/submitit launchers); the work is
+in
 :mod:`llem.study.launcher`. No ``from __future__ import annotations`` here: Hydra's plugin scanner
 executes this module and reads the dataclass annotations at run time, and OmegaConf 2.3 structured
 configs need ``typing.Optional``/``List`` rather than ``X | None``/``list[X]``.
@@ -8,7 +10,8 @@ configs need ``typing.Optional``/``List`` rather than ``X | None``/``list[X]``.
 # ruff: noqa: UP006, UP035, UP045
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from enum import Enum
+from typing import Dict, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
@@ -31,7 +34,7 @@ class DockerConf:
     executable: str = "docker"
     host: Optional[str] = None  # DOCKER_HOST for the client (e.g. unix:///tmp/podman.sock)
     image: Optional[str] = None  # one image for every backend; else images[backend]
-    images: Any = field(default_factory=_default_images)
+    images: Dict[str, str] = field(default_factory=_default_images)
     python: str = (
         "python"  # interpreter inside the image (the worker runs as `python -m llem.study.worker`)
     )
@@ -54,16 +57,30 @@ class DockerConf:
     extra_args: List[str] = field(default_factory=list)
 
 
+class LaunchMode(Enum):
+    """Where each job's process runs (OmegaConf matches the names: ``mode=docker``)."""
+
+    subprocess = "subprocess"  # a fresh Python process on this host
+    docker = "docker"  # the same inside its backend's container image
+
+
+# ``continue`` is a keyword: the functional form (OmegaConf matches the names: ``on_failure=stop``)
+OnFailure = Enum("OnFailure", [("continue", "continue"), ("stop", "stop")])
+
+
 @dataclass
 class LlemLauncherConf:
+    """``hydra.launcher.*``: typed by OmegaConf; ranges checked once at setup
+    (llem.study.launcher)."""
+
     _target_: str = "hydra_plugins.llem_plugins.llem_launcher.LlemLauncher"
-    mode: str = "subprocess"  # subprocess | docker
-    timeout_s: Optional[float] = None  # per job; None = no limit
-    cooldown_s: float = 0.0  # idle gap before each job after the first (thermal)
-    on_failure: str = "continue"  # continue | stop
+    mode: LaunchMode = LaunchMode.subprocess
+    timeout_s: Optional[float] = None  # per job, > 0; None = no limit
+    cooldown_s: float = 0.0  # >= 0: idle gap before each job after the first (thermal)
+    on_failure: OnFailure = OnFailure["continue"]  # continue | stop (the study after a failed job)
     resume: bool = True  # skip jobs whose result exists with the same config hash
-    gpus_per_job: int = 1
-    max_parallel: Optional[int] = None  # None: one job per GPU group (1 without GPUs)
+    gpus_per_job: int = 1  # >= 1
+    max_parallel: Optional[int] = None  # >= 1; None: one job per GPU group (1 without GPUs)
     docker: DockerConf = field(default_factory=DockerConf)
 
 
@@ -73,8 +90,12 @@ ConfigStore.instance().store(
 
 
 class LlemLauncher(Launcher):
-    def __init__(self, **params: Any) -> None:
-        self.params = params
+    """Thin: checks its options (one ``Error:`` line, exit 2) and hands the sweep to a Study."""
+
+    def __init__(self, **params: object) -> None:
+        from llem.study.launcher import launcher_options
+
+        self.options = launcher_options(params)
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
@@ -87,6 +108,9 @@ class LlemLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from llem.study.launcher import launch
+        from llem.study.launcher import Study
 
-        return launch(self, job_overrides, initial_job_idx)
+        assert self.config is not None and self.hydra_context is not None
+        assert self.task_function is not None, "setup() runs first"
+        study = Study(self.options, self.config, self.hydra_context, self.task_function)
+        return study.run(job_overrides, initial_job_idx)

@@ -36,6 +36,7 @@ from types import ModuleType
 from typing import TypedDict, TypeVar
 
 from llem.energy.nvml import Gpu
+from llem.paths import atomic_path
 
 T = TypeVar("T")
 
@@ -260,6 +261,5 @@ def write_timeseries(rows: list[Row], path: Path) -> None:
         ]
     )
     table = pa.table({c: [r.get(c) for r in rows] for c in COLUMNS}, schema=schema)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)

@@ -22,8 +22,6 @@ from llem.energy.nvml import Gpu
 from llem.energy.rapl import POWERCAP
 from llem.energy.sampler import Row, Sampler, write_timeseries
 
-TIMESERIES_FILE = "timeseries.parquet"
-
 
 @dataclass
 class Window:

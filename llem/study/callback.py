@@ -1,19 +1,19 @@
-"""Hydra callback keeping the study summary of a multirun sweep current (``hydra/callbacks=llem_summary``).
+"""Hydra callback keeping the study summary of a multirun sweep current
+(``hydra/callbacks=llem_summary``).
 
-``on_job_end`` runs where the job ran (the child process with joblib/submitit): it writes ``error.json`` for a
-failed job that has none and rebuilds the summary, so the summary is current even when Hydra skips
-``on_multirun_end`` (it does whenever a job failed). ``on_multirun_end`` writes the final summary.
-Hydra turns a callback's exception into a warning; here every error is logged with its traceback instead
-and never fails the job or the study.
+``on_job_end`` runs where the job ran (the child process with joblib/submitit): it writes
+``error.json`` for a failed job that has none and rebuilds the summary, so the summary is current
+even when Hydra skips ``on_multirun_end`` (it does whenever a job failed). ``on_multirun_end``
+writes the final summary. Hydra turns a callback's exception into a warning; here every error is
+logged with its traceback instead and never fails the job or the study.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
+from hydra.conf import HydraConf
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -22,20 +22,22 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger("llem.study")
 
 
-def _hydra(config: DictConfig) -> Any:
+def _hydra(config: DictConfig) -> DictConfig | HydraConf:
     if "hydra" in config:
-        return config.hydra
+        node = config.hydra
+        assert isinstance(node, DictConfig)
+        return node
     from hydra.core.hydra_config import HydraConfig
 
     return HydraConfig.get()
 
 
-def _is_multirun(hc: Any) -> bool:
+def _is_multirun(hc: DictConfig | HydraConf) -> bool:
     mode = OmegaConf.select(hc, "mode") if isinstance(hc, DictConfig) else getattr(hc, "mode", None)
     return mode == RunMode.MULTIRUN or str(mode).rsplit(".", 1)[-1] == "MULTIRUN"
 
 
-def sweep_dir_of_job(hc: Any) -> Path:
+def sweep_dir_of_job(hc: DictConfig | HydraConf) -> Path:
     """The sweep folder of the running job: its output dir minus ``hydra.sweep.subdir``.
 
     Derived from the already resolved output dir rather than by resolving ``hydra.sweep.dir`` again.
@@ -56,28 +58,25 @@ def _one_line(exc: BaseException) -> str:
 
 
 def write_error_json(folder: Path, job_return: JobReturn) -> None:
-    """``error.json`` of a job whose task raised (only where the folder has no result and no error.json)."""
-    from llem.paths import write_json_atomic
+    """``error.json`` of a job whose task raised (only where the folder has no result and no
+    error.json)."""
+    from llem.records import RESULT_FILE, ErrorRecord, write_error
 
-    if not folder.is_dir() or (folder / "error.json").exists() or (folder / "result.json").exists():
+    if not folder.is_dir() or (folder / RESULT_FILE).exists():
         return
     exc = job_return._return_value  # .return_value would re-raise the job's exception
-    write_json_atomic(
-        folder / "error.json",
-        {
-            "status": "failed",
-            "error": _one_line(exc) if isinstance(exc, BaseException) else "the job failed",
-            "exit_code": None,
-            "overrides": [str(o) for o in (job_return.overrides or [])],
-            "ended_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        },
+    record = ErrorRecord(
+        error=_one_line(exc) if isinstance(exc, BaseException) else "the job failed",
+        overrides=[str(o) for o in (job_return.overrides or [])],
     )
+    write_error(folder, record, keep_existing=True)
 
 
 class StudySummaryCallback(Callback):
-    """Rebuilds ``study_summary.*`` in the sweep folder as each job ends, and once more at the end."""
+    """Rebuilds ``study_summary.*`` in the sweep folder as each job ends, and once more at the
+    end."""
 
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: object) -> None:
         try:
             hc = _hydra(config)
             if not _is_multirun(hc):
@@ -89,10 +88,11 @@ class StudySummaryCallback(Callback):
             write_summary(sweep_dir_of_job(hc))
         except Exception:
             log.exception(
-                "llem: could not update the study summary after this job (the job itself is unaffected)"
+                "llem: could not update the study summary after this job "
+                "(the job itself is unaffected)"
             )
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+    def on_multirun_end(self, config: DictConfig, **kwargs: object) -> None:
         try:
             hc = _hydra(config)
             if not _is_multirun(hc):

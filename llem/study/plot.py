@@ -1,38 +1,55 @@
-"""``study_pareto.png``: the study's trade-off at a glance (matplotlib, imported here only, Agg canvas).
+"""``study_pareto.png``: the study's trade-off at a glance (matplotlib, imported here only, Agg
+canvas).
 
-- When some job measured energy: energy per output token against output tokens/s, the Pareto front marked
-  (higher throughput and lower J/token are better).
-- Otherwise, and in addition when exactly one parameter is swept: output tokens/s against that parameter
-  (against the job when several are swept).
+- When some job measured energy: energy per output token against output tokens/s, the Pareto front
+  marked (higher throughput and lower J/token are better).
+- Otherwise, and in addition when exactly one parameter is swept: output tokens/s against that
+  parameter (against the job when several are swept).
 
-Error bars are the 95% confidence intervals across repeats (jobs with repeats >= 2). No completed job: no png.
+Error bars are the 95% confidence intervals across repeats (jobs with repeats >= 2). No completed
+job: no png.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llem.study.summary import _replace_with, pareto_front
+from llem.paths import atomic_path
+from llem.study.table import Cell, Row, pareto_front
 
-__all__ = ["pareto_front", "write_plot"]
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 MAX_LABELS = 30
 
 
-def _col(row: dict, key: str) -> str:
+def _col(row: Row, key: str) -> str:
     return key if key in row else f"param.{key}"
 
 
-def _label(row: dict, swept: list[str]) -> str:
+def _label(row: Row, swept: list[str]) -> str:
     parts = [f"{k.rsplit('.', 1)[-1]}={row.get(_col(row, k))}" for k in swept[:3]]
     return ", ".join(parts) if parts else f"#{row['num']}"
 
 
-def _err(rows: list[dict], name: str) -> list[list[float]] | None:
+def _num(row: Row, name: str) -> float | None:
+    """A numeric cell as a float (None when empty or not a number)."""
+    value = row.get(name)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _nums(rows: list[Row], name: str) -> list[float]:
+    return [v for v in (_num(r, name) for r in rows) if v is not None]
+
+
+def _err(rows: list[Row], name: str) -> list[list[float]] | None:
     """Asymmetric error bars [[below...], [above...]] from the 95% CI; None when no row has one."""
-    below, above, any_ci = [], [], False
+    below: list[float] = []
+    above: list[float] = []
+    any_ci = False
     for r in rows:
-        value, low, high = r.get(name), r.get(f"{name}_ci95_low"), r.get(f"{name}_ci95_high")
+        value, low, high = _num(r, name), _num(r, f"{name}_ci95_low"), _num(r, f"{name}_ci95_high")
         if value is None or low is None or high is None:
             below.append(0.0)
             above.append(0.0)
@@ -43,10 +60,9 @@ def _err(rows: list[dict], name: str) -> list[list[float]] | None:
     return [below, above] if any_ci else None
 
 
-def _pareto_panel(ax, rows: list[dict], swept: list[str]) -> None:
-    pts = [r for r in rows if r.get("energy_per_output_token_j") is not None]
-    xs = [r["output_tokens_per_s"] for r in pts]
-    ys = [r["energy_per_output_token_j"] for r in pts]
+def _pareto_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
+    pts = [r for r in rows if _num(r, "energy_per_output_token_j") is not None]
+    xs, ys = _nums(pts, "output_tokens_per_s"), _nums(pts, "energy_per_output_token_j")
     ax.errorbar(
         xs,
         ys,
@@ -84,33 +100,33 @@ def _pareto_panel(ax, rows: list[dict], swept: list[str]) -> None:
     ax.legend(fontsize=8)
 
 
-def _param_panel(ax, rows: list[dict], swept: list[str]) -> None:
+def _param_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
     if len(swept) == 1:
         key = swept[0]
         col = _col(rows[0], key)
         pts = [r for r in rows if r.get(col) is not None]
-        values = [r[col] for r in pts]
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        numbers = _nums(pts, col)
+        numeric = len(numbers) == len(pts)
+        values: list[Cell] = [r[col] for r in pts]
         title, xlabel = f"Throughput vs {key}", key
     else:
-        pts, values, numeric = rows, [r["num"] for r in rows], False
+        pts, numbers, numeric = rows, [], False
+        values = [_label(r, swept) for r in rows] if swept else [r["num"] for r in rows]
         title, xlabel = "Throughput per job", "job"
-        if swept:
-            values = [_label(r, swept) for r in rows]
     if not pts:
         return
+    xs: list[float]
     if numeric:
-        order = sorted(range(len(pts)), key=lambda i: values[i])
-        pts, xs = [pts[i] for i in order], [values[i] for i in order]
-        positive = [x for x in xs if x > 0]
-        if len(positive) == len(xs) and max(xs) / min(xs) >= 16:
+        order = sorted(range(len(pts)), key=lambda i: numbers[i])
+        pts, xs = [pts[i] for i in order], [numbers[i] for i in order]
+        if min(xs) > 0 and max(xs) / min(xs) >= 16:
             ax.set_xscale("log", base=2)
         if len(set(xs)) <= 20:
             ax.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))])
     else:
         labels = list(dict.fromkeys(str(v) for v in values))
         where = {label: i for i, label in enumerate(labels)}
-        xs = [where[str(v)] for v in values]
+        xs = [float(where[str(v)]) for v in values]
         if len(labels) <= MAX_LABELS:
             ax.set_xticks(
                 range(len(labels)),
@@ -119,7 +135,7 @@ def _param_panel(ax, rows: list[dict], swept: list[str]) -> None:
                 ha="right" if len(labels) > 4 else "center",
                 fontsize=8,
             )
-    ys = [r["output_tokens_per_s"] for r in pts]
+    ys = [_num(r, "output_tokens_per_s") or 0.0 for r in pts]
     ax.errorbar(
         xs,
         ys,
@@ -136,7 +152,7 @@ def _param_panel(ax, rows: list[dict], swept: list[str]) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def write_plot(path: Path, rows: list[dict], swept: list[str]) -> bool:
+def write_plot(path: Path, rows: list[Row], swept: list[str]) -> bool:
     """Draw ``path`` from the summary rows; False (nothing written) when no job completed."""
     done = [r for r in rows if r.get("status") == "ok" and r.get("output_tokens_per_s") is not None]
     if not done:
@@ -156,5 +172,6 @@ def write_plot(path: Path, rows: list[dict], swept: list[str]) -> bool:
         f"llem study: {path.parent.name}, {len(done)} completed job{'s' if len(done) != 1 else ''}",
         fontsize=10,
     )
-    _replace_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     return True

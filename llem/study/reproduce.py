@@ -1,22 +1,27 @@
 """``llem reproduce <run or job folder> [overrides]``: run a saved experiment again and compare.
 
-The experiment is re-composed from the folder's ``.hydra/hydra.yaml`` — primary config (packaged or the
-user's file), its group choices and every override — not from the frozen ``config.yaml``, which loses
-group choices. It runs in a fresh ``llem`` process into a new folder; then the resolved configs are
-compared (identical, or the differences listed) and the key metrics printed side by side.
+The experiment is re-composed from the folder's ``.hydra/hydra.yaml`` — primary config (packaged or
+the user's file), its group choices and every override — not from the frozen ``config.yaml``, which
+loses group choices. It runs in a fresh ``llem`` process into a new folder; then the resolved
+configs are compared (identical, or the differences listed) and the key metrics printed side by
+side.
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
 from llem.errors import UsageError
+from llem.keymetrics import COMPARED, Value
+from llem.records import HYDRA_FILE, RESULT_FILE
+from llem.result import Result
 
 # Hydra overrides that belong to the original run's place and mode, not to the experiment
 _PLACE = (
@@ -27,22 +32,11 @@ _PLACE = (
     "hydra.job.num=",
     "hydra.job.id=",
 )
-METRICS = (
-    ("output tok/s", ("throughput", "output_tokens_per_s")),
-    ("total tok/s", ("throughput", "total_tokens_per_s")),
-    ("TTFT p50 (ms)", ("latency", "ttft_ms", "p50")),
-    ("ITL p50 (ms)", ("latency", "itl_ms", "p50")),
-    ("E2E p50 (ms)", ("latency", "e2e_ms", "p50")),
-    ("energy (J)", ("energy", "total_j")),
-    ("energy / output token (J)", ("energy", "per_output_token_j")),
-    ("FLOPs / output token", ("flops", "analytic_per_output_token")),
-    ("peak memory (bytes)", ("memory", "peak_bytes")),
-)
 
 
 def command_line(folder: Path, extra: list[str], run_dir: Path) -> list[str]:
     """The llem arguments that re-compose the experiment saved in ``folder``."""
-    hydra_yaml = folder / ".hydra" / "hydra.yaml"
+    hydra_yaml = folder / HYDRA_FILE
     if not hydra_yaml.is_file():
         raise UsageError(
             f"{folder} has no .hydra/hydra.yaml: give a run folder or a study job folder"
@@ -60,23 +54,15 @@ def command_line(folder: Path, extra: list[str], run_dir: Path) -> list[str]:
     return [*args, "hydra.mode=RUN", f"hydra.run.dir={run_dir}"]
 
 
-def _get(data: dict, path: tuple[str, ...]):
-    for key in path:
-        if not isinstance(data, dict):
-            return None
-        data = data.get(key)
-    return data
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
+def _flat(d: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         out |= _flat(v, key + ".") if isinstance(v, dict) else {key: v}
     return out
 
 
-def config_differences(old: dict, new: dict) -> list[str]:
+def config_differences(old: Mapping[str, object], new: Mapping[str, object]) -> list[str]:
     a, b = _flat(old), _flat(new)
     return [
         f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
@@ -91,19 +77,19 @@ def main(args: list[str]) -> int:
             "llem reproduce needs a folder: llem reproduce results/<run> [key=value ...]"
         )
     folder = Path(args[0]).expanduser().resolve()
-    original_path = folder / "result.json"
+    original_path = folder / RESULT_FILE
     if not original_path.is_file():
         raise UsageError(
-            f"{folder} has no result.json to compare with: give a finished run or job folder"
+            f"{folder} has no {RESULT_FILE} to compare with: give a finished run or job folder"
         )
-    original = json.loads(original_path.read_text())
+    original = _load(original_path)
     stamp = datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
     from llem.paths import claim_unique_dir
 
     run_dir = Path(
         claim_unique_dir(
             str(
-                Path(original["config"]["output_dir"]).resolve()
+                Path(str(original.config["output_dir"])).resolve()
                 / f"{folder.name}_reproduced_{stamp}"
             )
         )
@@ -111,20 +97,28 @@ def main(args: list[str]) -> int:
     argv = command_line(folder, args[1:], run_dir)
     print(f"[llem] reproducing {folder}\n  llem {' '.join(argv)}", flush=True)
     code = subprocess.run([sys.executable, "-m", "llem", *argv], check=False).returncode
-    new_path = run_dir / "result.json"
+    new_path = run_dir / RESULT_FILE
     if code != 0 or not new_path.is_file():
         print(f"[llem] the reproduction failed (exit code {code})", file=sys.stderr)
         return code or 1
-    new = json.loads(new_path.read_text())
-    report(original, new, new_path)
+    report(original, _load(new_path), new_path)
     return 0
 
 
-def report(original: dict, new: dict, new_path: Path) -> None:
+def _load(path: Path) -> Result:
+    try:
+        return Result.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        raise UsageError(
+            f"{path} is not a valid llem result ({exc.error_count()} problems)"
+        ) from None
+
+
+def report(original: Result, new: Result, new_path: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    diffs = config_differences(original["config"], new["config"])
+    diffs = config_differences(original.config, new.config)
     console = Console()
     if diffs:
         console.print(f"resolved config differs in {len(diffs)} key(s):", highlight=False)
@@ -133,17 +127,18 @@ def report(original: dict, new: dict, new_path: Path) -> None:
     else:
         console.print(
             "resolved config: identical (config hash "
-            f"{new['config_hash']}{'' if new['config_hash'] == original['config_hash'] else ' CHANGED'})"
+            f"{new.config_hash}{'' if new.config_hash == original.config_hash else ' CHANGED'})"
         )
     table = Table("metric", "original", "reproduced", "difference", title="original vs reproduced")
-    for label, path in METRICS:
-        a, b = _get(original, path), _get(new, path)
-        numbers = isinstance(a, int | float) and isinstance(b, int | float) and a
-        diff = f"{(b - a) / a * 100:+.1f}%" if numbers else "n/a"
+    for metric in COMPARED:
+        a, b = metric.of(original), metric.of(new)
+        both = isinstance(a, int | float) and isinstance(b, int | float) and a
+        diff = f"{(b - a) / a * 100:+.1f}%" if both else "n/a"  # type: ignore[operator]
+        label = f"{metric.label} ({metric.unit})" if metric.unit else metric.label
         table.add_row(label, _fmt(a), _fmt(b), diff)
     console.print(table)
     print(f"result: {new_path}")
 
 
-def _fmt(value) -> str:
+def _fmt(value: Value) -> str:
     return "null" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,176 @@
+"""The key metrics of a run: one definition read by the study summary (its metric columns, in this
+order), the terminal table, ``llem reproduce``'s comparison and the study launcher's progress lines.
+
+Each metric is taken from a typed result (:class:`llem.result.Result`, or its measured sections
+:class:`llem.result.ResultMetrics`); ``None`` where the run did not measure it (a non-finite number
+counts as not measured).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from llem.result import (
+    Distribution,
+    EnergyMetrics,
+    FlopsMetrics,
+    LatencyMetrics,
+    MemoryMetrics,
+    RepeatSummary,
+    ThroughputMetrics,
+    TimingMetrics,
+)
+
+Value = float | int | str | None
+Kind = Literal["float", "int", "str"]
+
+
+class Measured(Protocol):
+    """The sections of a result the key metrics read (Result and ResultMetrics both have them)."""
+
+    @property
+    def throughput(self) -> ThroughputMetrics: ...
+    @property
+    def latency(self) -> LatencyMetrics: ...
+    @property
+    def timing(self) -> TimingMetrics: ...
+    @property
+    def memory(self) -> MemoryMetrics: ...
+    @property
+    def flops(self) -> FlopsMetrics: ...
+    @property
+    def energy(self) -> EnergyMetrics: ...
+    @property
+    def repeats(self) -> RepeatSummary: ...
+
+
+@dataclass(frozen=True)
+class KeyMetric:
+    name: str  # column name (carries the unit)
+    label: str  # short human label
+    unit: str  # unit symbol for display ('' for a count or a text)
+    kind: Kind  # column type
+    get: Callable[[Measured], Value]
+
+    def of(self, result: Measured) -> Value:
+        """This metric of ``result``; ``None`` when not measured or not finite."""
+        value = self.get(result)
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    def format(self, value: Value) -> str:
+        """``'123.4 output tok/s'``, ``'n/a'`` for ``None``."""
+        if value is None:
+            return "n/a"
+        text = f"{value:.4g}" if isinstance(value, float) else str(value)
+        return f"{text} {self.unit}".rstrip()
+
+
+def _p(dist: Distribution | None, name: Literal["p50", "p99"]) -> float | None:
+    if dist is None:
+        return None
+    return dist.p50 if name == "p50" else dist.p99
+
+
+def _co2(r: Measured) -> float | None:
+    return None if r.energy.co2 is None else r.energy.co2.emissions_kg_co2eq
+
+
+def _flops_per_token(r: Measured) -> float | None:
+    counted = r.flops.counted_per_output_token
+    return counted if counted is not None else r.flops.analytic_per_output_token
+
+
+KEY_METRICS: tuple[KeyMetric, ...] = (
+    KeyMetric(
+        "output_tokens_per_s",
+        "output throughput",
+        "output tok/s",
+        "float",
+        lambda r: r.throughput.output_tokens_per_s,
+    ),
+    KeyMetric(
+        "total_tokens_per_s",
+        "total throughput",
+        "total tok/s",
+        "float",
+        lambda r: r.throughput.total_tokens_per_s,
+    ),
+    KeyMetric(
+        "requests_per_s", "request rate", "req/s", "float", lambda r: r.throughput.requests_per_s
+    ),
+    KeyMetric("ttft_p50_ms", "TTFT p50", "ms", "float", lambda r: _p(r.latency.ttft_ms, "p50")),
+    KeyMetric("ttft_p99_ms", "TTFT p99", "ms", "float", lambda r: _p(r.latency.ttft_ms, "p99")),
+    KeyMetric("itl_p50_ms", "ITL p50", "ms", "float", lambda r: _p(r.latency.itl_ms, "p50")),
+    KeyMetric("e2e_p50_ms", "E2E p50", "ms", "float", lambda r: _p(r.latency.e2e_ms, "p50")),
+    KeyMetric("e2e_p99_ms", "E2E p99", "ms", "float", lambda r: _p(r.latency.e2e_ms, "p99")),
+    KeyMetric("energy_total_j", "energy", "J", "float", lambda r: r.energy.total_j),
+    KeyMetric(
+        "energy_per_output_token_j",
+        "energy per output token",
+        "J/output token",
+        "float",
+        lambda r: r.energy.per_output_token_j,
+    ),
+    KeyMetric(
+        "wh_per_1k_requests",
+        "energy per 1k requests",
+        "Wh/1k requests",
+        "float",
+        lambda r: r.energy.wh_per_1k_requests,
+    ),
+    KeyMetric("energy_covers", "energy covers", "", "str", lambda r: r.energy.covers),
+    KeyMetric("energy_reason", "energy not measured", "", "str", lambda r: r.energy.reason),
+    KeyMetric("estimate_j", "CodeCarbon estimate", "J", "float", lambda r: r.energy.estimate_j),
+    KeyMetric("co2_kg", "CO2-eq (modelled)", "kg", "float", _co2),
+    KeyMetric(
+        "flops_per_output_token", "FLOPs per output token", "FLOP", "float", _flops_per_token
+    ),
+    KeyMetric("peak_memory_bytes", "peak memory", "B", "int", lambda r: r.memory.peak_bytes),
+    KeyMetric(
+        "measured_window_s", "measured window", "s", "float", lambda r: r.timing.measured_window_s
+    ),
+    KeyMetric("repeats", "repeats", "", "int", lambda r: len(r.repeats.per_repeat)),
+)
+BY_NAME: dict[str, KeyMetric] = {m.name: m for m in KEY_METRICS}
+
+# metrics with a 95% confidence interval across repeats (``<name>_ci95_low`` / ``_high`` columns)
+CI_METRICS: tuple[KeyMetric, ...] = (
+    BY_NAME["output_tokens_per_s"],
+    BY_NAME["energy_per_output_token_j"],
+)
+CI_COLUMNS: tuple[str, ...] = tuple(
+    f"{m.name}_ci95_{side}" for m in CI_METRICS for side in ("low", "high")
+)
+# what ``llem reproduce`` compares and a study's progress line shows
+COMPARED: tuple[KeyMetric, ...] = tuple(
+    BY_NAME[n]
+    for n in (
+        "output_tokens_per_s",
+        "total_tokens_per_s",
+        "ttft_p50_ms",
+        "itl_p50_ms",
+        "e2e_p50_ms",
+        "energy_total_j",
+        "energy_per_output_token_j",
+        "flops_per_output_token",
+        "peak_memory_bytes",
+    )
+)
+PROGRESS: tuple[KeyMetric, ...] = CI_METRICS
+
+
+def key_metrics(result: Measured) -> dict[str, Value]:
+    """Every key metric of ``result`` by name, then the CI bounds (``None`` without an interval)."""
+    values = {m.name: m.of(result) for m in KEY_METRICS}
+    for m in CI_METRICS:
+        interval = result.repeats.stats.get(m.name)
+        low = None if interval is None else interval.ci95_low
+        high = None if interval is None else interval.ci95_high
+        values[f"{m.name}_ci95_low"] = low if low is None or math.isfinite(low) else None
+        values[f"{m.name}_ci95_high"] = high if high is None or math.isfinite(high) else None
+    return values

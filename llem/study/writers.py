@@ -1,0 +1,180 @@
+"""The study summary's files, each written atomically (:func:`llem.paths.atomic_path`).
+
+- ``study_summary.json``: metadata, then one job per line (fast to write, easy to diff);
+- ``study_summary.csv`` / ``study_summary.parquet``: one typed row per job (parquet carries the
+  metadata);
+- ``study_summary.md``: a readable table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from llem.paths import atomic_path
+from llem.study.scan import JobEntry
+from llem.study.table import Cell, Column, Row, status_line
+
+SUMMARY_VERSION = 1
+
+
+class SummaryMeta(BaseModel):
+    """The metadata of ``study_summary.json`` (its keys before ``jobs``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    summary_version: int = SUMMARY_VERSION
+    sweep_dir: str
+    llem_version: str | None
+    created_at: str | None
+    updated_at: str
+    final: bool
+    interrupted: bool
+    launcher: str | None
+    mode: str | None
+    n_jobs: int
+    counts: dict[str, int]
+    swept: dict[str, list[Cell]]
+    fixed: dict[str, str]
+    pareto_front: list[str]
+    columns: list[str]
+    plot: str | None = None
+
+
+class SummaryFile(BaseModel):
+    """``study_summary.json`` as read back (the previous summary's entries are the metrics
+    cache)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    summary_version: int
+    jobs: list[JobEntry]
+
+
+def json_text(meta: SummaryMeta, jobs: list[JobEntry]) -> str:
+    """The summary as JSON: metadata keys indented, one job per line."""
+    fields = meta.model_dump(mode="json", exclude_none=False)
+    if meta.plot is None:
+        del fields["plot"]
+    lines = ["{", *(f"  {json.dumps(k)}: {json.dumps(v)}," for k, v in fields.items())]
+    lines.append('  "jobs": [')
+    last = len(jobs) - 1
+    lines += [f"    {job.model_dump_json()}{',' if i < last else ''}" for i, job in enumerate(jobs)]
+    lines += ["  ]", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: list[Row], columns: list[Column]) -> str:
+    """CSV with a header; missing values are empty cells, booleans ``true``/``false``."""
+    names = [name for name, _ in columns]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(names)
+    for row in rows:
+        writer.writerow(
+            [str(v).lower() if isinstance(v, bool) else v for v in (row[n] for n in names)]
+        )
+    return buf.getvalue()
+
+
+def write_parquet(path: Path, rows: list[Row], columns: list[Column], meta: SummaryMeta) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    types = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "str": pa.string()}
+    arrays = {
+        name: pa.array([row.get(name) for row in rows], type=types[kind]) for name, kind in columns
+    }
+    table = pa.table(arrays).replace_schema_metadata(
+        {"llem.study": meta.model_dump_json(exclude={"plot"})}
+    )
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def _fmt(value: Cell, digits: int = 4) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) >= 1e6 or abs(value) < 1e-3:
+            return f"{value:.{digits - 1}e}"
+        return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:.0f}"
+    return str(value)
+
+
+def _with_ci(row: Row, name: str) -> str:
+    value, low, high = row.get(name), row.get(f"{name}_ci95_low"), row.get(f"{name}_ci95_high")
+    if value is None:
+        return ""
+    if low is None or high is None:
+        return _fmt(value)
+    return f"{_fmt(value)} [{_fmt(low, 3)}, {_fmt(high, 3)}]"
+
+
+def _md_cell(text: str, limit: int = 80) -> str:
+    text = " ".join(str(text).split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.replace("|", "\\|")
+
+
+def _repeats(row: Row) -> int:
+    value = row.get("repeats")
+    return value if isinstance(value, int) else 0
+
+
+def md_text(meta: SummaryMeta, rows: list[Row], columns: list[Column]) -> str:
+    has_energy = any(r.get("energy_per_output_token_j") is not None for r in rows)
+    lines = [
+        f"# llem study: {Path(meta.sweep_dir).name}",
+        "",
+        status_line(meta.counts, meta.interrupted),
+        "",
+        f"- folder: `{meta.sweep_dir}`",
+        f"- updated: {meta.updated_at}{' (final)' if meta.final else ''}",
+    ]
+    if meta.fixed:
+        lines.append("- fixed: " + ", ".join(f"`{k}={v}`" for k, v in meta.fixed.items()))
+    if meta.pareto_front:
+        lines.append(
+            "- Pareto front (higher tokens/s, lower J/token): " + ", ".join(meta.pareto_front)
+        )
+    if not has_energy:
+        reasons = [str(r["energy_reason"]) for r in rows if r.get("energy_reason")]
+        lines.append(
+            "- energy: not measured" + (f" ({_md_cell(reasons[0], 160)})" if reasons else "")
+        )
+    lines.append("")
+    swept = set(meta.swept)
+    param_names = [c for c, _ in columns if c.removeprefix("param.") in swept]
+    header = ["#", *param_names, "status", "out tok/s"]
+    if has_energy:
+        header += ["J/out tok", "Wh/1k req"]
+    header += ["TTFT p50 ms", "ITL p50 ms", "E2E p99 ms", "peak mem MiB", "note"]
+    lines += ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        mem = row["peak_memory_bytes"]
+        cells = [_fmt(row["num"])]
+        cells += [_md_cell(_fmt(row[p])) for p in param_names]
+        cells += [str(row["status"]), _with_ci(row, "output_tokens_per_s")]
+        if has_energy:
+            cells += [_with_ci(row, "energy_per_output_token_j"), _fmt(row["wh_per_1k_requests"])]
+        cells += [
+            _fmt(row["ttft_p50_ms"]),
+            _fmt(row["itl_p50_ms"]),
+            _fmt(row["e2e_p99_ms"]),
+            f"{mem / 2**20:.0f}" if isinstance(mem, int) else "",
+            _md_cell(str(row["error"])) if row["error"] else "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if any(_repeats(r) >= 2 for r in rows):
+        lines += ["", "Brackets: 95% confidence interval across repeats (Student's t)."]
+    return "\n".join(lines) + "\n"
