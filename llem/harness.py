@@ -21,10 +21,11 @@ from llem.benchmarks import benchmark_report
 from llem.clock import now_iso
 from llem.config import ExperimentConfig
 from llem.datasets import load_prompts
-from llem.energy import TIMESERIES_FILE, EnergySession, Window, quality
+from llem.energy import EnergySession, Window, quality
 from llem.energy.codecarbon import CodeCarbonMeter
 from llem.energy.report import energy_metrics, hardware_total
 from llem.flops import analytic_flops
+from llem.records import TIMESERIES_FILE
 from llem.result import (
     DatasetRecord,
     FlopsMetrics,

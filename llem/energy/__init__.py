@@ -5,6 +5,6 @@ sampler, the idle baseline, quality warnings. :class:`EnergySession` is what the
 from __future__ import annotations
 
 from llem.energy.registry import check_meter
-from llem.energy.session import TIMESERIES_FILE, EnergySession, Window
+from llem.energy.session import EnergySession, Window
 
-__all__ = ["TIMESERIES_FILE", "EnergySession", "Window", "check_meter"]
+__all__ = ["EnergySession", "Window", "check_meter"]
