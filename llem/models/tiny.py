@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from llem.paths import cache_dir
+
+log = logging.getLogger(__name__)
 
 BUILD_VERSION = 1
 SEED = 0
@@ -56,9 +59,16 @@ def _spec_key() -> str:
 
 def ensure_tiny_llama() -> Path:
     """Path of the built model folder, building it on first use (atomic: safe with concurrent jobs)."""
+    from llem.models.folder import folder_problems
+
     target = cache_dir("models") / f"tiny-llama-{_spec_key()}"
     if (target / PROVENANCE_FILE).is_file():
-        return target
+        problems = folder_problems(target)
+        if not problems:
+            return target
+        # a damaged cache (truncated weights, deleted files): rebuilt, never loaded
+        log.warning("rebuilding the built-in model: %s", "; ".join(problems))
+        shutil.rmtree(target, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-llama-", dir=target.parent))
     try:
         build(tmp)
