@@ -35,6 +35,8 @@ _PASSTHROUGH = {
     "-sc",
     "--experimental-rerun",
 }
+# Hydra flags that cannot be combined with -m (Hydra would raise a ValueError)
+_PRINT_ONLY = {"--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
 _WITH_VALUE = {
     "--config-path": "config_path",
     "-cp": "config_path",
@@ -237,6 +239,11 @@ def check(args: list[str]) -> list[ExperimentConfig]:
 
     load_plugins()  # here, so that a plugin that cannot be imported is one Error: line
     cl = parse(args)
+    if cl.multirun and _PRINT_ONLY & set(args):
+        raise UsageError(
+            f"-m cannot be combined with {'/'.join(sorted(_PRINT_ONLY & set(args)))}: drop -m "
+            "to print the configuration"
+        )
     if cl.passthrough:
         return []
     plan = compose_jobs(cl)
@@ -309,16 +316,16 @@ def _check_context(exp: ExperimentConfig, context: int) -> None:
 
     if exp.max_new_tokens >= context:
         raise UsageError(
-            f"max_new_tokens={exp.max_new_tokens} does not fit the model's context of {context} "
-            f"tokens: set max_new_tokens<{context}"
+            f"max_new_tokens={exp.max_new_tokens} does not fit: the model has a context of "
+            f"{context} tokens; set max_new_tokens<{context}"
         )
     if isinstance(exp.dataset, SyntheticDataset):
         room = context - exp.max_new_tokens
         if exp.dataset.input_tokens > room:
             raise UsageError(
                 f"dataset.input_tokens={exp.dataset.input_tokens} plus max_new_tokens="
-                f"{exp.max_new_tokens} exceed the model's context of {context} tokens: set "
-                f"dataset.input_tokens<={room}"
+                f"{exp.max_new_tokens} do not fit: the model has a context of {context} tokens; "
+                f"set dataset.input_tokens<={room}"
             )
 
 
