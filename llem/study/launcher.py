@@ -566,7 +566,7 @@ class Study:
 
         stopped: Stopped | None = None
         try:
-            _resume(jobs, self.conf.resume, sweep_dir)
+            _resume(jobs, self.conf.resume)
             _write_plan(sweep_dir, jobs, self.conf)
             scheduler = Scheduler(self.conf, sweep_dir, self.task, jobs)
             skipped = len(jobs) - len(scheduler.todo)
@@ -602,7 +602,7 @@ class Study:
         return [_job_return(j) for j in jobs]
 
 
-def _resume(jobs: list[Job], resume: bool, sweep_dir: Path) -> None:
+def _resume(jobs: list[Job], resume: bool) -> None:
     """Skip jobs with a sound matching result; move any other earlier outcome to
     ``.jobs/replaced/`` (the summary never reads it), saying why when the result was damaged."""
     for job in jobs:
@@ -616,7 +616,7 @@ def _resume(jobs: list[Job], resume: bool, sweep_dir: Path) -> None:
                 continue
         elif problem is not None:
             _print(f"[llem] job {job.num} will run again: {problem}")
-        replaced = sweep_dir / REPLACED_DIR / f"{job.folder.name}-{time.time_ns()}"
+        replaced = job.folder.parent / REPLACED_DIR / f"{job.folder.name}-{time.time_ns()}"
         replaced.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(job.folder, replaced)
 
