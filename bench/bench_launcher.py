@@ -2,17 +2,19 @@
 
     python bench/bench_launcher.py [--jobs 10] [--repeats 3]
 
-Runs the same sweep of a trivial Hydra app (``tests/apps/trivial_app.py``: writes one small json per job,
-no model, no torch) as a subprocess, once per launcher and repeat, alternating the order:
+Runs the same sweep of a trivial Hydra app (``tests/apps/trivial_app.py``: writes one small json per
+job, no model, no torch) as a subprocess, once per launcher and repeat, alternating the order:
 
-- ``llem``: llem's launcher (the app's default): validates the plan, writes ``study.json``, runs each job in a
-  fresh ``python -m llem.study.worker`` process and rebuilds the study summary after each job;
+- ``llem``: llem's launcher (the app's default): validates the plan, writes ``study.json``, runs
+  each job in a fresh ``python -m llem.study.worker`` process and rebuilds the study summary after
+  each job;
 - ``basic``: ``hydra/launcher=basic``: every job in the sweeping process, one after another.
 
 Wall time includes interpreter start-up, composition and the sweep. Per-job overhead is
-``(median llem wall - median basic wall) / jobs``: the price of one fresh process (and summary rebuild) per
-job, which llem pays so that GPU memory, NVML and CUDA state never leak from one job into the next.
-The cost of the study summary itself for a large sweep (10,000 jobs) is measured by ``bench_summary.py``.
+``(median llem wall - median basic wall) / jobs``: the price of one fresh process (and summary
+rebuild) per job, which llem pays so that GPU memory, NVML and CUDA state never leak from one job
+into the next. The cost of the study summary itself for a large sweep (10,000 jobs) is measured by
+``bench_summary.py``.
 
 A report, not a test: nothing is asserted, the exit code is 0 (1 if a sweep itself fails).
 """
@@ -92,7 +94,8 @@ def main() -> None:
     llem, basic = statistics.median(walls["llem"]), statistics.median(walls["basic"])
     per_job = (llem - basic) / args.jobs
     print(
-        f"trivial Hydra app (tests/apps/trivial_app.py), {args.jobs}-job sweep, {os.cpu_count()} CPUs, "
+        f"trivial Hydra app (tests/apps/trivial_app.py), {args.jobs}-job sweep, {os.cpu_count()} "
+        "CPUs, "
         f"median of {args.repeats} sweeps per launcher (order alternates)"
     )
     for name in ("llem", "basic"):
@@ -107,7 +110,8 @@ def main() -> None:
         f"{'met' if per_job <= GOAL_S else 'NOT met'}"
     )
     print(
-        f"  reference: a job process's start-up alone (interpreter + Hydra plugin scan + worker imports) "
+        "  reference: a job process's start-up alone (interpreter + Hydra plugin scan + worker "
+        "imports) "
         f"{child:.3f} s"
     )
 

@@ -2,9 +2,10 @@
 
     python bench/bench_summary.py [--jobs 10000] [--n 100] [--keep DIR]
 
-Runs the real ``llem`` once (tiny model, ``n`` prompts) for a realistic ``result.json``, writes ``--jobs``
-synthetic job folders (``.hydra/overrides.yaml`` + a copy of that result with varied metrics, energy filled
-in, a third with 3 repeats and confidence intervals), then times ``write_summary``:
+Runs the real ``llem`` once (tiny model, ``n`` prompts) for a realistic ``result.json``, writes
+``--jobs`` synthetic job folders (``.hydra/overrides.yaml`` + a copy of that result with varied
+metrics, energy filled in, a third with 3 repeats and confidence intervals), then times
+``write_summary``:
 
 - cold: no previous ``study_summary.json`` (every ``result.json`` read and parsed);
 - warm: nothing changed since the last rebuild (metrics reused by (path, mtime_ns, size));
@@ -134,7 +135,8 @@ def make_sweep(root: Path, template: dict, jobs: int) -> Path:
         )
     size = sum(p.stat().st_size for p in sweep.glob("*/result.json"))
     print(
-        f"wrote {jobs} job folders in {time.perf_counter() - t0:.1f} s ({size / 2**20:.0f} MiB of result.json)"
+        f"wrote {jobs} job folders in {time.perf_counter() - t0:.1f} s ({size / 2**20:.0f} MiB of "
+        "result.json)"
     )
     return sweep
 
@@ -211,13 +213,15 @@ def main() -> None:
         )
 
         print(
-            f"\nstudy summary rebuild, {args.jobs} jobs ({meta['counts']['ok']} ok, {meta['counts']['failed']} "
+            f"\nstudy summary rebuild, {args.jobs} jobs ({meta['counts']['ok']} ok, "
+            f"{meta['counts']['failed']} "
             f"failed), median of 3; goal <= {GOAL_S:.0f} s without the png"
         )
         for label, median, runs in rows:
             goal = "" if label == "png alone" else ("met" if median <= GOAL_S else "NOT met")
             print(
-                f"  {label:<28} {median:6.2f} s  (runs: {', '.join(f'{r:.2f}' for r in runs)})  {goal}"
+                f"  {label:<28} {median:6.2f} s  (runs: {', '.join(f'{r:.2f}' for r in runs)})  "
+                f"{goal}"
             )
         sizes = {p.name: p.stat().st_size for p in sweep.glob("study_*")}
         print("  files: " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sorted(sizes.items())))

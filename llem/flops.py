@@ -1,11 +1,12 @@
 """FLOPs of autoregressive generation: a closed-form count, and torch's FLOP counter made complete on CPU.
 
-Convention (same as ``torch.utils.flop_counter``): a multiply-add is 2 FLOPs; only matrix products and
-attention are counted (norms, activations, softmax and rotary embeddings are a few % and are not).
-Generation of ``T`` new tokens for a batch of ``B`` prompts left-padded to ``L`` tokens runs one prefill
-forward over ``L`` positions and ``T - 1`` decode forwards of one position each, attending to ``L + i``
-cached positions; the LM head runs on the last position only (transformers' ``logits_to_keep=1``).
-Attention is counted over every key position, as the kernels compute it (the causal mask saves nothing).
+Convention (same as ``torch.utils.flop_counter``): a multiply-add is 2 FLOPs; only matrix products
+and attention are counted (norms, activations, softmax and rotary embeddings are a few % and are
+not). Generation of ``T`` new tokens for a batch of ``B`` prompts left-padded to ``L`` tokens runs
+one prefill forward over ``L`` positions and ``T - 1`` decode forwards of one position each,
+attending to ``L + i`` cached positions; the LM head runs on the last position only (transformers'
+``logits_to_keep=1``). Attention is counted over every key position, as the kernels compute it (the
+causal mask saves nothing).
 """
 
 from __future__ import annotations

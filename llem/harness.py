@@ -1,7 +1,8 @@
 """The experiment lifecycle, owned in one place.
 
-environment snapshot -> prompts -> backend (tokenise, context check) -> load model (timed) -> warm-up
-(excluded) -> measured window over the prompts in batches -> FLOP-counting pass (separate, untimed) -> result.
+environment snapshot -> prompts -> backend (tokenise, context check) -> load model (timed) ->
+warm-up (excluded) -> measured window over the prompts in batches -> FLOP-counting pass (separate,
+untimed) -> result.
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ class Harness:
             warnings = backend.warnings() + session.warnings + session.end_checks()
             if n_cut := sum(p.truncated for p in measured):
                 warnings.append(
-                    f"{n_cut} of {cfg.n} prompts truncated to max_input_tokens={cfg.max_input_tokens}"
+                    f"{n_cut} of {cfg.n} prompts truncated to "
+                    f"max_input_tokens={cfg.max_input_tokens}"
                 )
             if set(warmup_idx) & set(measured_idx):
                 warnings.append(

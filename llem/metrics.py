@@ -1,6 +1,7 @@
 """Metric arithmetic from request records: token counts, throughput, latency distributions.
 
-Pure functions, no framework imports. Times in records are perf_counter seconds; reported latencies are ms.
+Pure functions, no framework imports. Times in records are perf_counter seconds; reported latencies
+are ms.
 """
 
 from __future__ import annotations

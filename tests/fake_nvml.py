@@ -1,8 +1,8 @@
 """A simulated NVML for tests: the pynvml functions llem calls, driven by scripted power traces.
 
-Each :class:`FakeGpu` draws piecewise-constant power (``trace``: list of (from time, watts)); its energy
-counter is the exact integral in mJ, so expected joules can be computed by hand. Time comes from
-``clock`` (a :class:`Clock` the test moves, or ``time.time``).
+Each :class:`FakeGpu` draws piecewise-constant power (``trace``: list of (from time, watts)); its
+energy counter is the exact integral in mJ, so expected joules can be computed by hand. Time comes
+from ``clock`` (a :class:`Clock` the test moves, or ``time.time``).
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ def read_prompts(
 ) -> list[str]:
     """Prompts under ``field`` (or the first present of ``fallback_fields``) of a .jsonl/.csv/.parquet file.
 
-    JSON lines whose keys all start with ``_`` are metadata (e.g. provenance) and are skipped, as are blank
-    lines. ``key`` names the config key in error messages.
+    JSON lines whose keys all start with ``_`` are metadata (e.g. provenance) and are skipped, as
+    are blank lines. ``key`` names the config key in error messages.
     """
     file = Path(path).expanduser()
     if not file.is_file():

@@ -1,10 +1,11 @@
 """The built-in model ``llem://tiny-llama``: a real Llama-architecture causal LM with RANDOM weights.
 
 Built locally and deterministically (fixed seeds, no download): a byte-level BPE tokenizer trained
-in-process on llem's built-in prompts, and ``LlamaForCausalLM`` initialised from a fixed seed. Saved once as
-a normal HF model folder in llem's cache and then loaded through ``from_pretrained`` like any other model.
-Its outputs are meaningless; it exists so that ``llem`` measures a real transformer anywhere in seconds.
-A ``llem_model.json`` provenance file in the folder records that the weights are random.
+in-process on llem's built-in prompts, and ``LlamaForCausalLM`` initialised from a fixed seed. Saved
+once as a normal HF model folder in llem's cache and then loaded through ``from_pretrained`` like
+any other model. Its outputs are meaningless; it exists so that ``llem`` measures a real transformer
+anywhere in seconds. A ``llem_model.json`` provenance file in the folder records that the weights
+are random.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ ARCH = {
 TOKENIZER_VOCAB = 2048
 SPECIAL = {"bos": "<|begin|>", "eos": "<|end|>", "pad": "<|pad|>"}
 CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token "
+    "}}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
