@@ -91,7 +91,7 @@ class Bare:
         return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
 
     def run(self) -> tuple[float, int]:
-        """Load, warm up, then time the loop over the measured batches: (output tokens/s, output tokens)."""
+        """Load, warm up, then time the measured batches: (output tokens/s, output tokens)."""
         import torch
         from transformers import AutoModelForCausalLM, GenerationConfig
 
@@ -141,7 +141,7 @@ def run_llem(cfg) -> tuple[float, int, list[str]]:
     return result.throughput.output_tokens_per_s, result.tokens.output, result.warnings
 
 
-# --------------------------------------------------------------------------- fixed overhead (subprocess)
+# ----------------------------------------------------------------- fixed overhead (subprocess)
 
 
 def llem_command() -> list[str]:

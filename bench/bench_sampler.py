@@ -98,7 +98,7 @@ def thread_cpu_s(thread) -> float | None:
 
 
 def rows_bytes(rows: list[dict]) -> int:
-    """Approximate memory of the kept rows (dicts, their values and the list; shared small objects counted)."""
+    """Approximate memory of the kept rows (dicts, values, list; shared small objects counted)."""
     return sys.getsizeof(rows) + sum(
         sys.getsizeof(r) + sum(sys.getsizeof(v) for v in r.values()) for r in rows
     )
@@ -207,11 +207,11 @@ def sampler_cpu(seconds: float, interval_s: float, n_gpus: int, real_nvml: bool)
     )
 
 
-# --------------------------------------------------------------------------- 2. throughput ON vs OFF
+# ----------------------------------------------------------------- 2. throughput ON vs OFF
 
 
 def experiment_config(n: int, batch: int, output_dir: str, meter: str):
-    """The packaged experiment (pytorch, tiny, builtin) with this benchmark's settings, baseline off."""
+    """The packaged experiment (pytorch, tiny, builtin), this benchmark's settings, baseline off."""
     from llem.preflight import experiment
 
     return experiment(
@@ -230,7 +230,7 @@ def experiment_config(n: int, batch: int, output_dir: str, meter: str):
 
 @contextmanager
 def sampler_thread(on: bool) -> Iterator[None]:
-    """OFF: ``Sampler.start`` does nothing, so no sampling thread runs (samples at phase changes remain)."""
+    """OFF: ``Sampler.start`` does nothing: no sampling thread (samples at phase changes remain)."""
     from llem.energy.sampler import Sampler
 
     if on:
@@ -270,7 +270,7 @@ def simulated_pynvml(n_gpus: int) -> Iterator[None]:
 
 
 def run_harness(cfg, tmp_root: str, on: bool) -> tuple[float, int, int]:
-    """(output tokens/s, output tokens, time-series rows in the measured window) of one Harness run."""
+    """(output tokens/s, output tokens, time-series rows in the measured window) of one run."""
     import pyarrow.parquet as pq
 
     from llem.harness import Harness
@@ -411,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--real-nvml",
         action="store_true",
-        help="part 1 samples the installed pynvml's GPUs (needs an NVIDIA driver) instead of --gpus "
+        help="part 1 samples the installed pynvml's GPUs (needs an NVIDIA driver) "
+        "instead of --gpus "
         "simulated ones",
     )
     ap.add_argument("--only", choices=("cpu", "throughput"), help="run one part only")

@@ -1,4 +1,6 @@
-"""How long the study summary takes to rebuild for a large sweep (goal: 10,000 jobs in <= 2 s, png excluded).
+"""How long the study summary takes to rebuild for a large sweep.
+
+Goal: 10,000 jobs in <= 2 s, png excluded.
 
     python bench/bench_summary.py [--jobs 10000] [--n 100] [--keep DIR]
 
@@ -62,7 +64,7 @@ def real_result(n: int, work: Path) -> dict:
 
 
 def vary(template: dict, i: int, batch: int, rng: random.Random) -> dict:
-    """A copy with plausible metrics: throughput grows with batch, energy per token falls, noise on both."""
+    """A copy with plausible metrics: throughput grows with batch, J/token falls, noise on both."""
     data = copy.deepcopy(template)
     scale = (batch**0.7) * rng.uniform(0.9, 1.1)
     tp = data["throughput"]

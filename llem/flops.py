@@ -1,4 +1,4 @@
-"""FLOPs of autoregressive generation: a closed-form count, and torch's FLOP counter made complete on CPU.
+"""FLOPs of autoregressive generation: a closed form, and torch's FLOP counter completed on CPU.
 
 Convention (same as ``torch.utils.flop_counter``): a multiply-add is 2 FLOPs; only matrix products
 and attention are counted (norms, activations, softmax and rotary embeddings are a few % and are
@@ -56,7 +56,7 @@ class DecoderShape:
         return self.layers * 4 * queries * keys * self.heads * self.head_dim
 
     def generate(self, batch: int, input_len: int, new_tokens: int) -> int:
-        """FLOPs of one ``generate`` call: ``batch`` prompts padded to ``input_len``, ``new_tokens`` steps."""
+        """One ``generate``: ``batch`` prompts padded to ``input_len``, ``new_tokens`` steps."""
         if new_tokens < 1:
             return 0
         head = 2 * self.hidden * self.vocab
@@ -71,7 +71,7 @@ class DecoderShape:
 
 
 def decoder_shape(config: dict) -> DecoderShape | None:
-    """Read the shape from an HF ``config.json`` dict; None for architectures without a formula here."""
+    """The shape in an HF ``config.json`` dict; None for architectures without a formula here."""
     mt = config.get("model_type")
     if mt == "gpt2":
         h = config["n_embd"]
@@ -109,7 +109,7 @@ def analytic_flops(config: dict, batches: list[tuple[int, int, int]]) -> int | N
 
 
 def register_cpu_sdpa_formula() -> None:
-    """Give torch's FLOP counter a formula for CPU flash attention (torch counts it as 0 otherwise)."""
+    """Give torch's FLOP counter a formula for CPU flash attention (it counts 0 otherwise)."""
     import torch
     from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_flop_count
 

@@ -46,7 +46,7 @@ def _now() -> str:
 def make_batches(
     prompts: list[Prompt], size: int, sort_by_length: bool = False
 ) -> list[list[Prompt]]:
-    """Consecutive groups of ``size`` prompts (the last may be smaller); optionally length-sorted first."""
+    """Consecutive groups of ``size`` prompts (the last may be smaller), optionally by length."""
     ordered = sorted(prompts, key=lambda p: p.input_tokens) if sort_by_length else prompts
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
@@ -69,7 +69,7 @@ def _progress(total: int, enabled: bool, repeat: int = 1, repeats: int = 1) -> I
 
 
 class Harness:
-    """Runs one experiment, writes its time series into ``run_dir`` and returns its :class:`Result`."""
+    """Runs one experiment, writes its time series into ``run_dir``, returns its :class:`Result`."""
 
     def __init__(
         self, config: ExperimentConfig, run_dir: Path, overrides: list[str] | None = None
@@ -88,7 +88,8 @@ class Harness:
         session = EnergySession(cfg.energy)
         timeseries = None
         try:
-            session.open()  # an explicit meter that cannot work stops the job here, before the model loads
+            # an explicit meter that cannot work stops the job here, before the model loads
+            session.open()
             log.info("tokenising %d prompts (%s)", cfg.n + len(warmup_idx), prompt_set.source)
             prompts = backend.prepare(prompt_set, measured_idx + warmup_idx)
             measured, warm = prompts[: cfg.n], prompts[cfg.n :]
@@ -192,7 +193,7 @@ class Harness:
     def _measure(
         self, backend: Backend, session: EnergySession, batches: list[list[Prompt]], repeat: int
     ) -> tuple[Window, list[RequestRecord], float]:
-        """One measured window: every batch back to back, between two synchronised clock and meter reads."""
+        """One measured window: all batches back to back, between synchronised clock/meter reads."""
         show = not self.cfg.quiet and sys.stderr.isatty()
         records: list[RequestRecord] = []
         backend.seed(self.cfg.seed)

@@ -15,7 +15,7 @@ from llem.result import Distribution, LatencyMetrics, RequestMetrics, Throughput
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default method) of already sorted values; q in [0, 100]."""
+    """Linearly interpolated percentile (numpy's default) of sorted values; q in [0, 100]."""
     if not sorted_values:
         raise ValueError("no values")
     pos = (len(sorted_values) - 1) * q / 100.0
@@ -67,7 +67,7 @@ def throughput(tokens: TokenCounts, window_s: float) -> ThroughputMetrics:
 
 
 def latency(records: Sequence[RequestRecord]) -> LatencyMetrics:
-    """TTFT and E2E: one sample per request. ITL: one sample per gap between consecutive output tokens."""
+    """TTFT and E2E: one sample per request. ITL: one per gap between consecutive output tokens."""
     ttft, e2e, itl = [], [], []
     for r in records:
         t = r.token_times_s

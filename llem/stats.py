@@ -1,4 +1,4 @@
-"""Statistics over repeats: mean, sample standard deviation, 95% confidence interval (Student's t)."""
+"""Statistics over repeats: mean, sample standard deviation, 95% interval (Student's t)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ _T95 = {
 
 
 def t_critical_95(df: int) -> float:
-    """Two-sided 95% t value; between table rows interpolated linearly in 1/df (exact to 3 decimals)."""
+    """Two-sided 95% t value; between rows interpolated linearly in 1/df (exact to 3 decimals)."""
     if df < 1:
         raise ValueError("need at least 2 values")
     if df in _T95:

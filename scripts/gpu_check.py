@@ -120,7 +120,7 @@ def disagreement(a: float | None, b: float | None) -> float | None:
 
 
 def compare_engines(model: Path, pytorch: dict, opts) -> None:
-    """With vLLM installed here, the same model, prompts and output length under vLLM, side by side."""
+    """With vLLM installed here: the same model, prompts and output length under vLLM."""
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:

@@ -1,4 +1,4 @@
-"""Test settings: one CPU thread, no hub access, a private llem cache shared by the whole session."""
+"""Test settings: one CPU thread, no hub access, a private llem cache for the whole session."""
 
 from __future__ import annotations
 

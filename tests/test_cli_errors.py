@@ -1,4 +1,4 @@
-"""Bad input through the real ``llem`` command: one short message, exit code 2, no traceback, no folder."""
+"""Bad input through the real ``llem``: one short message, exit code 2, no traceback, no folder."""
 
 from __future__ import annotations
 

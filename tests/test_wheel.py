@@ -1,4 +1,4 @@
-"""The built wheel in a fresh virtual environment, outside the repository: base install, then [pytorch]."""
+"""The built wheel in a fresh venv outside the repository: base install, then [pytorch]."""
 
 from __future__ import annotations
 

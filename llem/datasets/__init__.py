@@ -1,4 +1,4 @@
-"""Prompt sources. :func:`load_prompts` returns the measured prompts plus warm-up prompts for a config."""
+"""Prompt sources: :func:`load_prompts` returns a config's measured and warm-up prompts."""
 
 from __future__ import annotations
 

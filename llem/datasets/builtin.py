@@ -1,4 +1,4 @@
-"""llem's built-in prompts (``builtin_prompts.jsonl``, written for this project, shipped in the package)."""
+"""llem's built-in prompts (``builtin_prompts.jsonl``, written for this project, shipped)."""
 
 from __future__ import annotations
 

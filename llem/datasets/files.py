@@ -11,7 +11,7 @@ from llem.errors import UsageError
 def read_prompts(
     path: str, field: str, key: str, fallback_fields: tuple[str, ...] = ()
 ) -> list[str]:
-    """Prompts under ``field`` (or the first present of ``fallback_fields``) of a .jsonl/.csv/.parquet file.
+    """Prompts of a .jsonl/.csv/.parquet file under ``field`` (or the first of ``fallback_fields``).
 
     JSON lines whose keys all start with ``_`` are metadata (e.g. provenance) and are skipped, as
     are blank lines. ``key`` names the config key in error messages.

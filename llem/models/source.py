@@ -112,7 +112,7 @@ def resolve_model(cfg: ModelConfig) -> ModelSource:
 
 
 def checkpoint_parameters(folder: Path) -> int | None:
-    """Tensor elements in a folder's ``*.safetensors`` files (headers only); None without such files."""
+    """Tensor elements in a folder's ``*.safetensors`` files (headers only); None without any."""
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         return None

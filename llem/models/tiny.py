@@ -1,4 +1,4 @@
-"""The built-in model ``llem://tiny-llama``: a real Llama-architecture causal LM with RANDOM weights.
+"""The built-in model ``llem://tiny-llama``: a real Llama-architecture causal LM, RANDOM weights.
 
 Built locally and deterministically (fixed seeds, no download): a byte-level BPE tokenizer trained
 in-process on llem's built-in prompts, and ``LlamaForCausalLM`` initialised from a fixed seed. Saved
@@ -57,7 +57,7 @@ def _spec_key() -> str:
 
 
 def ensure_tiny_llama() -> Path:
-    """Path of the built model folder, building it on first use (atomic: safe with concurrent jobs)."""
+    """The built model folder, built on first use (atomic: safe with concurrent jobs)."""
     target = cache_dir("models") / f"tiny-llama-{_spec_key()}"
     if (target / PROVENANCE_FILE).is_file():
         return target
@@ -130,7 +130,10 @@ def build(folder: Path) -> None:
         "seed": SEED,
         "random_weights": True,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "note": "random weights: generated text is meaningless; use for measuring the pipeline, not a model",
+        "note": (
+            "random weights: generated text is meaningless; "
+            "use for measuring the pipeline, not a model"
+        ),
     }
     (folder / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
 
