@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from llem.errors import EXIT_USAGE, UsageError
 
-SUBCOMMANDS = {"run", "config", "schema", "reproduce"}
 
-
-def fail(exc: UsageError) -> None:
+def fail(exc: UsageError) -> NoReturn:
     """Print ``Error: <message>`` to stderr and exit 2 (no traceback)."""
     sys.stderr.write(f"Error: {exc}\n")
     raise SystemExit(EXIT_USAGE)

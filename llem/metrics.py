@@ -68,7 +68,9 @@ def throughput(tokens: TokenCounts, window_s: float) -> ThroughputMetrics:
 
 def latency(records: Sequence[RequestRecord]) -> LatencyMetrics:
     """TTFT and E2E: one sample per request. ITL: one per gap between consecutive output tokens."""
-    ttft, e2e, itl = [], [], []
+    ttft: list[float] = []
+    e2e: list[float] = []
+    itl: list[float] = []
     for r in records:
         t = r.token_times_s
         if t:

@@ -47,7 +47,7 @@ def read_prompts(
     return prompts
 
 
-def _prompt(record: dict, field: str, fallbacks: tuple[str, ...], where: str) -> str:
+def _prompt(record: dict[str, object], field: str, fallbacks: tuple[str, ...], where: str) -> str:
     for name in (field, *fallbacks):
         if name in record:
             value = record[name]

@@ -16,6 +16,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TypedDict
+
+from pydantic import JsonValue
 
 from llem.paths import cache_dir
 
@@ -23,8 +26,22 @@ BUILD_VERSION = 1
 SEED = 0
 PROVENANCE_FILE = "llem_model.json"
 
+
+class Arch(TypedDict):
+    """The ``LlamaConfig`` arguments that shape the tiny model."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    intermediate_size: int
+    max_position_embeddings: int  # tokens
+    rope_theta: float
+    tie_word_embeddings: bool
+
+
 # ~1.0M parameters: 2 layers, grouped-query attention (4 query heads, 2 KV heads), gated SiLU MLP.
-ARCH = {
+ARCH: Arch = {
     "hidden_size": 128,
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
@@ -102,7 +119,8 @@ def build(folder: Path) -> None:
         pair=f"{SPECIAL['bos']} $A $B",
         special_tokens=[(SPECIAL["bos"], bos_id)],
     )
-    tokenizer = PreTrainedTokenizerFast(
+    # transformers leaves the fast tokenizer's __init__ unannotated
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         bos_token=SPECIAL["bos"],
         eos_token=SPECIAL["eos"],
@@ -112,7 +130,9 @@ def build(folder: Path) -> None:
         chat_template=CHAT_TEMPLATE,
     )
     vocab = -(-len(tokenizer) // 64) * 64  # round up: embedding rows for every token id
-    config = LlamaConfig(
+    # transformers accepts the legacy rope_theta at run time (its @strict wrapper); the dataclass
+    # signature it declares lists only rope_parameters
+    config = LlamaConfig(  # type: ignore[misc]
         **ARCH,
         vocab_size=vocab,
         bos_token_id=bos_id,
@@ -121,7 +141,7 @@ def build(folder: Path) -> None:
         dtype="float32",
     )
     torch.manual_seed(SEED)
-    model = LlamaForCausalLM(config).eval()
+    model = LlamaForCausalLM(config)
     tokenizer.save_pretrained(folder)
     model.save_pretrained(folder)
     provenance = {
@@ -138,7 +158,10 @@ def build(folder: Path) -> None:
     (folder / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
 
 
-def provenance(folder: str | Path) -> dict | None:
+def provenance(folder: str | Path) -> dict[str, JsonValue] | None:
     """The provenance record of a llem-built model folder, or None for any other model."""
     path = Path(folder) / PROVENANCE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if isinstance(record, dict) else None
