@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import run_llem
+from tests.helpers import run_llem
 
 pytestmark = pytest.mark.e2e
 

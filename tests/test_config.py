@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from llem import resolvers
 from llem.config import ExperimentConfig, validate
 from llem.errors import ConfigError
+from tests.helpers import base
+from tests.helpers import compose_config as _compose
 
 GROUPS = {
     "backend": ["pytorch", "vllm", "tensorrt"],
@@ -16,28 +16,6 @@ GROUPS = {
     "dataset": ["builtin", "aienergyscore", "synthetic", "jsonl"],
     "energy": ["auto", "nvml", "zeus", "rapl", "codecarbon", "none"],
 }
-
-
-def _compose(*overrides: str):
-    resolvers.register()
-    with initialize_config_module("llem.conf", version_base="1.3"):
-        return compose("llem", overrides=list(overrides))
-
-
-def base() -> dict:
-    return OmegaConf.to_container(_compose(), resolve=True)
-
-
-def config_with(**changes) -> dict:
-    """The packaged defaults with dotted keys changed: config_with(**{"backend.device": "cpu"})."""
-    cfg = base()
-    for key, value in changes.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return cfg
 
 
 def test_packaged_defaults_validate():

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from llem.result import Result
-from tests.conftest import AIENERGYSCORE, REPO, run_llem
+from tests.helpers import AIENERGYSCORE, REPO, needs_aienergyscore, run_llem
 
 pytestmark = pytest.mark.e2e
 
@@ -123,6 +123,7 @@ def test_sweep_runs_each_job(tmp_path):
     assert sorted(_load(p).config["batch"] for p in paths) == [1, 4]
 
 
+@needs_aienergyscore
 def test_shared_aienergyscore_prompts_as_jsonl_dataset(tmp_path):
     proc = run_llem(
         "dataset=jsonl",
@@ -140,6 +141,7 @@ def test_shared_aienergyscore_prompts_as_jsonl_dataset(tmp_path):
     assert max(q.input_tokens for q in r.requests) <= 256 and r.dataset.truncated_prompts >= 1
 
 
+@needs_aienergyscore
 def test_aienergyscore_dataset_from_a_local_copy(tmp_path):
     local = tmp_path / "aes.jsonl"
     shutil.copy(AIENERGYSCORE, local)

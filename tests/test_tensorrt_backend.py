@@ -8,8 +8,7 @@ import sys
 import pytest
 
 from llem.config import validate
-from tests.conftest import REPO, run_llem
-from tests.test_config import config_with
+from tests.helpers import REPO, config_with, run_llem
 
 STAND_INS = REPO / "tests" / "stand_ins"
 
