@@ -115,6 +115,7 @@ def test_user_experiment_file_overrides_groups_and_keys(tmp_path):
     assert [q.input_tokens for q in r.requests] == [20, 20, 20]
 
 
+@pytest.mark.slow
 def test_sweep_runs_each_job(tmp_path):
     proc = run_llem("-m", "batch=1,4", "n=8", "max_new_tokens=4", "quiet=true", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
