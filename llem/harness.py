@@ -9,8 +9,9 @@
    reads, ``repeat_gap_s`` of cool-down between them; then the peak memory;
 6. with ``energy.prefill_split`` and a hardware meter: a prefill-only pass over the same batches in
    its own window;
-7. the FLOP pass (``flops.enabled``): the framework's counter over up to ``flops.max_batches``
-   batches (timed: ``flops_pass_s``, outside the measured windows); the closed form over every one;
+7. the FLOP pass: with ``flops.enabled``, the framework's counter over up to
+   ``flops.max_batches`` batches (timed: ``flops_pass_s``, outside the measured windows); the
+   closed form over every batch;
 8. backend and session close (the time series is written), then the :class:`Result` is assembled.
 """
 
