@@ -1,8 +1,9 @@
 """The launcher's docker mode with a real container engine: Podman behind the docker CLI.
 
-No registry is reachable here, so the image is an empty skeleton and the host's /usr, Python, virtual
-environment and repository are bind-mounted read-only (../shared/notes/containers.md). Skipped where
-podman or the docker client is missing (.ci/run installs podman); GPU passthrough cannot be tested here.
+No registry is reachable here, so the image is an empty skeleton and the host's /usr, Python,
+virtual environment and repository are bind-mounted read-only (../shared/notes/containers.md).
+Skipped where podman or the docker client is missing (.ci/run installs podman); GPU passthrough
+cannot be tested here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -34,8 +36,6 @@ def engine(tmp_path_factory):
         '[engine]\nruntime = "runc"\n'
     )
     env = {**os.environ, "CONTAINERS_CONF": str(conf)}
-    # this engine's own storage: it lists only its own containers (parallel workers, earlier runs)
-    podman = ["podman", "--root", str(root / "storage"), "--runroot", str(root / "run")]
     img = root / "img"
     for d in ("usr", "tmp", "etc", "proc", "dev", "sys", "root"):
         (img / d).mkdir(parents=True)
@@ -43,11 +43,11 @@ def engine(tmp_path_factory):
         (img / d).symlink_to(f"usr/{d}")
     tar = subprocess.run(["tar", "-C", str(img), "-c", "."], capture_output=True, check=True).stdout
     subprocess.run(
-        [*podman, "import", "-q", "-", IMAGE], input=tar, capture_output=True, check=True, env=env
+        ["podman", "import", "-q", "-", IMAGE], input=tar, capture_output=True, check=True, env=env
     )
     sock = root / "podman.sock"
     service = subprocess.Popen(
-        [*podman, "system", "service", "--time=0", f"unix://{sock}"],
+        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -109,7 +109,11 @@ def test_jobs_run_in_containers_failures_are_reported_and_secrets_stay_off_disk(
         text=True,
         env={**os.environ, "DOCKER_HOST": engine},
     )
-    assert "llem-" not in listed.stdout  # the launcher removed its containers
+    from llem.study.launcher import container_name
+
+    # this study's containers only: another test (another pytest-xdist worker) may be running its own
+    ours = container_name(sweep.resolve(), types.SimpleNamespace(num=0)).removesuffix("-0")
+    assert not [n for n in listed.stdout.split() if n.startswith(ours)]  # the launcher removed them
 
 
 def test_llem_study_job_in_a_container(engine, tmp_path):
