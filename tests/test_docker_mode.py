@@ -111,7 +111,7 @@ def test_jobs_run_in_containers_failures_are_reported_and_secrets_stay_off_disk(
     )
     from llem.study.launcher import container_name
 
-    # this study's containers only: another test (another pytest-xdist worker) may be running its own
+    # this study's containers only: another test (another pytest-xdist worker) may run its own
     ours = container_name(sweep.resolve(), types.SimpleNamespace(num=0)).removesuffix("-0")
     assert not [n for n in listed.stdout.split() if n.startswith(ours)]  # the launcher removed them
 
