@@ -13,8 +13,7 @@ import pytest
 from llem.backends.registry import backends, get_backend, install_lines
 from llem.config import validate
 from llem.errors import ConfigError
-from tests.helpers import REPO, run_llem
-from tests.helpers import config_with
+from tests.helpers import REPO, config_with, run_llem
 
 PLUGIN = {"LLEM_PLUGINS": "llem_echo", "PYTHONPATH": str(REPO / "tests" / "stand_ins")}
 
