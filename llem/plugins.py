@@ -5,6 +5,8 @@ from __future__ import annotations
 
 def register_plugins() -> None:
     """Register the llem launcher (and its ConfigStore entry ``hydra/launcher=llem``) once per process."""
+    import contextlib
+
     from hydra.core.plugins import Plugins
 
     from hydra_plugins.llem_plugins.llem_launcher import LlemLauncher
@@ -12,3 +14,8 @@ def register_plugins() -> None:
     plugins = Plugins.instance()
     if f"{LlemLauncher.__module__}.{LlemLauncher.__name__}" not in plugins.class_name_to_class:
         plugins.register(LlemLauncher)
+    with contextlib.suppress(ImportError):  # llem_slurm needs hydra-submitit-launcher
+        from hydra_plugins.llem_plugins.llem_slurm_launcher import LlemSlurmLauncher
+
+        if f"{LlemSlurmLauncher.__module__}.LlemSlurmLauncher" not in plugins.class_name_to_class:
+            plugins.register(LlemSlurmLauncher)

@@ -278,7 +278,7 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list[JobReturn]:
     )
     check_backends(jobs, params.mode, docker_usable)
     _resume(jobs, params.resume)
-    _write_manifest(sweep_dir, jobs, params)
+    _write_manifest(sweep_dir, jobs, params.mode)
 
     slots = gpu_slots(params.gpus_per_job, params.max_parallel)
     todo = deque(j for j in jobs if j.status == "pending")
@@ -460,15 +460,15 @@ def _resume(jobs: list[Job], resume: bool) -> None:
         shutil.move(job.folder, stale)
 
 
-def _write_manifest(sweep_dir: Path, jobs: list[Job], params) -> None:
+def _write_manifest(sweep_dir: Path, jobs: list[Job], mode: str, launcher: str = "llem") -> None:
     write_json_atomic(
         sweep_dir / "study.json",
         {
             "llem_version": __version__,
             "created_at": _now(),
             "sweep_dir": str(sweep_dir),
-            "launcher": "llem",
-            "mode": params.mode,
+            "launcher": launcher,
+            "mode": mode,
             "jobs": [
                 {
                     "num": j.num,
