@@ -18,6 +18,8 @@ The Hydra plugin class and its config are in ``hydra_plugins/llem_plugins/llem_s
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import statistics
 import sys
@@ -221,12 +223,13 @@ def _submit(launcher: SlurmLauncherLike, todo: list[Job], sweep_dir: Path) -> li
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
     for job in todo:
         job.status = "running"  # submitted: pending or running on SLURM
-    try:
-        submitted: list[submitit.Job[JobReturn]] = executor.map_array(
-            launcher,  # type: ignore[arg-type]  # called in the job as launcher(job, state)
-            todo,
-            [Singleton.get_state()] * len(todo),
-        )
+    try:  # submitit echoes sbatch's refusal on stderr: keep it for the one Error: line
+        with contextlib.redirect_stderr(io.StringIO()):
+            submitted: list[submitit.Job[JobReturn]] = executor.map_array(
+                launcher,  # type: ignore[arg-type]  # called in the job as launcher(job, state)
+                todo,
+                [Singleton.get_state()] * len(todo),
+            )
     except Exception as exc:  # sbatch's refusal, whatever submitit wraps it in
         _discard(sweep_dir)
         _fail(f"sbatch refused the study: {_sbatch_error(str(exc))}")
