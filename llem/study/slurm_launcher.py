@@ -197,8 +197,8 @@ def launch(
     write_summary(sweep_dir, final=True)
     if waits:
         _say(
-            f"SLURM queue wait (submission -> start): median {statistics.median(waits):.2f} s, "
-            f"max {max(waits):.2f} s over {len(waits)} job starts"
+            f"SLURM queue wait (submission -> start): min {min(waits):.2f} s, median "
+            f"{statistics.median(waits):.2f} s, max {max(waits):.2f} s over {len(waits)} job starts"
         )
     _say(f"summary: {sweep_dir / 'study_summary.md'}")
     failed = [j for j in jobs if j.status not in ("ok", "skipped")]
