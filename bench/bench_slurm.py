@@ -112,9 +112,12 @@ def main() -> int:
             if wait:
                 queue = [float(x) for x in wait.groups()]
     print(f"{opts.jobs}-job study, tiny model, n=2, 2 new tokens, energy=none, no FLOP pass")
+    widths = (-14, 7, 8, 4, 11, 15)
     header = ("launcher", "at once", "wall s", "ok", "mean job s", "overhead/job s")
     print(
-        f"{header[0]:<14} {header[1]:>7} {header[2]:>8} {header[3]:>4} {header[4]:>11} {header[5]:>15}"
+        " ".join(
+            f"{h:{'<' if w < 0 else '>'}{abs(w)}}" for h, w in zip(header, widths, strict=True)
+        )
     )
     for name, slots in (("llem_slurm", cpus // opts.cpus_per_task), ("llem (local)", 1)):
         wall, ok, durations = results[name]
