@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +53,33 @@ def _error(folder: Path) -> dict:
 
 def _nothing_left(cwd: Path) -> bool:
     return not (cwd / "results").exists()
+
+
+def _start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    """A study in the background, killed after 400 s whatever happens (every wait is bounded)."""
+    proc = subprocess.Popen(
+        [str(LLEM), *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    timer = threading.Timer(400, proc.kill)
+    timer.daemon = True
+    timer.start()
+    return proc
+
+
+def _wait_for(proc: subprocess.Popen[str], pattern: str, lines: list[str]) -> re.Match[str]:
+    """Read the study's output until ``pattern`` appears (the process is killed after 400 s)."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        found = re.search(pattern, line)
+        if found:
+            return found
+    raise AssertionError("".join(lines) + (proc.stderr.read() if proc.stderr else ""))
 
 
 # ---------------------------------------------------------------- SLURM states -> llem statuses
@@ -199,30 +227,12 @@ def test_example_study_through_sbatch_cancel_and_resume(tmp_path):
     rerun re-runs only that job."""
     sweep = tmp_path / "study"
     args = ("run", str(EXAMPLE), *SMALL, "batch=1,2,4", f"hydra.sweep.dir={sweep}")
-    proc = subprocess.Popen(
-        [str(LLEM), *args],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ.copy(),
-    )
-    lines, cancelled = [], None
-    deadline = time.time() + 400
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line)
-        started = re.search(r"job 2/3 started: .*\(SLURM job (\d+_\d+) on", line)
-        if started and cancelled is None:
-            cancelled = started.group(1)
-            subprocess.run(
-                ["scancel", "--full", "--signal=TERM", cancelled], timeout=30, check=True
-            )
-        assert time.time() < deadline, "".join(lines)
-    proc.wait(timeout=60)
-    stderr = proc.stderr.read() if proc.stderr else ""
-    out = "".join(lines)
-    assert cancelled is not None, out + stderr
+    proc = _start(tmp_path, *args)
+    lines: list[str] = []
+    cancelled = _wait_for(proc, r"job 2/3 started: .*\(SLURM job (\d+_\d+) on", lines).group(1)
+    subprocess.run(["scancel", "--full", "--signal=TERM", cancelled], timeout=30, check=True)
+    rest, stderr = proc.communicate(timeout=400)
+    out = "".join(lines) + rest
     assert proc.returncode == 1, out + stderr
     assert "1/3 jobs failed" in stderr and "Traceback" not in stderr
     assert re.search(r"job \d/3 ok in .* -> [\d.]+ output tok/s", out)
@@ -268,3 +278,69 @@ def test_time_limit_is_recorded_as_timeout(tmp_path):
     assert summary["counts"]["timeout"] == 1 and summary["final"] is True
     (job,) = summary["jobs"]
     assert "time limit" in job["error"] and not (sweep / job["job"] / "result.json").exists()
+
+
+@CLUSTER
+@pytest.mark.e2e
+def test_requeued_job_runs_again_from_the_start(tmp_path):
+    sweep = tmp_path / "study"
+    proc = _start(
+        tmp_path,
+        "-m",
+        *SMALL,
+        "hydra/launcher=llem_slurm",
+        "repeats=2",
+        "repeat_gap_s=6",
+        f"hydra.sweep.dir={sweep}",
+    )
+    lines: list[str] = []
+    try:
+        job_id = _wait_for(proc, r"started: .*\(SLURM job (\d+_\d+) on", lines).group(1)
+        time.sleep(2)
+        subprocess.run(["scontrol", "requeue", job_id], timeout=30, check=True)
+        out, err = proc.communicate(timeout=400)
+    finally:
+        proc.kill()
+    out = "".join(lines) + out
+    assert proc.returncode == 0, out + err
+    assert len(re.findall(r"job 1/1 started", out)) == 2  # once, then again after the requeue
+    assert "job 1/1 ok in" in out
+    (job,) = _summary(sweep)["jobs"]
+    assert job["status"] == "ok" and not (sweep / job["job"] / "error.json").exists()
+
+
+@CLUSTER
+@pytest.mark.e2e
+def test_sigterm_to_the_submitting_llem_cancels_the_study(tmp_path):
+    sweep = tmp_path / "study"
+    proc = _start(
+        tmp_path,
+        "-m",
+        *SMALL,
+        "hydra/launcher=llem_slurm",
+        "batch=1,2",
+        "repeats=2",
+        "repeat_gap_s=60",
+        f"hydra.sweep.dir={sweep}",
+    )
+    lines: list[str] = []
+    try:
+        _wait_for(proc, r"started: .*\(SLURM job (\d+)_\d+ on", lines)
+        proc.send_signal(15)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    out = "".join(lines) + out
+    assert proc.returncode == 143, out + err
+    assert "Traceback" not in err and "SIGTERM: cancelling the study's SLURM jobs" in out
+    summary = _summary(sweep)
+    assert summary["interrupted"] is True and summary["counts"]["interrupted"] == 2
+    deadline = time.time() + 60
+    while time.time() < deadline:  # SLURM ends the cancelled jobs (KillWait 10 s here)
+        queue = subprocess.run(
+            ["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, timeout=30, check=True
+        )
+        if not queue.stdout.strip():
+            break
+        time.sleep(1)
+    assert not queue.stdout.strip()
