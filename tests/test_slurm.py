@@ -114,7 +114,8 @@ def test_slurm_states_map_to_llem_statuses_with_the_reason(state, status, words)
 def test_signals_in_the_exit_code():
     assert outcome(_job("FAILED", "0:15"))[0] == "interrupted"
     assert "SIGTERM" in outcome(_job("FAILED", "0:15"))[1]
-    assert outcome(_job("FAILED", "0:9")) == ("killed", "SLURM job 7_1 was killed by SIGKILL")
+    killed = ("killed", "SLURM job 7_1 was killed by SIGKILL (out of memory?)")
+    assert outcome(_job("FAILED", "0:9")) == outcome(_job("FAILED", "137:0")) == killed
 
 
 def test_active_states_are_not_finished():
@@ -344,3 +345,42 @@ def test_sigterm_to_the_submitting_llem_cancels_the_study(tmp_path):
             break
         time.sleep(1)
     assert not queue.stdout.strip()
+
+
+@CLUSTER
+@pytest.mark.e2e
+def test_sigkilled_job_is_recorded_and_the_study_ends(tmp_path):
+    sweep = tmp_path / "study"
+    proc = _start(
+        tmp_path,
+        "-m",
+        *SMALL,
+        "hydra/launcher=llem_slurm",
+        "repeats=2",
+        "repeat_gap_s=60",
+        f"hydra.sweep.dir={sweep}",
+    )
+    lines: list[str] = []
+    try:
+        _wait_for(proc, r"job 1/1 started", lines)
+        deadline = time.time() + 60
+        while time.time() < deadline:  # the job's Python process, found by its sweep folder
+            pids = [
+                int(p.parent.name)
+                for p in Path("/proc").glob("[0-9]*/cmdline")
+                if str(sweep) in p.read_bytes().decode(errors="replace")
+                and b"submitit.core._submit" in p.read_bytes()
+            ]
+            if pids:
+                break
+            time.sleep(0.2)
+        assert pids, "".join(lines)
+        for pid in pids:
+            os.kill(pid, 9)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    out = "".join(lines) + out
+    assert proc.returncode == 1 and "Traceback" not in err, out + err
+    (job,) = _summary(sweep)["jobs"]
+    assert job["status"] == "killed" and "SIGKILL" in job["error"], job

@@ -58,11 +58,11 @@ class SlurmJob:
 
 def outcome(job: SlurmJob) -> tuple[str, str]:
     """llem's status and the reason for a finished SLURM job that left no result."""
-    signal = job.exit_code.partition(":")[2]
+    code, _, signal = job.exit_code.partition(":")
     if job.state == "FAILED" and signal == "15":  # scancel --signal=TERM: srun ends the step
         return "interrupted", f"SLURM job {job.job_id} was stopped by SIGTERM (scancel --signal)"
-    if job.state == "FAILED" and signal == "9":
-        return "killed", f"SLURM job {job.job_id} was killed by SIGKILL"
+    if job.state == "FAILED" and (signal == "9" or code == "137"):  # 137: srun's task killed
+        return "killed", f"SLURM job {job.job_id} was killed by SIGKILL (out of memory?)"
     status, reason = OUTCOMES.get(
         job.state, ("failed", f"SLURM job {{job}} ended in state {job.state}")
     )
