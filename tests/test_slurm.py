@@ -347,6 +347,19 @@ def test_sigterm_to_the_submitting_llem_cancels_the_study(tmp_path):
     assert not queue.stdout.strip()
 
 
+def _job_pids(sweep: Path) -> list[int]:
+    """Pids of the SLURM jobs' Python processes (submitit's runner) of the study in ``sweep``."""
+    pids = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            cmdline = path.read_bytes().decode(errors="replace")
+        except OSError:  # the process ended meanwhile
+            continue
+        if "submitit.core._submit" in cmdline and str(sweep) in cmdline:
+            pids.append(int(path.parent.name))
+    return pids
+
+
 @CLUSTER
 @pytest.mark.e2e
 def test_sigkilled_job_is_recorded_and_the_study_ends(tmp_path):
@@ -365,12 +378,7 @@ def test_sigkilled_job_is_recorded_and_the_study_ends(tmp_path):
         _wait_for(proc, r"job 1/1 started", lines)
         deadline = time.time() + 60
         while time.time() < deadline:  # the job's Python process, found by its sweep folder
-            pids = [
-                int(p.parent.name)
-                for p in Path("/proc").glob("[0-9]*/cmdline")
-                if str(sweep) in p.read_bytes().decode(errors="replace")
-                and b"submitit.core._submit" in p.read_bytes()
-            ]
+            pids = _job_pids(sweep)
             if pids:
                 break
             time.sleep(0.2)
