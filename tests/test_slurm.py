@@ -296,7 +296,7 @@ def test_requeued_job_runs_again_from_the_start(tmp_path):
     )
     lines: list[str] = []
     try:
-        job_id = _wait_for(proc, r"started: .*\(SLURM job (\d+_\d+) on", lines).group(1)
+        job_id = _wait_for(proc, r"started: .*\(SLURM job ([\d_]+) on", lines).group(1)
         time.sleep(2)
         subprocess.run(["scontrol", "requeue", job_id], timeout=30, check=True)
         out, err = proc.communicate(timeout=400)
