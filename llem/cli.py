@@ -57,8 +57,7 @@ def experiment_file_args(args: list[str]) -> list[str]:
 
 
 def _yaml_copy(path: Path) -> Path:
-    """Hydra only reads ``*.yaml``: give e.g. ``experiment.yaml.example`` a stable ``.yaml`` twin
-    in the cache."""
+    """Hydra reads only ``*.yaml``: a stable ``.yaml`` twin (in the cache) of e.g. ``*.example``."""
     import hashlib
 
     from llem.paths import cache_dir, write_atomic

@@ -83,6 +83,7 @@ class Plan:
 
     jobs: list[tuple[list[str], ExperimentConfig]]
     launcher_mode: str  # subprocess | docker (llem launcher), or the name of another launcher
+    slurm_partition: str | None = None  # a SLURM launcher's partition (None: the default one)
 
 
 def compose_jobs(cl: CommandLine) -> Plan:
@@ -127,6 +128,9 @@ def compose_jobs(cl: CommandLine) -> Plan:
         if "llem_launcher" in str(launcher.get("_target_"))
         else "other"
     )
+    if "SlurmLauncher" in str(launcher.get("_target_")):
+        partition = launcher.get("partition")
+        return Plan(results, "slurm", None if partition is None else str(partition))
     return Plan(results, mode)
 
 
@@ -139,8 +143,7 @@ def _task_key(overrides: Sequence[str]) -> tuple[str, ...]:
 
 
 def validated(overrides: Sequence[str]) -> ExperimentConfig | None:
-    """The experiment the pre-flight validated for a job with these overrides (None if it did
-    not)."""
+    """The experiment pre-flight validated for a job with these overrides (None if not)."""
     return _VALIDATED.get(_task_key(overrides))
 
 
@@ -249,6 +252,10 @@ def check(args: list[str]) -> list[ExperimentConfig]:
     plan = compose_jobs(cl)
     experiments = [exp for _, exp in plan.jobs]
     check_isolation({exp.backend.name for exp in experiments}, plan.launcher_mode)
+    if plan.launcher_mode == "slurm":
+        from llem.study.slurm import check_cluster
+
+        check_cluster(plan.slurm_partition)
     for folder in _hydra_dirs(cl.overrides):
         _check_writable(folder, "the output folder")
     checks = _SectionChecks(in_containers=plan.launcher_mode == "docker")

@@ -567,7 +567,7 @@ class Study:
         stopped: Stopped | None = None
         try:
             _resume(jobs, self.conf.resume)
-            _write_plan(sweep_dir, jobs, self.conf)
+            _write_plan(sweep_dir, jobs, self.conf.mode.value)
             scheduler = Scheduler(self.conf, sweep_dir, self.task, jobs)
             skipped = len(jobs) - len(scheduler.todo)
             if skipped:
@@ -644,15 +644,15 @@ def _result_problem(folder: Path) -> str | None:
     return None
 
 
-def _write_plan(sweep_dir: Path, jobs: list[Job], conf: LlemLauncherConf) -> None:
+def _write_plan(sweep_dir: Path, jobs: list[Job], mode: str, launcher: str = "llem") -> None:
     write_plan(
         sweep_dir,
         StudyPlan(
             llem_version=__version__,
             created_at=now_iso(),
             sweep_dir=str(sweep_dir),
-            launcher="llem",
-            mode=conf.mode.value,
+            launcher=launcher,
+            mode=mode,
             jobs=[
                 PlannedJob(
                     num=j.num,
