@@ -23,8 +23,9 @@ def fail(exc: UsageError) -> NoReturn:
 def experiment_file_args(args: list[str]) -> list[str]:
     """``run exp.yaml k=v`` -> Hydra arguments that make ``exp.yaml`` the primary config.
 
-    The file's folder becomes the primary config path (so the user's files win) and the packaged configs
-    stay reachable through ``hydra.searchpath``; the file extends them with ``defaults: [llem, _self_]``.
+    The file's folder becomes the primary config path (so the user's files win) and the packaged
+    configs stay reachable through ``hydra.searchpath``; the file extends them with
+    ``defaults: [llem, _self_]``.
     """
     if not args or args[0].startswith("-") or "=" in args[0]:
         raise UsageError(
@@ -44,8 +45,8 @@ def experiment_file_args(args: list[str]) -> list[str]:
     defaults = data.get("defaults") if isinstance(data, dict) else None
     if not isinstance(defaults, list) or "llem" not in defaults:
         raise UsageError(
-            f"{args[0]} must extend the packaged experiment: add 'defaults: [llem, _self_]' at its top "
-            "(see llem/examples/experiment.yaml.example)"
+            f"{args[0]} must extend the packaged experiment: add 'defaults: [llem, _self_]' at its "
+            "top (see llem/examples/experiment.yaml.example)"
         )
     if path.suffix not in {".yaml", ".yml"}:
         path = _yaml_copy(path)
@@ -60,7 +61,8 @@ def experiment_file_args(args: list[str]) -> list[str]:
 
 
 def _yaml_copy(path: Path) -> Path:
-    """Hydra only reads ``*.yaml``: give e.g. ``experiment.yaml.example`` a stable ``.yaml`` twin in the cache."""
+    """Hydra only reads ``*.yaml``: give e.g. ``experiment.yaml.example`` a stable ``.yaml`` twin in
+    the cache."""
     import hashlib
 
     from llem.paths import cache_dir, write_atomic
@@ -74,9 +76,21 @@ def _yaml_copy(path: Path) -> Path:
     return target
 
 
+def print_version() -> None:
+    """``llem --version``: llem's version, then Hydra's."""
+    import hydra
+
+    from llem import __version__
+
+    print(f"llenergymeasure {__version__} (Hydra {hydra.__version__})")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        if args and args[0] in ("--version", "-V"):
+            print_version()
+            return
         if args and args[0] == "config":
             from llem.envreport import main as config_main
 
