@@ -239,3 +239,12 @@ def test_submitit_local_runs_each_job_in_its_own_process(tmp_path):
             re.search(rf"JobEnvironment\(job_id={pid}\b", log)
             and "Job completed successfully" in log
         )
+
+
+def test_every_shipped_example_is_run_or_checked():
+    """Each multirun_examples/*.yaml and llem/examples/* file is run (RUNNABLE here; the experiment
+    file in test_e2e) or checked against its documented failure message (Docker) or launcher
+    (SLURM): a new example must join one of these lists."""
+    checked = {MULTIRUN / "slurm.yaml", EXAMPLES / "experiment.yaml.example", *MULTI_BACKEND}
+    covered = {row[0] for row in RUNNABLE} | checked
+    assert set(MULTIRUN.glob("*.yaml")) | set(EXAMPLES.glob("*.example")) == covered
