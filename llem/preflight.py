@@ -84,6 +84,7 @@ class Plan:
     launcher_mode: str  # auto | subprocess | docker (llem's launcher), or "other"
     docker_executable: str = "docker"  # hydra.launcher.docker.executable
     docker_host: str | None = None  # hydra.launcher.docker.host
+    slurm_partition: str | None = None  # a SLURM launcher's partition (None: the default one)
 
 
 def compose_jobs(cl: CommandLine) -> Plan:
@@ -123,7 +124,11 @@ def compose_jobs(cl: CommandLine) -> Plan:
         raise ConfigError("\n".join(lines))
     _VALIDATED.update((_task_key(job), exp) for job, exp in results)
     launcher = hydra_cfg.launcher
-    if "llem_launcher" not in str(launcher.get("_target_")):
+    target = str(launcher.get("_target_"))
+    if "SlurmLauncher" in target:
+        partition = launcher.get("partition")
+        return Plan(results, "slurm", slurm_partition=None if partition is None else str(partition))
+    if "llem_launcher" not in target:
         return Plan(results, "other")
     mode = launcher.get("mode")
     host = launcher.docker.get("host")
@@ -144,8 +149,7 @@ def _task_key(overrides: Sequence[str]) -> tuple[str, ...]:
 
 
 def validated(overrides: Sequence[str]) -> ExperimentConfig | None:
-    """The experiment the pre-flight validated for a job with these overrides (None if it did
-    not)."""
+    """The experiment pre-flight validated for a job with these overrides (None if not)."""
     return _VALIDATED.get(_task_key(overrides))
 
 
@@ -260,6 +264,10 @@ def check(args: list[str]) -> list[ExperimentConfig]:
         {exp.backend.name for exp in experiments},
         lambda: probe(plan.docker_executable, plan.docker_host),
     )
+    if plan.launcher_mode == "slurm":
+        from llem.study.slurm import check_cluster
+
+        check_cluster(plan.slurm_partition)
     from llem.backends import require_backend
     from llem.datasets import check_dataset
     from llem.energy import check_meter

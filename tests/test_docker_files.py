@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 DOCKER = REPO / "docker"
 COMPOSE = REPO / "llem" / "docker" / "compose.yaml"  # shipped in the package

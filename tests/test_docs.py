@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from llem.schema_docs import DEFAULT_FILES, main, update
-from tests.conftest import REPO, run_llem
+from tests.helpers import REPO, run_llem
 
 pytestmark = pytest.mark.e2e
 README = REPO / "README.md"

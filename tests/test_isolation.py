@@ -20,7 +20,7 @@ from llem.docker.compose import compose_path, pull_command
 from llem.docker.engine import Engine, EngineState, probe
 from llem.errors import UsageError
 from llem.study.isolation import NEEDS_DOCKER, launch_mode
-from tests.conftest import REPO, run_llem
+from tests.helpers import REPO, run_llem
 
 PLUGIN = {"LLEM_PLUGINS": "llem_echo", "PYTHONPATH": str(REPO / "tests" / "stand_ins")}
 STUDY = ("-m", "backend=pytorch,echo", "n=2", "max_new_tokens=2", "energy=none", "quiet=true")

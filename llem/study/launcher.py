@@ -517,7 +517,7 @@ class Study:
         mode = check_backends(jobs, self.conf.mode, lambda: probe(docker.executable, docker.host))
         self.conf = replace(self.conf, mode=mode)
         _resume(jobs, self.conf.resume)
-        _write_plan(sweep_dir, jobs, self.conf)
+        _write_plan(sweep_dir, jobs, self.conf.mode.value)
         scheduler = Scheduler(self.conf, sweep_dir, self.task, jobs)
         skipped = len(jobs) - len(scheduler.todo)
         if skipped:
@@ -552,15 +552,15 @@ def _resume(jobs: list[Job], resume: bool) -> None:
         shutil.move(job.folder, stale)
 
 
-def _write_plan(sweep_dir: Path, jobs: list[Job], conf: LlemLauncherConf) -> None:
+def _write_plan(sweep_dir: Path, jobs: list[Job], mode: str, launcher: str = "llem") -> None:
     write_plan(
         sweep_dir,
         StudyPlan(
             llem_version=__version__,
             created_at=now_iso(),
             sweep_dir=str(sweep_dir),
-            launcher="llem",
-            mode=conf.mode.value,
+            launcher=launcher,
+            mode=mode,
             jobs=[
                 PlannedJob(
                     num=j.num,
