@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,7 +83,9 @@ class Plan:
     """What a command line will run: each job's overrides and validated experiment, and how."""
 
     jobs: list[tuple[list[str], ExperimentConfig]]
-    launcher_mode: str  # subprocess | docker (llem launcher), or the name of another launcher
+    launcher_mode: str  # auto | subprocess | docker (llem's launcher), or "other"
+    docker_executable: str = "docker"  # hydra.launcher.docker.executable
+    docker_host: str | None = None  # hydra.launcher.docker.host
     slurm_partition: str | None = None  # a SLURM launcher's partition (None: the default one)
 
 
@@ -123,15 +126,20 @@ def compose_jobs(cl: CommandLine) -> Plan:
         raise ConfigError("\n".join(lines))
     _VALIDATED.update((_task_key(job), exp) for job, exp in results)
     launcher = hydra_cfg.launcher
-    mode = (
-        str(launcher.get("mode", "subprocess"))
-        if "llem_launcher" in str(launcher.get("_target_"))
-        else "other"
-    )
-    if "SlurmLauncher" in str(launcher.get("_target_")):
+    target = str(launcher.get("_target_"))
+    if "SlurmLauncher" in target:
         partition = launcher.get("partition")
-        return Plan(results, "slurm", None if partition is None else str(partition))
-    return Plan(results, mode)
+        return Plan(results, "slurm", slurm_partition=None if partition is None else str(partition))
+    if "llem_launcher" not in target:
+        return Plan(results, "other")
+    mode = launcher.get("mode")
+    host = launcher.docker.get("host")
+    return Plan(
+        results,
+        mode.value if isinstance(mode, Enum) else str(mode),
+        str(launcher.docker.executable),
+        None if host is None else str(host),
+    )
 
 
 # this process's validated jobs, by their task overrides: llem's study launcher reuses them
@@ -210,7 +218,11 @@ def _composition_message(exc: Exception, compose: ComposeFn, config_name: str) -
         try:
             from omegaconf import OmegaConf
 
-            base = compose(config_name, overrides=[])
+            base = compose(
+                config_name,
+                overrides=[],
+                return_hydra_config=parent == "hydra" or parent.startswith("hydra."),
+            )
             node = OmegaConf.select(base, parent) if parent else base
             close = (
                 difflib.get_close_matches(leaf, list(node.keys()), n=1) if node is not None else []
@@ -219,7 +231,8 @@ def _composition_message(exc: Exception, compose: ComposeFn, config_name: str) -
                 hint = f" (did you mean '{'.'.join(filter(None, [parent, close[0]]))}'?)"
         except Exception:
             pass
-        return f"unknown key '{key}'{hint}: check the spelling; `llem --cfg job` lists every key"
+        lister = f"llem --cfg hydra -p {parent}" if key.startswith("hydra.") else "llem --cfg job"
+        return f"unknown key '{key}'{hint}: check the spelling; `{lister}` lists every key"
     return _first_line(text)
 
 
@@ -251,14 +264,21 @@ def check(args: list[str]) -> list[ExperimentConfig]:
         return []
     plan = compose_jobs(cl)
     experiments = [exp for _, exp in plan.jobs]
-    check_isolation({exp.backend.name for exp in experiments}, plan.launcher_mode)
+    from llem.docker.engine import probe
+    from llem.study.isolation import launch_mode
+
+    mode = launch_mode(
+        plan.launcher_mode,
+        {exp.backend.name for exp in experiments},
+        lambda: probe(plan.docker_executable, plan.docker_host),
+    )
     if plan.launcher_mode == "slurm":
         from llem.study.slurm import check_cluster
 
         check_cluster(plan.slurm_partition)
     for folder in _hydra_dirs(cl.overrides):
         _check_writable(folder, "the output folder")
-    checks = _SectionChecks(in_containers=plan.launcher_mode == "docker")
+    checks = _SectionChecks(in_containers=mode == "docker")
     problems = []
     for job, exp in plan.jobs:
         try:
@@ -400,25 +420,6 @@ def _check_writable(folder: Path, what: str) -> None:
             f"{what} {folder} cannot be written ({exc.strerror} in {existing}): choose a "
             "folder you can write"
         ) from None
-
-
-def check_isolation(
-    backends: set[str], launcher_mode: str, docker_usable: Callable[[], bool] | None = None
-) -> None:
-    """Engines cannot share a process or, reliably, an environment: several backends need
-    containers."""
-    if len(backends) < 2:
-        return
-    if docker_usable is None:
-        from llem.study.launcher import docker_usable as engine_answers
-
-        docker_usable = engine_answers
-    if launcher_mode != "docker" or not docker_usable():
-        raise UsageError(
-            "Multi-backend studies require Docker.\n"
-            f"Install Docker, then: docker compose pull {' '.join(sorted(backends))}\n"
-            "and run the study with hydra.launcher.mode=docker"
-        )
 
 
 def experiment(*overrides: str) -> ExperimentConfig:
