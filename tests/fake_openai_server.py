@@ -15,7 +15,8 @@ most ``max_running`` requests stream at once (the rest wait, as in an engine's q
 
 Run ``python tests/fake_openai_server.py [--ttft-ms ...]``: it prints ``PORT <n>`` once listening
 and serves until stdin closes or SIGTERM (with ``--port``: until SIGTERM, as a server llem starts
-with ``backend.launch=command``; ``--die-after-ms`` exits with status 3, a server that crashes). :func:`fake_server` does that in a subprocess for a test.
+with ``backend.launch=command``; ``--die-after-ms`` exits with status 3, a server that crashes).
+:func:`fake_server` does that in a subprocess for a test.
 """
 
 from __future__ import annotations
