@@ -102,7 +102,10 @@ def test_a_server_that_never_gets_healthy_is_one_error_with_its_log_tail(tmp_pat
         "backend.health_timeout_s=2", cwd=tmp_path, env=ENV, timeout=60,
     )  # fmt: skip
     assert out.returncode == 2, out.stderr
-    first, *tail = out.stderr.strip().splitlines()
+    lines = out.stderr.strip().splitlines()
+    errors = [i for i, line in enumerate(lines) if line.startswith("Error:")]
+    assert len(errors) == 1, out.stderr
+    first, *tail = lines[errors[0] :]
     assert first.startswith("Error: the server was not healthy after 2 s")
     assert any(f"booting {marker}" in line for line in tail)
     assert "Traceback" not in out.stderr
@@ -118,7 +121,7 @@ def test_a_server_that_dies_mid_run_fails_the_job_with_its_status(tmp_path: Path
         cwd=tmp_path, env=ENV, timeout=120,
     )  # fmt: skip
     assert out.returncode == 2, out.stderr
-    assert out.stderr.startswith("Error: the server exited with status 3 during the run")
+    assert "\nError: the server exited with status 3 during the run" in "\n" + out.stderr
     assert "Traceback" not in out.stderr
     assert survivors(marker) == []
 
