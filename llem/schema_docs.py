@@ -17,8 +17,9 @@ from pydantic import BaseModel
 
 from llem.backends.registry import backends
 from llem.config import ExperimentConfig, ModelConfig
+from llem.load.options import LOADS
 
-_GROUPS = ("backend", "model", "dataset", "energy")
+_GROUPS = ("backend", "model", "dataset", "energy", "load")
 _BLOCK = re.compile(r"(<!-- llem-docs:([\w-]+) -->\n)(.*?)(<!-- /llem-docs:\2 -->)", re.S)
 
 
@@ -70,6 +71,15 @@ def backend_keys_table() -> str:
     return "\n".join(rows)
 
 
+def load_keys_table() -> str:
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for load in LOADS:
+        doc = " ".join((load.__doc__ or "").split("\n\n")[0].split())
+        rows.append(f"| **load={load.model_fields['name'].default}** | | {_cell(doc)} |")
+        rows += key_rows(load, "load.", skip=("name",))
+    return "\n".join(rows)
+
+
 def top_level_keys_table() -> str:
     rows = key_rows(ExperimentConfig, "", skip=_GROUPS)
     return "\n".join(["| key | default | meaning |", "|---|---|---|", *rows])
@@ -85,6 +95,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "backend-keys": backend_keys_table,
     "model-keys": model_keys_table,
     "keys": top_level_keys_table,
+    "load-keys": load_keys_table,
 }
 
 

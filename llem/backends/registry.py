@@ -180,7 +180,7 @@ def _register_builtins() -> None:
             "openai",
             OpenAIConfig,
             "llem.backends.openai.backend:OpenAIBackend",
-            "an OpenAI-compatible server under a load (vLLM started by llem, or a URL)",
+            "an OpenAI-compatible server under a load",
             requires=("aiohttp", "transformers"),
             extra="serving",
             packages=("vllm", "aiohttp"),
