@@ -30,7 +30,9 @@ def command(*extra: str) -> tuple[str, str]:
     """A ``backend.command`` override starting the fake server, and a marker unique to it (found in
     ``ps`` output while any of its processes lives)."""
     marker = f"{10 + uuid.uuid4().int % 10**6 / 10**7:.7f}"
-    return overrides_list([sys.executable, str(FAKE), "--port", "{port}", "--ttft-ms", marker, *extra]), marker
+    return overrides_list(
+        [sys.executable, str(FAKE), "--port", "{port}", "--ttft-ms", marker, *extra]
+    ), marker
 
 
 def overrides_list(args: list[str]) -> str:
@@ -40,7 +42,9 @@ def overrides_list(args: list[str]) -> str:
 
 def survivors(marker: str) -> list[str]:
     """Live processes of the server marked ``marker`` (not llem's own, whose overrides name it)."""
-    ps = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True, check=True)
+    ps = subprocess.run(
+        ["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True, check=True
+    )
     return [
         line
         for line in ps.stdout.splitlines()
@@ -63,13 +67,20 @@ def test_poisson_run_with_a_server_llem_starts(tmp_path: Path) -> None:
     assert survivors(marker) == []
     folder, r = result_of(tmp_path)
     s = r["serving"]
-    assert (s["load"], s["launch"], s["usage_mismatches"], s["errors"]) == ("poisson", "command", 0, [])
+    assert (s["load"], s["launch"], s["usage_mismatches"], s["errors"]) == (
+        "poisson",
+        "command",
+        0,
+        [],
+    )
     assert (folder / s["server_log"]).read_text().startswith("PORT ")
     whole, steady = s["whole_run"], s["steady"]
     assert whole["requests_sent"] == whole["requests_completed"] == 24
     assert whole["output_tokens"] == 24 * 8 == r["tokens"]["output"]
     assert whole["energy_j"] is None and whole["energy_reason"]
-    assert whole["latency"]["ttft_ms"]["count"] == 24 and whole["latency"]["itl_ms"]["count"] == 24 * 7
+    assert (
+        whole["latency"]["ttft_ms"]["count"] == 24 and whole["latency"]["itl_ms"]["count"] == 24 * 7
+    )
     assert 0 < steady["duration_s"] < whole["duration_s"]
     assert steady["requests_sent"] <= 24 and steady["output_tokens"] < whole["output_tokens"]
     assert steady["goodput_requests_per_s"] is not None
@@ -166,10 +177,18 @@ def test_without_vllm_the_error_names_the_extra(tmp_path: Path) -> None:
         (["backend=openai"], "backend=openai measures a server under a load"),
         (["load=concurrency"], "load=concurrency needs a server: use backend=openai"),
         (
-            ["backend=openai", "load=poisson", "backend.launch=none", "backend.url=http://10.1.2.3:80"],
+            [
+                "backend=openai",
+                "load=poisson",
+                "backend.launch=none",
+                "backend.url=http://10.1.2.3:80",
+            ],
             "is not on this machine",
         ),
-        (["backend=openai", "load=poisson", "backend.launch=none"], "launch=none needs backend.url"),
+        (
+            ["backend=openai", "load=poisson", "backend.launch=none"],
+            "launch=none needs backend.url",
+        ),
         (["backend=openai", "load=poisson", "backend.launch=command"], "needs backend.command"),
         (["backend=openai", "load=poisson", "repeats=3"], "a served run is measured once"),
     ],
@@ -185,3 +204,43 @@ def test_remote_server_is_allowed_without_meters() -> None:
         "backend.url=http://10.1.2.3:80",
     )  # fmt: skip
     assert exp.load.name == "poisson"
+
+
+def test_best_load_is_the_lowest_j_per_token_meeting_the_slos(tmp_path: Path) -> None:
+    from llem.study.plot import best_load_row, write_plot
+
+    def job(rate: float, tok_s: float, j: float | None, slo: float | None) -> dict:
+        return {
+            "num": int(rate), "status": "ok", "param.load.rate": rate, "output_tokens_per_s": tok_s,
+            "steady_output_tokens_per_s": tok_s, "steady_energy_per_output_token_j": j,
+            "steady_slo_attainment": slo, "steady_e2e_p50_ms": 50.0, "steady_e2e_p99_ms": 90.0,
+        }  # fmt: skip
+
+    rows = [
+        job(1, 30, 0.9, 1.0),
+        job(2, 60, 0.5, 1.0),
+        job(4, 110, 0.3, 0.7),
+        job(8, 120, None, 1.0),
+    ]
+    assert best_load_row(rows)["param.load.rate"] == 2  # rate 4 is cheaper but misses its SLOs
+    assert best_load_row([job(1, 30, 0.9, None), job(2, 60, 0.4, None)])["param.load.rate"] == 2
+    assert best_load_row([job(1, 30, None, None)]) is None
+    png = tmp_path / "study_pareto.png"
+    assert write_plot(png, rows, ["load.rate"]) and png.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_a_rate_sweep_writes_the_summary_and_the_load_plot(tmp_path: Path) -> None:
+    cmd, marker = command()
+    out = run_llem(
+        "-m", *BASE, "load=poisson", "n=12", "load.rate=5,20", "backend.launch=command", cmd,
+        f"hydra.sweep.dir={tmp_path / 'study'}", cwd=tmp_path, env=ENV, timeout=400,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    study = tmp_path / "study"
+    rows = json.loads((study / "study_summary.json").read_text())["jobs"]
+    assert [j["status"] for j in rows] == ["ok", "ok"]
+    csv = (study / "study_summary.csv").read_text().splitlines()
+    assert "steady_output_tokens_per_s" in csv[0] and "load.rate" in csv[0]
+    assert (study / "study_pareto.png").read_bytes().startswith(b"\x89PNG")
+    assert survivors(marker) == []
