@@ -244,3 +244,9 @@ def test_a_rate_sweep_writes_the_summary_and_the_load_plot(tmp_path: Path) -> No
     assert "steady_output_tokens_per_s" in csv[0] and "load.rate" in csv[0]
     assert (study / "study_pareto.png").read_bytes().startswith(b"\x89PNG")
     assert survivors(marker) == []
+
+
+def test_serving_doc_load_table_is_generated_from_the_schema() -> None:
+    from llem.schema_docs import main
+
+    assert main(["--check", str(REPO / "docs" / "serving.md")]) == 0
