@@ -18,7 +18,7 @@ import pytest
 
 from llem.errors import ConfigError
 from llem.preflight import experiment
-from tests.conftest import LLEM, REPO, run_llem
+from tests.helpers import LLEM, REPO, run_llem
 from tests.fake_openai_server import Program, fake_server
 
 FAKE = REPO / "tests" / "fake_openai_server.py"
