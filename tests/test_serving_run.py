@@ -18,8 +18,8 @@ import pytest
 
 from llem.errors import ConfigError
 from llem.preflight import experiment
-from tests.helpers import LLEM, REPO, run_llem
 from tests.fake_openai_server import Program, fake_server
+from tests.helpers import LLEM, REPO, run_llem
 
 FAKE = REPO / "tests" / "fake_openai_server.py"
 ENV = {"OMP_NUM_THREADS": "1"}

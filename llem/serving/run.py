@@ -27,7 +27,7 @@ from llem.datasets import load_prompts
 from llem.energy import EnergySession, Window, quality
 from llem.energy.report import hardware_total
 from llem.flops import analytic_flops
-from llem.harness import Harness
+from llem.harness import Harness, MeasuredWindow
 from llem.load.config import ConcurrencyLoad, PoissonLoad, ServerLoad
 from llem.paths import atomic_path
 from llem.records import TIMESERIES_FILE
@@ -148,10 +148,10 @@ class ServedRun(Harness):
         records = [r.request_record() for r in got.run.records]
         tokens = metrics.token_counts(records)
         whole = Window("whole_run", readings=[r for p in got.phases for r in p.window.readings])
+        measured_window = [MeasuredWindow(whole, records, got.whole_s)]
         energy_section = self._energy(
-            session, [(whole, records, got.whole_s)], tokens, baseline, baseline_reason, None,
-            timeseries,
-        )  # fmt: skip
+            session, measured_window, tokens, baseline, baseline_reason, None, timeseries
+        )
         serving = self._serving(backend, session, load, got)
         warnings += self._served_checks(got.run.records, serving)
         if energy_section.total_j is None:
@@ -183,7 +183,7 @@ class ServedRun(Harness):
             memory=MemoryMetrics(peak_bytes=None, measured=MEMORY_NOT_MEASURED),
             flops=self._analytic_flops(model, got.run.records),
             energy=energy_section,
-            repeats=self._repeats([(whole, records, got.whole_s)]),
+            repeats=self._repeats(measured_window),
             requests=[metrics.request_metrics(r) for r in sorted(records, key=lambda r: r.start_s)],
             warnings=list(dict.fromkeys(warnings)),
             environment=env,
