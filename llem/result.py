@@ -335,6 +335,9 @@ class ServingReport(_Model):
     usage_mismatches: int = Field(
         description="requests whose streamed token count differs from the server's usage count"
     )
+    input_mismatches: int = Field(
+        description="requests whose input tokens (counted here) differ from the server's count"
+    )
     errors: list[str] = Field(description="distinct errors of failed requests (at most 10)")
     server_metrics_samples: int = Field(description="Prometheus rows in timeseries.parquet")
     server_metrics_errors: int = Field(description="/metrics polls that failed")

@@ -69,7 +69,8 @@ for name, n in (("poisson", 64), ("concurrency", 64)):
     s, whole = r["serving"], r["serving"]["whole_run"]
     check(whole["requests_sent"] == whole["requests_completed"] == n, f"{name}: {n} requests completed")
     check(whole["output_tokens"] == n * 16 == r["tokens"]["output"], f"{name}: {n}x16 output tokens")
-    check(s["usage_mismatches"] == 0 and not s["errors"], f"{name}: streamed counts = usage, no errors")
+    check(s["usage_mismatches"] == s["input_mismatches"] == 0, f"{name}: token counts = the server's usage")
+    check(not s["errors"], f"{name}: no request failed ({s['errors']})")
     check(s["steady"] is not None, f"{name}: a steady window ({s['steady_reason']})")
     steady = s["steady"] or {}
     check(0 < steady.get("duration_s", 0) < whole["duration_s"], f"{name}: steady inside the whole run")

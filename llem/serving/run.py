@@ -235,6 +235,9 @@ class ServedRun(Harness):
             steady_reason=got.steady_reason,
             whole_run=figures("whole_run", got.whole, got.phases),
             usage_mismatches=sum(not r.counts_agree for r in records),
+            input_mismatches=sum(
+                r.usage_input_tokens not in (None, r.input_tokens) for r in records
+            ),
             errors=errors,
             server_metrics_samples=got.metrics_rows,
             server_metrics_errors=got.metrics_errors,
@@ -261,6 +264,11 @@ class ServedRun(Harness):
         failed = sum(not r.ok for r in records)
         if failed:
             out.append(f"{failed} of {len(records)} requests failed: {'; '.join(serving.errors)}")
+        if serving.input_mismatches:
+            out.append(
+                f"{serving.input_mismatches} requests: the server counted other input tokens than "
+                "the local tokenizer"
+            )
         if serving.usage_mismatches:
             out.append(
                 f"{serving.usage_mismatches} requests: streamed token count differs from the "
