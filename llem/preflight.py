@@ -315,11 +315,15 @@ class _SectionChecks:
 
     def job(self, exp: ExperimentConfig) -> None:
         from llem.backends import require_backend
+        from llem.backends.openai.config import OpenAIConfig, require_vllm
         from llem.datasets import check_dataset
         from llem.models.source import check_model, model_context
 
         if not self.in_containers:
             self._once(f"backend:{exp.backend.name}", lambda: require_backend(exp.backend.name))
+        served_by_vllm = isinstance(exp.backend, OpenAIConfig) and exp.backend.launch == "vllm"
+        if not self.in_containers and served_by_vllm:
+            self._once("server:vllm", require_vllm)  # backend=openai starting vLLM: the extra
         self._once(f"model:{exp.model!r}", lambda: check_model(exp.model))
         available = self._once(f"dataset:{exp.dataset!r}", lambda: check_dataset(exp.dataset))
         self._once(f"energy:{exp.energy!r}", lambda: _check_energy(exp))
