@@ -51,8 +51,8 @@ def main() -> int:
             runs.append(run_once(args.n, Path(tmp) / f"run{i}"))
             r = runs[-1]
             print(
-                f"run {i + 1}: {r['threads']} threads ({r['rule']}), {r['tok_s']:.1f} output tok/s, "
-                f"other processes {r['other_cores']:.2f} cores",
+                f"run {i + 1}: {r['threads']} threads ({r['rule']}), "
+                f"{r['tok_s']:.1f} output tok/s, other processes {r['other_cores']:.2f} cores",
                 flush=True,
             )
     speeds = [float(str(r["tok_s"])) for r in runs]

@@ -200,7 +200,7 @@ class Harness:
         )
 
     def _plot(self, parquet: Path) -> None:
-        """``timeseries.png`` beside the series; a drawing failure costs the picture, not the run."""
+        """``timeseries.png`` beside the series (a drawing failure costs the picture, not the run)."""
         from llem.runplot import write_run_plot
 
         try:

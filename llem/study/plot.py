@@ -79,14 +79,14 @@ def _energy_column(rows: list[Row]) -> str | None:
 
 
 def _pareto_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
-    y = _energy_column(rows) or MEASURED
-    pts = [r for r in rows if _num(r, y) is not None]
-    xs, ys = _nums(pts, "output_tokens_per_s"), _nums(pts, y)
+    column = _energy_column(rows) or MEASURED
+    pts = [r for r in rows if _num(r, column) is not None]
+    xs, ys = _nums(pts, "output_tokens_per_s"), _nums(pts, column)
     ax.errorbar(
         xs,
         ys,
         xerr=_err(pts, "output_tokens_per_s"),
-        yerr=_err(pts, y),
+        yerr=_err(pts, column),
         fmt="o",
         color="tab:blue",
         ecolor="lightsteelblue",
@@ -112,11 +112,11 @@ def _pareto_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
                 _label(r, swept), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7
             )
     covers = next((r["energy_covers"] for r in pts if r.get("energy_covers")), None)
-    if y == MODELLED:
+    if column == MODELLED:
         covers = "modelled estimate, CodeCarbon"
     ax.set_xlabel("output tokens/s (higher is better)")
     ax.set_ylabel(f"J per output token{f' ({covers})' if covers else ''} (lower is better)")
-    ax.set_title("Energy per token vs throughput" + (" (modelled)" if y == MODELLED else ""))
+    ax.set_title("Energy per token vs throughput" + (" (modelled)" if column == MODELLED else ""))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
 
