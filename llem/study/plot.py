@@ -115,7 +115,7 @@ def _pareto_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
     if column == MODELLED:
         covers = "modelled estimate, CodeCarbon"
     ax.set_xlabel("output tokens/s (higher is better)")
-    ax.set_ylabel(f"J per output token{f' ({covers})' if covers else ''} (lower is better)")
+    ax.set_ylabel(f"J per output token{f' ({covers})' if covers else ''}\n(lower is better)")
     ax.set_title("Energy per token vs throughput" + (" (modelled)" if column == MODELLED else ""))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
