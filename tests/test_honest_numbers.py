@@ -89,14 +89,23 @@ def test_busy_process_is_recorded_and_warned(
     assert_picture(path.parent / TIMESERIES_PNG, min_width=800)
 
 
-def test_plots_off_with_one_key(tmp_path: Path) -> None:
-    proc = run_llem(
-        "n=2", "max_new_tokens=2", "energy=none", "plots=false", "quiet=true", cwd=tmp_path
-    )
+def test_plots_off_and_reproduce_shows_the_modelled_estimate(tmp_path: Path) -> None:
+    args = ("n=2", "max_new_tokens=2", "plots=false", "quiet=true", "flops.enabled=false")
+    proc = run_llem(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     (path,) = _results(tmp_path)
     assert (path.parent / "timeseries.parquet").is_file()
     assert not (path.parent / TIMESERIES_PNG).exists()
+    proc = run_llem("reproduce", str(path.parent), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert not list(tmp_path.rglob(TIMESERIES_PNG))
+    if _load(path).energy.estimate_j is None:
+        pytest.skip("CodeCarbon gave no estimate on this machine")
+    (row,) = [
+        ln for ln in proc.stdout.splitlines() if "CodeCarbon energy (modelled estimate)" in ln
+    ]
+    assert "null" not in row and "%" in row
+    assert "CO2-eq (CodeCarbon, modelled)" in proc.stdout
 
 
 @pytest.mark.slow
