@@ -157,7 +157,9 @@ def md_text(meta: SummaryMeta, rows: list[Row], columns: list[Column]) -> str:
     if not has_energy:
         reasons = [str(r["energy_reason"]) for r in rows if r.get("energy_reason")]
         lines.append(
-            "- energy: not measured" + (f" ({_md_cell(reasons[0], 160)})" if reasons else "")
+            "- energy: not measured by a hardware meter"
+            + (f" ({_md_cell(reasons[0], 160)})" if reasons else "")
+            + ("; CodeCarbon's modelled estimate is in its own columns" if has_estimate else "")
         )
     lines.append("")
     swept = set(meta.swept)
