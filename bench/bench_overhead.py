@@ -2,14 +2,15 @@
 
 Two measurements, one process:
 
-1. Throughput: for each batch size, llem's :class:`~llem.harness.Harness` (tiny model, built-in prompts,
-   no energy meter, no FLOP pass) against a bare loop that calls ``model.generate`` directly on the SAME
-   token ids (tokenised by llem's own backend, chat template included), same dtype, greedy, fixed output
-   length, left padding, same batches, same warm-up, under ``torch.inference_mode``. Runs alternate
-   (llem first on even repeats, bare first on odd ones); the median of the repeats is reported.
-2. Fixed overhead of the ``llem`` command: wall time of ``llem n=1 batch=1 max_new_tokens=1 ...`` in a
-   subprocess minus the model load and measured window it reports in result.json, next to the wall time
-   of ``python -c "import torch, transformers"`` for reference.
+1. Throughput: for each batch size, llem's :class:`~llem.harness.Harness` (tiny model, built-in
+   prompts, no energy meter, no FLOP pass) against a bare loop that calls ``model.generate``
+   directly on the SAME token ids (tokenised by llem's own backend, chat template included), same
+   dtype, greedy, fixed output length, left padding, same batches, same warm-up, under
+   ``torch.inference_mode``. Runs alternate (llem first on even repeats, bare first on odd ones);
+   the median of the repeats is reported.
+2. Fixed overhead of the ``llem`` command: wall time of ``llem n=1 batch=1 max_new_tokens=1 ...`` in
+   a subprocess minus the model load and measured window it reports in result.json, next to the wall
+   time of ``python -c "import torch, transformers"`` for reference.
 
 A report, not a test: nothing is asserted and the exit code is 0.
 
@@ -90,7 +91,7 @@ class Bare:
         return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
 
     def run(self) -> tuple[float, int]:
-        """Load, warm up, then time the loop over the measured batches: (output tokens/s, output tokens)."""
+        """Load, warm up, then time the measured batches: (output tokens/s, output tokens)."""
         import torch
         from transformers import AutoModelForCausalLM, GenerationConfig
 
@@ -140,7 +141,7 @@ def run_llem(cfg) -> tuple[float, int, list[str]]:
     return result.throughput.output_tokens_per_s, result.tokens.output, result.warnings
 
 
-# --------------------------------------------------------------------------- fixed overhead (subprocess)
+# ----------------------------------------------------------------- fixed overhead (subprocess)
 
 
 def llem_command() -> list[str]:
@@ -234,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             llem_med, bare_med = statistics.median(llem_runs), statistics.median(bare_runs)
             rows.append((batch, llem_med, bare_med, llem_med / bare_med))
             print(
-                f"  batch={batch} dtype={str(bare.dtype).removeprefix('torch.')} device={bare.device} "
+                f"  batch={batch} dtype={str(bare.dtype).removeprefix('torch.')} "
+                f"device={bare.device} "
                 f"chat_template={bare.chat_template_applied}  "
                 f"llem runs: {', '.join(f'{x:.0f}' for x in llem_runs)}  "
                 f"bare runs: {', '.join(f'{x:.0f}' for x in bare_runs)} tok/s"
@@ -244,11 +246,13 @@ def main(argv: list[str] | None = None) -> int:
 
         print()
         print(
-            f"{'batch':>5}  {'llem tok/s':>11}  {'bare tok/s':>11}  {'llem/bare':>9}  goal >= {GOAL}"
+            f"{'batch':>5}  {'llem tok/s':>11}  {'bare tok/s':>11}  {'llem/bare':>9}  goal >= "
+            f"{GOAL}"
         )
         for batch, lt, bt, ratio in rows:
             print(
-                f"{batch:>5}  {lt:>11.1f}  {bt:>11.1f}  {ratio:>9.3f}  {'met' if ratio >= GOAL else 'NOT met'}"
+                f"{batch:>5}  {lt:>11.1f}  {bt:>11.1f}  {ratio:>9.3f}  "
+                f"{'met' if ratio >= GOAL else 'NOT met'}"
             )
 
         print()
@@ -263,12 +267,14 @@ def main(argv: list[str] | None = None) -> int:
             imports.append(import_wall())
         med = [statistics.median(s[i] for s in startups) for i in range(4)]
         print(
-            f"  subprocess wall {med[0]:.2f} s - model_load_s {med[1]:.2f} s - measured_window_s {med[2]:.3f} s"
+            f"  subprocess wall {med[0]:.2f} s - model_load_s {med[1]:.2f} s - measured_window_s "
+            f"{med[2]:.3f} s"
             f" = overhead {med[3]:.2f} s   (median of {args.repeats}; runs: "
             f"{', '.join(f'{s[3]:.2f}' for s in startups)} s)"
         )
         print(
-            f'  reference: python -c "import torch, transformers" wall {statistics.median(imports):.2f} s '
+            '  reference: python -c "import torch, transformers" wall '
+            f"{statistics.median(imports):.2f} s "
             f"(runs: {', '.join(f'{x:.2f}' for x in imports)} s)"
         )
     finally:

@@ -137,7 +137,7 @@ def _task_key(overrides: Sequence[str]) -> tuple[str, ...]:
 
 
 def validated(overrides: Sequence[str]) -> ExperimentConfig | None:
-    """The experiment the pre-flight validated for a job with these overrides (None if it did not)."""
+    """The experiment pre-flight validated for a job with these overrides (None if not)."""
     return _VALIDATED.get(_task_key(overrides))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_llem
+from tests.helpers import REPO, run_llem
 
 pytestmark = pytest.mark.e2e
 
