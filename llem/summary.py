@@ -122,7 +122,8 @@ def print_summary(result: Result, path: Path) -> None:
             table.add_row("  minus idle baseline", f"{e.adjusted_total_j:.3f} J (secondary)")
     else:
         why = short_reason(e.reason or "no meter")
-        table.add_row("energy", Text(f"not measured: {why} (reason in result.json)"))
+        below = "; CodeCarbon's modelled estimate below" if e.estimate_j is not None else ""
+        table.add_row("energy", Text(f"not measured: {why} (reason in result.json){below}"))
     for label, text in meter_lines(e):
         table.add_row(label, Text(text))
     if result.benchmark is not None:
