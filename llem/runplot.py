@@ -51,7 +51,7 @@ def _phase_spans(times: Sequence[float], phases: Sequence[str]) -> list[tuple[st
 
 def write_run_plot(parquet: Path, out: Path) -> Path | None:
     """Draw ``out`` from the series in ``parquet``; ``None`` (nothing written) without rows."""
-    table = pq.read_table(parquet)
+    table = pq.ParquetFile(parquet).read()  # not read_table: it imports pyarrow.dataset
     if table.num_rows == 0:
         return None
     import matplotlib
