@@ -137,3 +137,17 @@ def test_study_window_flops_codecarbon_and_charts(tmp_path: Path) -> None:
         assert_picture(sweep / name)
     for row in rows:
         assert_picture((sweep / row["result"]).parent / TIMESERIES_PNG, min_width=800)
+
+
+def test_study_charts_follow_the_jobs_plots_key(tmp_path: Path) -> None:
+    from llem.study.scan import JobEntry
+    from llem.study.summary import plots_wanted
+
+    jobs = [JobEntry(job="0_a"), JobEntry(job="1_b")]
+    assert plots_wanted(jobs, tmp_path)  # no job composed yet: the default
+    hydra = tmp_path / "1_b" / ".hydra"
+    hydra.mkdir(parents=True)
+    (hydra / "config.yaml").write_text("n: 4\nplots: false\n")
+    assert not plots_wanted(jobs, tmp_path)
+    (hydra / "config.yaml").write_text("n: 4\nplots: true\n")
+    assert plots_wanted(jobs, tmp_path)
