@@ -81,6 +81,7 @@ class Plan:
 
     jobs: list[tuple[list[str], ExperimentConfig]]
     launcher_mode: str  # subprocess | docker (llem launcher), or the name of another launcher
+    slurm_partition: str | None = None  # a SLURM launcher's partition (None: the default one)
 
 
 def compose_jobs(cl: CommandLine) -> Plan:
@@ -125,6 +126,9 @@ def compose_jobs(cl: CommandLine) -> Plan:
         if "llem_launcher" in str(launcher.get("_target_"))
         else "other"
     )
+    if "SlurmLauncher" in str(launcher.get("_target_")):
+        partition = launcher.get("partition")
+        return Plan(results, "slurm", None if partition is None else str(partition))
     return Plan(results, mode)
 
 
@@ -240,6 +244,10 @@ def check(args: list[str]) -> list[ExperimentConfig]:
     plan = compose_jobs(cl)
     experiments = [exp for _, exp in plan.jobs]
     check_isolation({exp.backend.name for exp in experiments}, plan.launcher_mode)
+    if plan.launcher_mode == "slurm":
+        from llem.study.slurm import check_cluster
+
+        check_cluster(plan.slurm_partition)
     from llem.backends import require_backend
     from llem.datasets import check_dataset
     from llem.energy import check_meter

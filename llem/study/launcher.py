@@ -519,7 +519,7 @@ class Study:
         )
         check_backends(jobs, self.conf.mode.value, docker_usable)
         _resume(jobs, self.conf.resume)
-        _write_plan(sweep_dir, jobs, self.conf)
+        _write_plan(sweep_dir, jobs, self.conf.mode.value)
         scheduler = Scheduler(self.conf, sweep_dir, self.task, jobs)
         skipped = len(jobs) - len(scheduler.todo)
         if skipped:
@@ -555,15 +555,15 @@ def _resume(jobs: list[Job], resume: bool) -> None:
         shutil.move(job.folder, stale)
 
 
-def _write_plan(sweep_dir: Path, jobs: list[Job], conf: LlemLauncherConf) -> None:
+def _write_plan(sweep_dir: Path, jobs: list[Job], mode: str, launcher: str = "llem") -> None:
     write_plan(
         sweep_dir,
         StudyPlan(
             llem_version=__version__,
             created_at=now_iso(),
             sweep_dir=str(sweep_dir),
-            launcher="llem",
-            mode=conf.mode.value,
+            launcher=launcher,
+            mode=mode,
             jobs=[
                 PlannedJob(
                     num=j.num,
