@@ -142,7 +142,8 @@ class ExperimentConfig(_Strict):
     )
     precision: Literal["bf16", "fp16", "fp32", "auto"] = Field(
         "bf16",
-        description="weights/activation dtype; on CPU see README (bf16 needs native CPU support)",
+        description="weights/activation dtype; on CPU see docs/measurement.md "
+        "(bf16 needs native CPU support)",
     )
     decoding: Decoding = Decoding()
     seed: int = Field(42, description="seeds every RNG generation uses")

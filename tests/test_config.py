@@ -114,12 +114,3 @@ def test_experiment_helper_composes_the_packaged_config():
     assert (exp.batch, exp.n, exp.dataset.name, exp.dataset.input_tokens) == (4, 8, "synthetic", 16)
     with pytest.raises(UsageError, match="batch=0 is out of range"):
         experiment("batch=0")
-
-
-def test_readme_tables_are_generated_from_the_schema():
-    from llem.schema_docs import main, update
-
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert "<!-- llem-docs:backend-keys -->" in readme and "<!-- llem-docs:keys -->" in readme
-    assert update(readme) == readme, "run: python -m llem.schema_docs README.md"
-    assert main(["--check", str(REPO / "README.md")]) == 0
