@@ -90,7 +90,7 @@ def test_busy_process_is_recorded_and_warned(
 
 
 def test_plots_off_and_reproduce_shows_the_modelled_estimate(tmp_path: Path) -> None:
-    args = ("n=2", "max_new_tokens=2", "plots=false", "quiet=true", "flops.enabled=false")
+    args = ("n=8", "max_new_tokens=8", "plots=false", "quiet=true", "flops.enabled=false")
     proc = run_llem(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     (path,) = _results(tmp_path)
