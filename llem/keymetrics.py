@@ -21,6 +21,8 @@ from llem.result import (
     LatencyMetrics,
     MemoryMetrics,
     RepeatSummary,
+    ServingReport,
+    SpanFigures,
     ThroughputMetrics,
     TimingMetrics,
 )
@@ -50,6 +52,8 @@ class Measured(Protocol):
     def host_cpu(self) -> HostCpu | None: ...
     @property
     def cpu_contention(self) -> list[CpuContention]: ...
+    @property
+    def serving(self) -> ServingReport | None: ...
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,18 @@ def _other_cores(r: Measured) -> float | None:
     """The busiest measured window's CPU use by other processes (cores)."""
     values = [c.other_cores for c in r.cpu_contention if c.other_cores is not None]
     return max(values) if values else None
+
+
+def _steady(r: Measured) -> SpanFigures | None:
+    """The steady-state window of a served run (None offline or without one)."""
+    return r.serving.steady if r.serving is not None else None
+
+
+def _slo_attainment(r: Measured) -> float | None:
+    w = _steady(r)
+    if w is None or w.goodput_requests_per_s is None or not w.achieved_requests_per_s:
+        return None
+    return w.goodput_requests_per_s / w.achieved_requests_per_s
 
 
 KEY_METRICS: tuple[KeyMetric, ...] = (
@@ -189,6 +205,49 @@ KEY_METRICS: tuple[KeyMetric, ...] = (
         "cores",
         "float",
         _other_cores,
+    ),
+    # served runs (backend=openai under a load): the steady-state window (docs/serving.md)
+    KeyMetric(
+        "steady_achieved_requests_per_s",
+        "steady achieved rate",
+        "req/s",
+        "float",
+        lambda r: w.achieved_requests_per_s if (w := _steady(r)) else None,
+    ),
+    KeyMetric(
+        "steady_output_tokens_per_s",
+        "steady output throughput",
+        "output tok/s",
+        "float",
+        lambda r: w.output_tokens_per_s if (w := _steady(r)) else None,
+    ),
+    KeyMetric(
+        "steady_energy_per_output_token_j",
+        "steady energy per output token",
+        "J/output token",
+        "float",
+        lambda r: w.per_output_token_j if (w := _steady(r)) else None,
+    ),
+    KeyMetric(
+        "steady_e2e_p50_ms",
+        "steady E2E p50",
+        "ms",
+        "float",
+        lambda r: _p(w.latency.e2e_ms, "p50") if (w := _steady(r)) else None,
+    ),
+    KeyMetric(
+        "steady_e2e_p99_ms",
+        "steady E2E p99",
+        "ms",
+        "float",
+        lambda r: _p(w.latency.e2e_ms, "p99") if (w := _steady(r)) else None,
+    ),
+    KeyMetric(
+        "steady_slo_attainment",
+        "steady SLO attainment",
+        "",
+        "float",
+        _slo_attainment,
     ),
 )
 BY_NAME: dict[str, KeyMetric] = {m.name: m for m in KEY_METRICS}

@@ -269,6 +269,7 @@ def check(args: list[str]) -> list[ExperimentConfig]:
 
         check_cluster(plan.slurm_partition)
     from llem.backends import require_backend
+    from llem.backends.openai.config import OpenAIConfig, require_vllm
     from llem.datasets import check_dataset
     from llem.energy import check_meter
     from llem.models.source import check_model
@@ -285,6 +286,9 @@ def check(args: list[str]) -> list[ExperimentConfig]:
     for exp in experiments:
         if not in_containers and first(f"backend:{exp.backend.name}"):
             require_backend(exp.backend.name)
+        served_by_vllm = isinstance(exp.backend, OpenAIConfig) and exp.backend.launch == "vllm"
+        if not in_containers and served_by_vllm and first("server:vllm"):
+            require_vllm()  # backend=openai starting vLLM: the extra, before any job starts
         if first(f"model:{exp.model!r}"):
             check_model(exp.model)
         if first(f"dataset:{exp.dataset!r}"):

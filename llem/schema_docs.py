@@ -20,11 +20,16 @@ from pydantic import BaseModel
 
 from llem.backends.registry import backends
 from llem.config import ExperimentConfig, ModelConfig
+from llem.load.options import LOADS
 from llem.result import Result
 
-_GROUPS = ("backend", "model", "dataset", "energy")
+_GROUPS = ("backend", "model", "dataset", "energy", "load")
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-DEFAULT_FILES = (DOCS / "configuration.md", DOCS / "results-reference.md")
+DEFAULT_FILES = (
+    DOCS / "configuration.md",
+    DOCS / "results-reference.md",
+    DOCS / "serving.md",
+)
 _BLOCK = re.compile(r"(<!-- llem-docs:([\w-]+) -->\n)(.*?)(<!-- /llem-docs:\2 -->)", re.S)
 
 
@@ -73,6 +78,15 @@ def backend_keys_table() -> str:
         doc = " ".join((entry.config.__doc__ or "").split("\n\n")[0].split())
         rows.append(f"| **backend={entry.name}** | | {_cell(doc)} |")
         rows += key_rows(entry.config, "backend.", skip=("name",))
+    return "\n".join(rows)
+
+
+def load_keys_table() -> str:
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for load in LOADS:
+        doc = " ".join((load.__doc__ or "").split("\n\n")[0].split())
+        rows.append(f"| **load={load.model_fields['name'].default}** | | {_cell(doc)} |")
+        rows += key_rows(load, "load.", skip=("name",))
     return "\n".join(rows)
 
 
@@ -130,6 +144,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "model-keys": model_keys_table,
     "keys": top_level_keys_table,
     "result-fields": result_fields_table,
+    "load-keys": load_keys_table,
 }
 
 

@@ -139,6 +139,7 @@ def load_backend(experiment: ExperimentConfig) -> Backend:
 
 def _register_builtins() -> None:
     """llem's own backends (their configs are light; their engines stay unimported)."""
+    from llem.backends.openai.config import OpenAIConfig
     from llem.backends.pytorch.config import PyTorchConfig
     from llem.backends.tensorrt.config import TensorRTConfig
     from llem.backends.vllm.config import VllmConfig
@@ -174,6 +175,15 @@ def _register_builtins() -> None:
             extra="tensorrt",
             packages=("tensorrt-llm",),
             image=image.format("tensorrt"),
+        ),
+        BackendEntry(
+            "openai",
+            OpenAIConfig,
+            "llem.backends.openai.backend:OpenAIBackend",
+            "an OpenAI-compatible server under a load",
+            requires=("aiohttp", "transformers"),
+            extra="serving",
+            packages=("vllm", "aiohttp"),
         ),
     ):
         register_backend(entry)
