@@ -4,8 +4,9 @@ server: ramp, steady and drain back to back, their spans matching the run's mark
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 
@@ -68,6 +69,34 @@ def test_phases_follow_the_closed_loop_and_cover_every_token(energy: EnergySessi
     # a token exactly on a boundary between phases can be counted in neither (gaps are ~µs)
     assert sum(f.output_tokens for f in parts) <= total
     assert sum(f.output_tokens for f in parts) >= total - 2
+
+
+def test_no_request_is_sent_before_a_slow_ramp_window_opens(energy: EnergySession) -> None:
+    """A closed loop sends at once: start() returns only when the ramp window's start is stamped,
+    so the whole run counts every request even when reading the meters takes a while."""
+    marks = Marks()
+
+    @contextmanager
+    def slow_meters(name: str) -> Iterator[Window]:
+        time.sleep(0.2)  # a slow meter read on entry
+        with energy.window(name, lambda: None) as win:
+            yield win
+
+    phases = PhaseWindows[Window](marks, slow_meters)
+
+    async def go() -> LoadRun:
+        async with StreamClient(url, timeout_s=60) as client:
+            return await closed_loop(client, ConcurrencyLoad(concurrency=2), 4, request_for, marks)
+
+    with fake_server(Program(ttft_ms=5.0, chunk_gap_ms=1.0)) as url:
+        phases.start()
+        try:
+            run = asyncio.run(go())
+        finally:
+            phases.finish()
+    whole = span_figures(run.records, phases.whole(), "whole_run", Slo(), None, "energy=none")
+    assert whole.requests_sent == whole.requests_completed == 4
+    assert whole.latency.ttft_ms is not None and whole.latency.ttft_ms.count == 4
 
 
 def test_a_run_that_never_gets_steady_reports_why(energy: EnergySession) -> None:

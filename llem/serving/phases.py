@@ -43,6 +43,7 @@ class PhaseWindows(Generic[W]):
         self.marks, self.open_window = marks, open_window
         self.phases: list[Phase[W]] = []
         self._done = threading.Event()
+        self._opened = threading.Event()  # the ramp window's start is stamped
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="llem-phase-windows", daemon=True)
 
@@ -53,14 +54,19 @@ class PhaseWindows(Generic[W]):
             ):
                 with self.open_window(name) as win:
                     start = time.perf_counter()
+                    self._opened.set()
                     reached.wait()
                     end = time.perf_counter()
                 self.phases.append(Phase(name, Span(start, end), win))
         except BaseException as exc:  # re-raised by finish() in the caller's thread
             self._error = exc
+        finally:
+            self._opened.set()
 
     def start(self) -> None:
+        """Open the ``ramp`` window; returns once its start is stamped, so no send precedes it."""
         self._thread.start()
+        self._opened.wait()
 
     def finish(self) -> list[Phase[W]]:
         """Close the open window (a run that stopped early is drained at once); the phases."""
