@@ -36,8 +36,6 @@ def engine(tmp_path_factory):
         '[engine]\nruntime = "runc"\n'
     )
     env = {**os.environ, "CONTAINERS_CONF": str(conf)}
-    # this engine's own storage: it lists only its own containers (parallel workers, earlier runs)
-    podman = ["podman", "--root", str(root / "storage"), "--runroot", str(root / "run")]
     img = root / "img"
     for d in ("usr", "tmp", "etc", "proc", "dev", "sys", "root"):
         (img / d).mkdir(parents=True)
@@ -45,11 +43,11 @@ def engine(tmp_path_factory):
         (img / d).symlink_to(f"usr/{d}")
     tar = subprocess.run(["tar", "-C", str(img), "-c", "."], capture_output=True, check=True).stdout
     subprocess.run(
-        [*podman, "import", "-q", "-", IMAGE], input=tar, capture_output=True, check=True, env=env
+        ["podman", "import", "-q", "-", IMAGE], input=tar, capture_output=True, check=True, env=env
     )
     sock = root / "podman.sock"
     service = subprocess.Popen(
-        [*podman, "system", "service", "--time=0", f"unix://{sock}"],
+        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
