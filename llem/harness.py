@@ -88,9 +88,9 @@ class Harness:
         backend = load_backend(cfg)
         session = EnergySession(cfg.energy)
         timeseries = None
-        # slow meter set-up (CodeCarbon's tracker, the Zeus probe) runs beside tokenisation and model
-        # load; nothing is measured before it is done (an explicit meter that cannot work here
-        # stops the job when it is joined, before the warm-up)
+        # slow meter set-up (CodeCarbon's tracker, the Zeus probe) runs beside tokenisation and
+        # model load; nothing is measured before it is done (an explicit meter that cannot work
+        # here stops the job when it is joined, before the warm-up)
         meters = ThreadPoolExecutor(1, thread_name_prefix="llem-meters")
         opening = meters.submit(session.open)
         try:

@@ -57,7 +57,11 @@ def fork_problem() -> str | None:
     if threading.active_count() > 1:
         names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
         return f"threads run in the fork server ({names})"
-    return None
+    try:  # threads a native library started (a fork copies only the calling one)
+        native = len(os.listdir("/proc/self/task"))
+    except OSError:
+        native = 1
+    return f"{native - 1} native threads run in the fork server" if native > 1 else None
 
 
 def _preload(modules: Sequence[str]) -> None:
@@ -196,7 +200,9 @@ class ForkServer:
         """``None`` once the server is ready to fork, else why jobs must start fresh instead."""
         with self._lock:
             self._lock.wait_for(lambda: self._ready is not None, READY_TIMEOUT_S)
-            return "the fork server did not start in time" if self._ready is None else self._ready[1]
+            return (
+                "the fork server did not start in time" if self._ready is None else self._ready[1]
+            )
 
     def start(self, spec: Path, task: str, log: Path, env: dict[str, str]) -> ForkedJob:
         request: Request = {

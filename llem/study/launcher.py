@@ -532,8 +532,6 @@ class Study:
         self.hydra_context, self.task = hydra_context, task_path(task_function)
 
     def run(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
-        from llem.study.summary import write_summary
-
         setup_globals()
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
