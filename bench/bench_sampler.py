@@ -2,25 +2,28 @@
 
 Two measurements, one process:
 
-1. Sampler CPU cost: :class:`llem.energy.sampler.Sampler` (period ``--interval``, default 0.1 s) samples a
-   simulated NVML (``tests/fake_nvml.py``, ``--gpus`` GPUs) in its own thread for ``--seconds`` while the
-   main thread sleeps. Reported: the CPU time of the sampler thread as % of one core (goal < 1 %), samples
-   taken and rows recorded, the achieved period, the CPU cost of one sample (process row and per GPU) and
-   the memory the kept rows take. The simulated NVML answers from Python without a driver call, so this is
-   llem's own cost only; a real driver adds its call latency to every GPU query.
-2. Throughput with the sampler thread on vs off: llem's :class:`~llem.harness.Harness` on the tiny model
-   (built-in prompts, no FLOP pass, no idle baseline), output tokens/s with the sampler thread running (ON)
-   and with ``Sampler.start`` replaced by a no-op (OFF). ``energy=none`` still creates a sampler and the
-   harness still starts it (it records the process rows: CPU use, RSS), so the only way to switch the
-   thread off is the no-op; everything else (phase-change samples on the main thread, the parquet write
-   after the window) is identical. ``--harness-gpus K`` runs both with ``energy=nvml`` on K simulated GPUs
-   instead, so the thread also reads GPU rows. Runs alternate (ON first on even repeats, OFF first on odd);
-   the median of ``--repeats`` is reported with the ratio ON/OFF (goal >= 0.98).
+1. Sampler CPU cost: :class:`llem.energy.sampler.Sampler` (period ``--interval``, default 0.1 s)
+   samples a simulated NVML (``tests/fake_nvml.py``, ``--gpus`` GPUs) in its own thread for
+   ``--seconds`` while the main thread sleeps. Reported: the CPU time of the sampler thread as % of
+   one core (goal < 1 %), samples taken and rows recorded, the achieved period, the CPU cost of one
+   sample (process row and per GPU) and the memory the kept rows take. The simulated NVML answers
+   from Python without a driver call, so this is llem's own cost only; a real driver adds its call
+   latency to every GPU query.
+2. Throughput with the sampler thread on vs off: llem's :class:`~llem.harness.Harness` on the tiny
+   model (built-in prompts, no FLOP pass, no idle baseline), output tokens/s with the sampler thread
+   running (ON) and with ``Sampler.start`` replaced by a no-op (OFF). ``energy=none`` still creates
+   a sampler and the harness still starts it (it records the process rows: CPU use, RSS), so the
+   only way to switch the thread off is the no-op; everything else (phase-change samples on the main
+   thread, the parquet write after the window) is identical. ``--harness-gpus K`` runs both with
+   ``energy=nvml`` on K simulated GPUs instead, so the thread also reads GPU rows. Runs alternate
+   (ON first on even repeats, OFF first on odd); the median of ``--repeats`` is reported with the
+   ratio ON/OFF (goal >= 0.98).
 
 A report, not a test: nothing is asserted and the exit code is 0.
 
     python bench/bench_sampler.py [--seconds 60] [--interval 0.1] [--gpus 1] [--n 64] [--repeats 3]
-                                  [--batches 1,8] [--harness-gpus 0] [--real-nvml] [--only cpu|throughput]
+                                  [--batches 1,8] [--harness-gpus 0] [--real-nvml] [--only
+                                  cpu|throughput]
 """
 
 from __future__ import annotations
@@ -66,7 +69,8 @@ def fake_nvml(n_gpus: int):
 def fake_gpus(nv, n_gpus: int):
     from llem.energy.nvml import visible_gpus
 
-    # every simulated GPU, whatever CUDA_VISIBLE_DEVICES says in this shell (visible_gpus(nv, None) reads it)
+    # every simulated GPU, whatever CUDA_VISIBLE_DEVICES says in this shell (visible_gpus(nv, None)
+    # reads it)
     gpus, _ = visible_gpus(nv, cuda_visible=",".join(str(i) for i in range(n_gpus)))
     assert len(gpus) == n_gpus
     return gpus
@@ -80,8 +84,9 @@ def thread_cpu_s(thread) -> float | None:
 
     ``time.thread_time()`` and ``getrusage(RUSAGE_THREAD)`` only measure the calling thread, and
     ``time.process_time()`` sums every thread of the process. The POSIX per-thread CPU clock
-    (``pthread_getcpuclockid`` + ``clock_gettime``) measures exactly the sampler thread from the main
-    thread, with ns resolution. It must be read while the thread is alive (the clock id dies with it).
+    (``pthread_getcpuclockid`` + ``clock_gettime``) measures exactly the sampler thread from the
+    main thread, with ns resolution. It must be read while the thread is alive (the clock id dies
+    with it).
     """
     try:
         return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
@@ -93,7 +98,7 @@ def thread_cpu_s(thread) -> float | None:
 
 
 def rows_bytes(rows: list[dict]) -> int:
-    """Approximate memory of the kept rows (dicts, their values and the list; shared small objects counted)."""
+    """Approximate memory of the kept rows (dicts, values, list; shared small objects counted)."""
     return sys.getsizeof(rows) + sum(
         sys.getsizeof(r) + sum(sys.getsizeof(v) for v in r.values()) for r in rows
     )
@@ -123,7 +128,8 @@ def sampler_cpu(seconds: float, interval_s: float, n_gpus: int, real_nvml: bool)
         gpus, _ = visible_gpus(nv)  # the GPUs this process may use (CUDA_VISIBLE_DEVICES)
         n_gpus = len(gpus)
         source = (
-            f"the REAL NVML (driver {nv.nvmlSystemGetDriverVersion()}), {n_gpus} GPU(s): {gpus[0].name}"
+            f"the REAL NVML (driver {nv.nvmlSystemGetDriverVersion()}), {n_gpus} GPU(s): "
+            f"{gpus[0].name}"
             if gpus
             else "the REAL NVML, no GPU visible"
         )
@@ -132,15 +138,19 @@ def sampler_cpu(seconds: float, interval_s: float, n_gpus: int, real_nvml: bool)
         gpus = fake_gpus(nv, n_gpus)
         source = f"a SIMULATED NVML with {n_gpus} GPU(s)"
     print(
-        f"sampler CPU cost: Sampler(interval_s={interval_s}) on {source} for {seconds:g} s, main thread asleep"
+        f"sampler CPU cost: Sampler(interval_s={interval_s}) on {source} for {seconds:g} s, main "
+        "thread asleep"
     )
     if not real_nvml:
         print(
-            "  note: the simulated NVML answers from Python with no driver-call latency; real NVML queries "
-            "(6 per GPU per sample) add their driver time to the thread's wall and CPU time (see --real-nvml)"
+            "  note: the simulated NVML answers from Python with no driver-call latency; real "
+            "NVML queries "
+            "(6 per GPU per sample) add their driver time to the thread's wall and CPU time (see "
+            "--real-nvml)"
         )
 
-    # the per-sample cost first (a few thousand calls, about a second), then the thread for the window
+    # the per-sample cost first (a few thousand calls, about a second), then the thread for the
+    # window
     calls = 2000
     proc_us = per_sample_cpu_us(interval_s, None, [], calls)
     all_us = per_sample_cpu_us(interval_s, nv, gpus, calls)
@@ -166,15 +176,19 @@ def sampler_cpu(seconds: float, interval_s: float, n_gpus: int, real_nvml: bool)
     per_hour = size / samples * 3600 / interval_s if samples else 0.0
 
     print(
-        f"  window {wall:.2f} s wall   samples {samples} (at a {interval_s:g} s period: {expected})   "
-        f"rows {len(sampler.rows)} ({1 + n_gpus} per sample)   achieved period {period * 1000:.1f} ms"
+        f"  window {wall:.2f} s wall   samples {samples} (at a {interval_s:g} s period: "
+        f"{expected})   "
+        f"rows {len(sampler.rows)} ({1 + n_gpus} per sample)   achieved period "
+        f"{period * 1000:.1f} ms"
     )
     print(
         f"  CPU per sample (main thread, {calls} calls): process row {proc_us:.0f} µs, "
-        f"all {1 + n_gpus} rows {all_us:.0f} µs (+{(all_us - proc_us) / max(n_gpus, 1):.0f} µs per GPU)"
+        f"all {1 + n_gpus} rows {all_us:.0f} µs (+{(all_us - proc_us) / max(n_gpus, 1):.0f} µs "
+        "per GPU)"
     )
     print(
-        f"  rows kept in memory: ~{size / 1024:.0f} KiB ({size / max(len(sampler.rows), 1):.0f} B/row), "
+        f"  rows kept in memory: ~{size / 1024:.0f} KiB ({size / max(len(sampler.rows), 1):.0f} "
+        "B/row), "
         f"~{per_hour / 2**20:.0f} MiB per hour of sampling at this period and GPU count"
     )
     print()
@@ -193,11 +207,11 @@ def sampler_cpu(seconds: float, interval_s: float, n_gpus: int, real_nvml: bool)
     )
 
 
-# --------------------------------------------------------------------------- 2. throughput ON vs OFF
+# ----------------------------------------------------------------- 2. throughput ON vs OFF
 
 
 def experiment_config(n: int, batch: int, output_dir: str, meter: str):
-    """The packaged experiment (pytorch, tiny, builtin) with this benchmark's settings, baseline off."""
+    """The packaged experiment (pytorch, tiny, builtin), this benchmark's settings, baseline off."""
     from llem.preflight import experiment
 
     return experiment(
@@ -216,7 +230,7 @@ def experiment_config(n: int, batch: int, output_dir: str, meter: str):
 
 @contextmanager
 def sampler_thread(on: bool) -> Iterator[None]:
-    """OFF: ``Sampler.start`` does nothing, so no sampling thread runs (samples at phase changes remain)."""
+    """OFF: ``Sampler.start`` does nothing: no sampling thread (samples at phase changes remain)."""
     from llem.energy.sampler import Sampler
 
     if on:
@@ -256,7 +270,7 @@ def simulated_pynvml(n_gpus: int) -> Iterator[None]:
 
 
 def run_harness(cfg, tmp_root: str, on: bool) -> tuple[float, int, int]:
-    """(output tokens/s, output tokens, time-series rows in the measured window) of one Harness run."""
+    """(output tokens/s, output tokens, time-series rows in the measured window) of one run."""
     import pyarrow.parquet as pq
 
     from llem.harness import Harness
@@ -295,9 +309,12 @@ def throughput(
     )
 
     print(
-        f"throughput, sampler thread ON vs OFF (OFF = Sampler.start patched to a no-op): tiny-llama, builtin "
-        f"prompts, n={n}, max_new_tokens={MAX_NEW_TOKENS}, warmup_batches={WARMUP_BATCHES}, {what}, "
-        f"sample_interval_ms=100, baseline off, flops off, torch threads={torch.get_num_threads()}, "
+        "throughput, sampler thread ON vs OFF (OFF = Sampler.start patched to a no-op): "
+        "tiny-llama, builtin "
+        f"prompts, n={n}, max_new_tokens={MAX_NEW_TOKENS}, warmup_batches={WARMUP_BATCHES}, "
+        f"{what}, "
+        "sample_interval_ms=100, baseline off, flops off, torch "
+        f"threads={torch.get_num_threads()}, "
         f"repeats={repeats} (median shown)"
     )
     rows = []
@@ -335,7 +352,8 @@ def throughput(
             )
             print(
                 f"  batch={batch}  ON runs: {', '.join(f'{x:.0f}' for x in runs[True])}  "
-                f"OFF runs: {', '.join(f'{x:.0f}' for x in runs[False])} tok/s   time-series rows in the "
+                f"OFF runs: {', '.join(f'{x:.0f}' for x in runs[False])} tok/s   time-series rows "
+                "in the "
                 f"window ON: {', '.join(map(str, window_rows[True]))}  "
                 f"OFF: {', '.join(map(str, window_rows[False]))}"
             )
@@ -354,10 +372,12 @@ def throughput(
             f"{p_med:.3f} [{p_min:.3f}, {p_max:.3f}]"
         )
     print(
-        "  ON/OFF is the ratio of the medians; a [min, max] range wider than the distance to 1 means the run-to-run"
+        "  ON/OFF is the ratio of the medians; a [min, max] range wider than the distance to 1 "
+        "means the run-to-run"
     )
     print(
-        "  noise of this machine is larger than the sampler's effect: raise --repeats (and --n) to resolve it"
+        "  noise of this machine is larger than the sampler's effect: raise --repeats (and --n) "
+        "to resolve it"
     )
 
 
@@ -391,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--real-nvml",
         action="store_true",
-        help="part 1 samples the installed pynvml's GPUs (needs an NVIDIA driver) instead of --gpus "
+        help="part 1 samples the installed pynvml's GPUs (needs an NVIDIA driver) "
+        "instead of --gpus "
         "simulated ones",
     )
     ap.add_argument("--only", choices=("cpu", "throughput"), help="run one part only")

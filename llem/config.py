@@ -13,10 +13,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PlainValidator, SerializeAsAny, ValidationError, model_validator
 
-from llem.energy.config import EnergyConfig
 from llem.backends.config import BackendConfig
 from llem.backends.pytorch.config import PyTorchConfig
 from llem.backends.registry import validate_backend
+from llem.energy.config import EnergyConfig
 from llem.errors import ConfigError
 from llem.strict import PositiveInt
 from llem.strict import Strict as _Strict

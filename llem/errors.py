@@ -1,4 +1,4 @@
-"""Errors a user can fix. Each carries one short message; the CLI prints it and exits with code 2."""
+"""Errors a user can fix: one short message each; the CLI prints it and exits with code 2."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ EXIT_USAGE = 2
 
 
 class UsageError(Exception):
-    """Bad input or an impossible request: printed as ``Error: <message>``, exit code 2, no traceback."""
+    """Bad input or an impossible request: printed as ``Error: <message>``, exit 2, no traceback."""
 
 
 class ConfigError(UsageError):

@@ -1,16 +1,20 @@
-"""FLOPs of autoregressive generation: a closed-form count, and torch's FLOP counter made complete on CPU.
+"""FLOPs of autoregressive generation: a closed form, and torch's FLOP counter completed on CPU.
 
-Convention (same as ``torch.utils.flop_counter``): a multiply-add is 2 FLOPs; only matrix products and
-attention are counted (norms, activations, softmax and rotary embeddings are a few % and are not).
-Generation of ``T`` new tokens for a batch of ``B`` prompts left-padded to ``L`` tokens runs one prefill
-forward over ``L`` positions and ``T - 1`` decode forwards of one position each, attending to ``L + i``
-cached positions; the LM head runs on the last position only (transformers' ``logits_to_keep=1``).
-Attention is counted over every key position, as the kernels compute it (the causal mask saves nothing).
+Convention (same as ``torch.utils.flop_counter``): a multiply-add is 2 FLOPs; only matrix products
+and attention are counted (norms, activations, softmax and rotary embeddings are a few % and are
+not). Generation of ``T`` new tokens for a batch of ``B`` prompts left-padded to ``L`` tokens runs
+one prefill forward over ``L`` positions and ``T - 1`` decode forwards of one position each,
+attending to ``L + i`` cached positions; the LM head runs on the last position only (transformers'
+``logits_to_keep=1``). Attention is counted over every key position, as the kernels compute it (the
+causal mask saves nothing).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+Shape = Sequence[int]  # a tensor shape, as torch's FLOP formulas receive it
 
 # model_type values whose MLP is gated (gate, up, down projections)
 _GATED = {
@@ -55,7 +59,7 @@ class DecoderShape:
         return self.layers * 4 * queries * keys * self.heads * self.head_dim
 
     def generate(self, batch: int, input_len: int, new_tokens: int) -> int:
-        """FLOPs of one ``generate`` call: ``batch`` prompts padded to ``input_len``, ``new_tokens`` steps."""
+        """One ``generate``: ``batch`` prompts padded to ``input_len``, ``new_tokens`` steps."""
         if new_tokens < 1:
             return 0
         head = 2 * self.hidden * self.vocab
@@ -69,37 +73,63 @@ class DecoderShape:
         return batch * (prefill + decode)
 
 
-def decoder_shape(config: dict) -> DecoderShape | None:
-    """Read the shape from an HF ``config.json`` dict; None for architectures without a formula here."""
+def _required(config: Mapping[str, object], *keys: str) -> list[int] | None:
+    """The integer values of ``keys`` in ``config``; None when any is missing or not an integer."""
+    values = [config.get(k) for k in keys]
+    ints = [v for v in values if isinstance(v, int)]
+    return ints if len(ints) == len(keys) else None
+
+
+def _optional(config: Mapping[str, object], key: str, default: int) -> int:
+    """``config[key]`` if a non-zero integer, else ``default`` (HF writes null or 0 when unset)."""
+    value = config.get(key)
+    return value if isinstance(value, int) and value else default
+
+
+def decoder_shape(config: Mapping[str, object]) -> DecoderShape | None:
+    """The shape in an HF ``config.json`` dict; None for architectures without a formula here."""
     mt = config.get("model_type")
     if mt == "gpt2":
-        h = config["n_embd"]
+        dims = _required(config, "n_embd", "n_layer", "n_head", "vocab_size")
+        if dims is None:
+            return None
+        h, layers, heads, vocab = dims
         return DecoderShape(
             h,
-            config["n_layer"],
-            config["n_head"],
-            config["n_head"],
-            h // config["n_head"],
-            config.get("n_inner") or 4 * h,
-            config["vocab_size"],
+            layers,
+            heads,
+            heads,
+            h // heads,
+            _optional(config, "n_inner", 4 * h),
+            vocab,
             gated_mlp=False,
         )
     if mt not in _GATED:
         return None
-    h, heads = config["hidden_size"], config["num_attention_heads"]
+    dims = _required(
+        config,
+        "hidden_size",
+        "num_attention_heads",
+        "num_hidden_layers",
+        "intermediate_size",
+        "vocab_size",
+    )
+    if dims is None:
+        return None
+    h, heads, layers, intermediate, vocab = dims
     return DecoderShape(
         hidden=h,
-        layers=config["num_hidden_layers"],
+        layers=layers,
         heads=heads,
-        kv_heads=config.get("num_key_value_heads") or heads,
-        head_dim=config.get("head_dim") or h // heads,
-        intermediate=config["intermediate_size"],
-        vocab=config["vocab_size"],
+        kv_heads=_optional(config, "num_key_value_heads", heads),
+        head_dim=_optional(config, "head_dim", h // heads),
+        intermediate=intermediate,
+        vocab=vocab,
         gated_mlp=True,
     )
 
 
-def analytic_flops(config: dict, batches: list[tuple[int, int, int]]) -> int | None:
+def analytic_flops(config: Mapping[str, object], batches: list[tuple[int, int, int]]) -> int | None:
     """Closed-form FLOPs of ``batches`` given as (batch size, padded input length, new tokens)."""
     shape = decoder_shape(config)
     if shape is None:
@@ -108,7 +138,7 @@ def analytic_flops(config: dict, batches: list[tuple[int, int, int]]) -> int | N
 
 
 def register_cpu_sdpa_formula() -> None:
-    """Give torch's FLOP counter a formula for CPU flash attention (torch counts it as 0 otherwise)."""
+    """Give torch's FLOP counter a formula for CPU flash attention (it counts 0 otherwise)."""
     import torch
     from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_flop_count
 
@@ -116,7 +146,10 @@ def register_cpu_sdpa_formula() -> None:
     if op is None or op in flop_registry or op.default in flop_registry:
         return
 
-    def cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-        return sdpa_flop_count(query_shape, key_shape, value_shape)
+    def cpu_sdpa(
+        query_shape: Shape, key_shape: Shape, value_shape: Shape, *args: object, **kwargs: object
+    ) -> int:
+        # torch leaves sdpa_flop_count unannotated
+        return int(sdpa_flop_count(query_shape, key_shape, value_shape))  # type: ignore[no-untyped-call]
 
     register_flop_formula(op)(cpu_sdpa)

@@ -1,7 +1,18 @@
 """The experiment lifecycle, owned in one place.
 
-environment snapshot -> prompts -> backend (tokenise, context check) -> load model (timed) -> warm-up
-(excluded) -> measured window over the prompts in batches -> FLOP-counting pass (separate, untimed) -> result.
+1. environment snapshot; measured and warm-up prompt indices; the energy session opens (an explicit
+   meter that cannot work stops the job here, before the model loads);
+2. the backend tokenises the prompts (context check) and loads the model (timed: ``model_load_s``);
+3. the sampler starts; idle baseline per hardware-metered device (cached, else an idle window);
+4. warm-up batches (timed: ``warmup_s``; excluded from every metric);
+5. ``repeats`` measured windows, each all batches back to back between synchronised clock and meter
+   reads, ``repeat_gap_s`` of cool-down between them; then the peak memory;
+6. with ``energy.prefill_split`` and a hardware meter: a prefill-only pass over the same batches in
+   its own window;
+7. the FLOP pass: with ``flops.enabled``, the framework's counter over up to
+   ``flops.max_batches`` batches (timed: ``flops_pass_s``, outside the measured windows); the
+   closed form over every batch;
+8. backend and session close (the time series is written), then the :class:`Result` is assembled.
 """
 
 from __future__ import annotations
@@ -10,10 +21,11 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 from llem import __version__, environment, metrics
 from llem.backends import load_backend
@@ -23,20 +35,24 @@ from llem.clock import now_iso, process_started_s
 from llem.config import ExperimentConfig
 from llem.datasets import load_prompts
 from llem.energy import EnergySession, Window, quality
+from llem.energy.base import Reading
+from llem.energy.baseline import IdlePower
 from llem.energy.codecarbon import CodeCarbonMeter
 from llem.energy.report import energy_metrics, hardware_total
 from llem.flops import analytic_flops
 from llem.records import TIMESERIES_FILE
 from llem.result import (
     DatasetRecord,
+    EnergyMetrics,
     FlopsMetrics,
     MemoryMetrics,
     RepeatMetrics,
     RepeatSummary,
     Result,
     TimingMetrics,
+    TokenCounts,
 )
-from llem.stats import summarize
+from llem.stats import Interval, summarize
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +60,24 @@ log = logging.getLogger(__name__)
 def make_batches(
     prompts: list[Prompt], size: int, sort_by_length: bool = False
 ) -> list[list[Prompt]]:
-    """Consecutive groups of ``size`` prompts (the last may be smaller); optionally length-sorted first."""
+    """Consecutive groups of ``size`` prompts (the last may be smaller), optionally by length."""
     ordered = sorted(prompts, key=lambda p: p.input_tokens) if sort_by_length else prompts
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
+class MeasuredWindow(NamedTuple):
+    """One repeat: its meter window, its requests and its clock duration (s)."""
+
+    window: Window
+    records: list[RequestRecord]
+    seconds: float
+
+
 @contextmanager
-def _progress(total: int, enabled: bool, repeat: int = 1, repeats: int = 1) -> Iterator:
+def _progress(
+    total: int, enabled: bool, repeat: int = 1, repeats: int = 1
+) -> Iterator[Callable[[int], None]]:
+    """A progress bar over ``total`` prompts; yields ``advance(n)``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     label = "measuring" if repeats == 1 else f"measuring (repeat {repeat}/{repeats})"
@@ -67,7 +94,7 @@ def _progress(total: int, enabled: bool, repeat: int = 1, repeats: int = 1) -> I
 
 
 class Harness:
-    """Runs one experiment, writes its time series into ``run_dir`` and returns its :class:`Result`."""
+    """Runs one experiment, writes its time series into ``run_dir``, returns its :class:`Result`."""
 
     def __init__(
         self, config: ExperimentConfig, run_dir: Path, overrides: list[str] | None = None
@@ -118,7 +145,7 @@ class Harness:
             warmup_s = time.perf_counter() - t0
 
             backend.reset_peak_memory()
-            windows: list[tuple[Window, list[RequestRecord], float]] = []
+            windows: list[MeasuredWindow] = []
             for i in range(1, cfg.repeats + 1):
                 if i > 1 and cfg.repeat_gap_s:
                     session.phase("cooldown")
@@ -134,8 +161,8 @@ class Harness:
                         backend.prefill(batch)
                 prefill = (pw.readings, pw.duration_s)
             session.phase("flops")
-            records = [r for _, recs, _ in windows for r in recs]
-            flops, flops_s = self._count_flops(backend, batches, windows[0][1], model.config)
+            records = [r for w in windows for r in w.records]
+            flops, flops_s = self._count_flops(backend, batches, windows[0].records, model.config)
             warnings = backend.warnings() + session.warnings + session.end_checks()
             if n_cut := sum(p.truncated for p in measured):
                 warnings.append(
@@ -147,8 +174,8 @@ class Harness:
                     "warm-up reused measured prompts (the dataset has no others): a prompt cache "
                     "could make measured requests cheaper"
                 )
-            for win, _, _ in windows:
-                warnings += session.window_warnings(win)
+            for w in windows:
+                warnings += session.window_warnings(w.window)
         finally:
             meters.shutdown(wait=True)  # never leave the meters half-opened behind an error
             t_write = time.perf_counter()
@@ -157,7 +184,7 @@ class Harness:
             write_s = time.perf_counter() - t_write
 
         tokens = metrics.token_counts(records)
-        window_s = sum(w for _, _, w in windows)
+        window_s = sum(w.seconds for w in windows)
         energy_section = self._energy(
             session, windows, tokens, baseline, baseline_reason, prefill, timeseries
         )
@@ -205,8 +232,8 @@ class Harness:
 
     def _measure(
         self, backend: Backend, session: EnergySession, batches: list[list[Prompt]], repeat: int
-    ) -> tuple[Window, list[RequestRecord], float]:
-        """One measured window: every batch back to back, between two synchronised clock and meter reads."""
+    ) -> MeasuredWindow:
+        """One measured window: all batches back to back, between synchronised clock/meter reads."""
         show = not self.cfg.quiet and sys.stderr.isatty()
         records: list[RequestRecord] = []
         backend.seed(self.cfg.seed)
@@ -222,23 +249,23 @@ class Harness:
             window_s = time.perf_counter() - start
         for r in records:
             r.repeat = repeat
-        return win, records, window_s
+        return MeasuredWindow(win, records, window_s)
 
     def _energy(
         self,
         session: EnergySession,
-        windows,
-        tokens,
-        baseline,
-        baseline_reason,
-        prefill,
-        timeseries,
-    ):
+        windows: list[MeasuredWindow],
+        tokens: TokenCounts,
+        baseline: list[IdlePower],
+        baseline_reason: str | None,
+        prefill: tuple[list[Reading], float] | None,
+        timeseries: str | None,
+    ) -> EnergyMetrics:
         cc = next((m for m in session.meters if isinstance(m, CodeCarbonMeter)), None)
         carbon = (cc.emissions_kg, cc.country, cc.detail) if cc is not None else None
         return energy_metrics(
             meters=[m.name for m in session.meters],
-            windows=[(w.name, w.readings, secs) for w, _, secs in windows],
+            windows=[(w.window.name, w.window.readings, w.seconds) for w in windows],
             output_tokens=tokens.output,
             requests=tokens.requests,
             baseline=baseline,
@@ -249,14 +276,14 @@ class Harness:
             timeseries=timeseries,
         )
 
-    def _repeats(self, windows) -> RepeatSummary:
+    def _repeats(self, windows: list[MeasuredWindow]) -> RepeatSummary:
         per = []
         for i, (win, recs, secs) in enumerate(windows, 1):
             tokens = metrics.token_counts(recs)
             tp = metrics.throughput(tokens, secs)
             lat = metrics.latency(recs)
             energy_j, _ = hardware_total(win.readings)
-            q = {}
+            q: dict[str, float | None] = {}
             for name in ("ttft", "itl", "e2e"):
                 d = getattr(lat, f"{name}_ms")
                 for p in ("p50", "p90", "p99"):
@@ -276,7 +303,7 @@ class Harness:
                 )
             )
         keys = [k for k in RepeatMetrics.model_fields if k not in {"repeat", "output_tokens"}]
-        stats = {}
+        stats: dict[str, Interval | None] = {}
         for k in keys:
             values = [getattr(m, k) for m in per]
             stats[k] = summarize(values) if all(v is not None for v in values) else None
@@ -287,7 +314,7 @@ class Harness:
         backend: Backend,
         batches: list[list[Prompt]],
         records: list[RequestRecord],
-        model_config: dict,
+        model_config: Mapping[str, object],
     ) -> tuple[FlopsMetrics, float | None]:
         steps = {r.index: r.output_tokens for r in records}
         if backend.pads_batches:  # a padded batch runs until its longest output is done
@@ -329,7 +356,9 @@ class Harness:
             reason=reason,
         ), flops_s
 
-    def _checks(self, output_tokens: int, window_s: float, energy_section) -> list[str]:
+    def _checks(
+        self, output_tokens: int, window_s: float, energy_section: EnergyMetrics
+    ) -> list[str]:
         out = []
         expected = self.cfg.n * self.cfg.repeats * self.cfg.max_new_tokens
         if output_tokens != expected and not self.cfg.stop_at_eos:

@@ -1,6 +1,7 @@
 """Metric arithmetic from request records: token counts, throughput, latency distributions.
 
-Pure functions, no framework imports. Times in records are perf_counter seconds; reported latencies are ms.
+Pure functions, no framework imports. Times in records are perf_counter seconds; reported latencies
+are ms.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from llem.result import Distribution, LatencyMetrics, RequestMetrics, Throughput
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default method) of already sorted values; q in [0, 100]."""
+    """Linearly interpolated percentile (numpy's default) of sorted values; q in [0, 100]."""
     if not sorted_values:
         raise ValueError("no values")
     pos = (len(sorted_values) - 1) * q / 100.0
@@ -66,8 +67,10 @@ def throughput(tokens: TokenCounts, window_s: float) -> ThroughputMetrics:
 
 
 def latency(records: Sequence[RequestRecord]) -> LatencyMetrics:
-    """TTFT and E2E: one sample per request. ITL: one sample per gap between consecutive output tokens."""
-    ttft, e2e, itl = [], [], []
+    """TTFT and E2E: one sample per request. ITL: one per gap between consecutive output tokens."""
+    ttft: list[float] = []
+    e2e: list[float] = []
+    itl: list[float] = []
     for r in records:
         t = r.token_times_s
         if t:

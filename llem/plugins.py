@@ -38,6 +38,8 @@ def load_plugins() -> None:
 def register_plugins() -> None:
     """Load plugins, then register the llem launcher (once)."""
     load_plugins()  # first: the launcher's default images come from the backend registry
+    import contextlib
+
     from hydra.core.plugins import Plugins
 
     from hydra_plugins.llem_plugins.llem_launcher import LlemLauncher
@@ -45,3 +47,8 @@ def register_plugins() -> None:
     plugins = Plugins.instance()
     if f"{LlemLauncher.__module__}.{LlemLauncher.__name__}" not in plugins.class_name_to_class:
         plugins.register(LlemLauncher)
+    with contextlib.suppress(ImportError):  # llem_slurm needs hydra-submitit-launcher
+        from hydra_plugins.llem_plugins.llem_slurm_launcher import LlemSlurmLauncher
+
+        if f"{LlemSlurmLauncher.__module__}.LlemSlurmLauncher" not in plugins.class_name_to_class:
+            plugins.register(LlemSlurmLauncher)

@@ -82,6 +82,7 @@ class Plan:
 
     jobs: list[tuple[list[str], ExperimentConfig]]
     launcher_mode: str  # subprocess | docker (llem launcher), or the name of another launcher
+    slurm_partition: str | None = None  # a SLURM launcher's partition (None: the default one)
 
 
 def compose_jobs(cl: CommandLine) -> Plan:
@@ -138,6 +139,9 @@ def compose_jobs(cl: CommandLine) -> Plan:
         if "llem_launcher" in str(launcher.get("_target_"))
         else "other"
     )
+    if "SlurmLauncher" in str(launcher.get("_target_")):
+        partition = launcher.get("partition")
+        return Plan(results, "slurm", None if partition is None else str(partition))
     return Plan(results, mode)
 
 
@@ -150,7 +154,7 @@ def _task_key(overrides: Sequence[str]) -> tuple[str, ...]:
 
 
 def validated(overrides: Sequence[str]) -> ExperimentConfig | None:
-    """The experiment the pre-flight validated for a job with these overrides (None if it did not)."""
+    """The experiment pre-flight validated for a job with these overrides (None if not)."""
     return _VALIDATED.get(_task_key(overrides))
 
 
@@ -253,6 +257,10 @@ def check(args: list[str]) -> list[ExperimentConfig]:
     plan = compose_jobs(cl)
     experiments = [exp for _, exp in plan.jobs]
     check_isolation({exp.backend.name for exp in experiments}, plan.launcher_mode)
+    if plan.launcher_mode == "slurm":
+        from llem.study.slurm import check_cluster
+
+        check_cluster(plan.slurm_partition)
     from llem.backends import require_backend
     from llem.datasets import check_dataset
     from llem.energy import check_meter

@@ -1,4 +1,4 @@
-"""Statistics over repeats: mean, sample standard deviation, 95% confidence interval (Student's t)."""
+"""Statistics over repeats: mean, sample standard deviation, 95% interval (Student's t)."""
 
 from __future__ import annotations
 
@@ -46,17 +46,17 @@ _T95 = {
 
 
 def t_critical_95(df: int) -> float:
-    """Two-sided 95% t value; between table rows interpolated linearly in 1/df (exact to 3 decimals)."""
+    """Two-sided 95% t value; between rows interpolated linearly in 1/df (exact to 3 decimals)."""
     if df < 1:
         raise ValueError("need at least 2 values")
     if df in _T95:
         return _T95[df]
-    rows = [*sorted(_T95), math.inf]
-    hi = next(r for r in rows if r > df)
+    rows = sorted(_T95)
     lo = max(r for r in rows if r < df)
-    t_lo, t_hi = _T95[lo], _T95.get(hi, 1.960)
-    x, x_lo, x_hi = 1 / df, 1 / lo, (0.0 if hi == math.inf else 1 / hi)
-    return t_hi + (t_lo - t_hi) * (x - x_hi) / (x_lo - x_hi)
+    hi = next((r for r in rows if r > df), None)  # None: past the table, towards df = infinity
+    t_hi, x_hi = (1.960, 0.0) if hi is None else (_T95[hi], 1 / hi)
+    x, x_lo = 1 / df, 1 / lo
+    return t_hi + (_T95[lo] - t_hi) * (x - x_hi) / (x_lo - x_hi)
 
 
 class Interval(BaseModel):

@@ -1,13 +1,15 @@
 """GPU energy check (run through scripts/gpu_check.sh on a machine with an NVIDIA GPU).
 
 1. Builds a random-weight Llama (~1.1B parameters, bf16) locally from llem's tiny tokenizer: no hub.
-2. Runs the real ``llem`` command on CUDA with ``energy=nvml`` (2 repeats of a window > 10 s, synthetic
-   512-token prompts, 128 new tokens, idle baseline 10 s).
-3. For each repeat compares the NVML counter energy with the integral of the instant-power samples in
-   ``timeseries.parquet``; with Zeus installed, runs once more with ``energy=zeus`` and compares J/token.
-4. With vLLM installed, runs the same model, prompts and output length under ``backend=vllm`` and prints the
-   two engines side by side (throughput, latency, energy per token).
-5. Prints a table and exits 1 when any energy pair disagrees by more than 10% (2 when it could not run).
+2. Runs the real ``llem`` command on CUDA with ``energy=nvml`` (2 repeats of a window > 10 s,
+   synthetic 512-token prompts, 128 new tokens, idle baseline 10 s).
+3. For each repeat compares the NVML counter energy with the integral of the instant-power samples
+   in ``timeseries.parquet``; with Zeus installed, runs once more with ``energy=zeus`` and compares
+   J/token.
+4. With vLLM installed, runs the same model, prompts and output length under ``backend=vllm`` and
+   prints the two engines side by side (throughput, latency, energy per token).
+5. Prints a table and exits 1 when any energy pair disagrees by more than 10% (2 when it could not
+   run).
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def disagreement(a: float | None, b: float | None) -> float | None:
 
 
 def compare_engines(model: Path, pytorch: dict, opts) -> None:
-    """With vLLM installed here, the same model, prompts and output length under vLLM, side by side."""
+    """With vLLM installed here: the same model, prompts and output length under vLLM."""
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:
@@ -179,14 +181,16 @@ def main() -> int:
             )
         )
     print(
-        "\ncounter (nvmlDeviceGetTotalEnergyConsumption) vs integrated POWER_INSTANT samples (50 ms)"
+        "\ncounter (nvmlDeviceGetTotalEnergyConsumption) vs integrated POWER_INSTANT samples (50 "
+        "ms)"
     )
     print(f"{'window':<10} {'length':>8} {'counter':>12} {'integrated':>12} {'diff':>7}")
     for row in rows:
         print(f"{row[0]:<10} {row[1]:>8} {row[2]:>12} {row[3]:>12} {row[4]:>7}")
     for b in e["baseline"]:
         print(
-            f"idle baseline {b['device']}: {b['idle_power_w']:.1f} W over {b['duration_s']:.0f} s ({b['source']})"
+            f"idle baseline {b['device']}: {b['idle_power_w']:.1f} W over {b['duration_s']:.0f} s "
+            f"({b['source']})"
         )
     print(
         f"NVML total {e['total_j']:.1f} J, {e['per_output_token_j'] * 1e3:.3f} mJ/output token, "
@@ -194,7 +198,8 @@ def main() -> int:
         f"baseline-adjusted {e['adjusted_total_j']:.1f} J"
     )
     print(
-        f"throughput {nvml['throughput']['output_tokens_per_s']:.0f} output tok/s; warnings: {nvml['warnings']}"
+        f"throughput {nvml['throughput']['output_tokens_per_s']:.0f} output tok/s; warnings: "
+        f"{nvml['warnings']}"
     )
 
     try:

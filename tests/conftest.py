@@ -1,10 +1,10 @@
-"""Test settings: one CPU thread, no hub access, a private llem cache shared by the whole session."""
+"""Test settings: one CPU thread, no hub access, a private llem cache for the whole session."""
 
 from __future__ import annotations
 
+import atexit
 import os
-import subprocess
-import sys
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,27 +13,10 @@ import pytest
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HYDRA_FULL_ERROR"] = "0"
-os.environ.setdefault("LLEM_CACHE_DIR", tempfile.mkdtemp(prefix="llem-test-cache-"))
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-AIENERGYSCORE = SHARED_DATA / "aienergyscore.jsonl"
-LLEM = Path(sys.executable).with_name("llem")
-
-
-def run_llem(
-    *args: str, cwd: Path, env: dict | None = None, timeout: int = 300
-) -> subprocess.CompletedProcess:
-    """Run the real ``llem`` console script (non-interactive, so no progress bar)."""
-    return subprocess.run(
-        [str(LLEM), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        stdin=subprocess.DEVNULL,
-    )
+# one private cache per test process (each pytest-xdist worker has its own), removed at exit
+_CACHE = tempfile.mkdtemp(prefix="llem-test-cache-")
+os.environ["LLEM_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,7 @@ import pytest
 from llem.backends.registry import backends, get_backend, install_lines
 from llem.config import validate
 from llem.errors import ConfigError
-from tests.conftest import REPO, run_llem
-from tests.test_config import config_with
+from tests.helpers import REPO, config_with, run_llem
 
 PLUGIN = {"LLEM_PLUGINS": "llem_echo", "PYTHONPATH": str(REPO / "tests" / "stand_ins")}
 
@@ -59,7 +58,7 @@ def test_backend_keys_are_typed_by_their_own_config():
 
 
 def test_hydra_options_hold_the_schema_defaults():
-    from tests.test_config import _compose
+    from tests.helpers import compose_config as _compose
 
     for entry in backends():
         composed = _compose(f"backend={entry.name}").backend

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from llem.result import result_schema
-from tests.conftest import run_llem
+from tests.helpers import run_llem
 
 pytestmark = pytest.mark.e2e
 

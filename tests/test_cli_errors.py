@@ -1,10 +1,10 @@
-"""Bad input through the real ``llem`` command: one short message, exit code 2, no traceback, no folder."""
+"""Bad input through the real ``llem``: one short message, exit code 2, no traceback, no folder."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.conftest import run_llem
+from tests.helpers import run_llem
 
 pytestmark = pytest.mark.e2e
 

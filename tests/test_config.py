@@ -4,14 +4,13 @@ it."""
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from llem import resolvers
 from llem.backends.registry import backends
 from llem.config import ExperimentConfig, validate
 from llem.errors import ConfigError
-from tests.conftest import REPO
+from tests.helpers import REPO, base
+from tests.helpers import compose_config as _compose
 
 CONF = REPO / "conf"
 # Every option of every group: backends from the registry, the rest from conf/<group>/*.yaml.
@@ -23,28 +22,6 @@ GROUPS = {
 }
 # Keys whose value an option exists to choose (every other value must be the schema default).
 SELECTORS = {"energy": ("meter",), "model": ("name_or_path",)}
-
-
-def _compose(*overrides: str):
-    resolvers.register()
-    with initialize_config_module("llem.conf", version_base="1.3"):
-        return compose("llem", overrides=list(overrides))
-
-
-def base() -> dict:
-    return OmegaConf.to_container(_compose(), resolve=True)
-
-
-def config_with(**changes) -> dict:
-    """The packaged defaults with dotted keys changed: config_with(**{"backend.device": "cpu"})."""
-    cfg = base()
-    for key, value in changes.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return cfg
 
 
 def test_packaged_defaults_validate():

@@ -13,7 +13,7 @@ from llem.datasets.aienergyscore import cache_file
 from llem.datasets.builtin import builtin_records
 from llem.datasets.synthetic import synthetic_token_ids
 from llem.errors import UsageError
-from tests.conftest import AIENERGYSCORE
+from tests.helpers import AIENERGYSCORE, needs_aienergyscore
 
 
 def test_builtin_prompts_are_varied():
@@ -39,26 +39,31 @@ def test_n_larger_than_dataset_is_an_error():
         load_prompts(BuiltinDataset(), n=500, n_warmup=0)
 
 
+@needs_aienergyscore
 def test_shared_aienergyscore_file_as_jsonl():
     ps, _, _ = load_prompts(JsonlDataset(path=str(AIENERGYSCORE)), n=1000, n_warmup=0)
     assert len(ps.texts) == 1000  # the provenance line (keys starting with _) is skipped
     assert all(isinstance(t, str) and t for t in ps.texts)
 
 
-def test_aienergyscore_from_local_path_and_from_cache(tmp_path):
+@needs_aienergyscore
+def test_aienergyscore_from_a_local_path():
     cfg = AIEnergyScoreDataset(path=str(AIENERGYSCORE))
     ps, _, _ = load_prompts(cfg, n=10, n_warmup=0)
     assert len(ps.texts) == 1000 and "dataset.path" not in ps.source and not ps.chat_style
+
+
+def test_aienergyscore_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLEM_CACHE_DIR", str(tmp_path))
     cached = cache_file(AIEnergyScoreDataset())
+    assert cached.is_relative_to(tmp_path)
     cached.write_text(json.dumps({"prompt": "cached prompt"}) + "\n")
-    try:
-        ps, _, _ = load_prompts(AIEnergyScoreDataset(), n=1, n_warmup=0)
-        assert ps.texts == ["cached prompt"] and "cache" in ps.source
-    finally:
-        cached.unlink()
+    ps, _, _ = load_prompts(AIEnergyScoreDataset(), n=1, n_warmup=0)
+    assert ps.texts == ["cached prompt"] and "cache" in ps.source
 
 
-def test_aienergyscore_offline_and_uncached_says_how_to_get_it():
+def test_aienergyscore_offline_and_uncached_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLEM_CACHE_DIR", str(tmp_path))
     with pytest.raises(UsageError, match=r"no network and no cached copy.*dataset\.path="):
         check_dataset(AIEnergyScoreDataset())
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 DOCKER = REPO / "docker"
 BACKENDS = ("pytorch", "vllm", "tensorrt")

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from llem.result import Result
-from tests.conftest import AIENERGYSCORE, REPO, run_llem
+from tests.helpers import AIENERGYSCORE, REPO, needs_aienergyscore, run_llem
 
 pytestmark = pytest.mark.e2e
 
@@ -124,6 +124,7 @@ def test_user_experiment_file_overrides_groups_and_keys(tmp_path):
     assert [q.input_tokens for q in r.requests] == [20, 20, 20]
 
 
+@pytest.mark.slow
 def test_sweep_runs_each_job(tmp_path):
     proc = run_llem("-m", "batch=1,4", "n=8", "max_new_tokens=4", "quiet=true", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -132,6 +133,7 @@ def test_sweep_runs_each_job(tmp_path):
     assert sorted(_load(p).config["batch"] for p in paths) == [1, 4]
 
 
+@needs_aienergyscore
 def test_shared_aienergyscore_prompts_as_jsonl_dataset(tmp_path):
     proc = run_llem(
         "dataset=jsonl",
@@ -149,6 +151,7 @@ def test_shared_aienergyscore_prompts_as_jsonl_dataset(tmp_path):
     assert max(q.input_tokens for q in r.requests) <= 256 and r.dataset.truncated_prompts >= 1
 
 
+@needs_aienergyscore
 def test_aienergyscore_dataset_from_a_local_copy(tmp_path):
     local = tmp_path / "aes.jsonl"
     shutil.copy(AIENERGYSCORE, local)

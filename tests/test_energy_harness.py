@@ -9,7 +9,7 @@ import pytest
 from llem.config import validate
 from llem.harness import Harness
 from tests.fake_nvml import FakeGpu, make_nvml
-from tests.test_config import base
+from tests.helpers import base
 
 WATTS = 250.0
 

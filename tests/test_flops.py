@@ -52,7 +52,7 @@ def backend_factory(tiny_model_dir):
     from llem.backends import load_backend
     from llem.config import validate
     from llem.datasets import load_prompts
-    from tests.test_config import config_with
+    from tests.helpers import config_with
 
     def make(**changes):
         exp = validate(config_with(**changes))

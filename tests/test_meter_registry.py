@@ -14,7 +14,7 @@ from llem.config import validate
 from llem.energy import registry
 from llem.energy.config import EnergyConfig
 from llem.errors import ConfigError
-from tests.conftest import REPO, run_llem
+from tests.helpers import REPO, run_llem
 
 # the stand-in is only imported by the llem subprocesses (imported here, it would stay registered
 # for every later test of the session): its constants, as tests/stand_ins/constant_meter.py has them

@@ -26,9 +26,9 @@ from llem.energy.report import energy_metrics
 from llem.errors import ConfigError
 from llem.harness import Harness
 from llem.result import Result
-from tests.conftest import REPO, run_llem
 from tests.fake_nvml import FakeGpu, make_nvml
-from tests.test_config import _compose
+from tests.helpers import REPO, run_llem
+from tests.helpers import compose_config as _compose
 
 PRESET = REPO / "conf" / "experiment" / "aienergyscore.yaml"
 

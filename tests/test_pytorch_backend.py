@@ -13,7 +13,7 @@ from llem.datasets import load_prompts
 from llem.errors import UsageError
 from llem.flops import analytic_flops
 from llem.harness import make_batches
-from tests.test_config import config_with
+from tests.helpers import config_with
 
 
 def _backend(**changes):

@@ -9,8 +9,8 @@ from contextlib import AbstractContextManager
 
 import pytest
 
-from llem.energy.config import EnergyConfig
 from llem.energy import EnergySession, Window
+from llem.energy.config import EnergyConfig
 from llem.load.config import ConcurrencyLoad, PoissonLoad, Slo
 from llem.serving.driver import LoadRun, Marks, closed_loop, open_loop
 from llem.serving.phases import PhaseWindows

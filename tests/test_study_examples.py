@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_llem
+from tests.helpers import REPO, run_llem
 
 pytestmark = pytest.mark.e2e
 
@@ -125,17 +125,18 @@ def test_runnable_example(tmp_path, path, extra, column, values, config_key):
         assert "95% confidence interval across repeats" in (sweep / "study_summary.md").read_text()
 
 
-def test_slurm_example_composes_with_the_submitit_slurm_launcher(tmp_path):
+def test_slurm_example_composes_with_the_llem_slurm_launcher(tmp_path):
     path = MULTIRUN / "slurm.yaml"
-    assert {"override hydra/launcher": "submitit_slurm"} in _load(path)["defaults"]
+    assert {"override hydra/launcher": "llem_slurm"} in _load(path)["defaults"]
     proc = run_llem("run", str(path), "--cfg", "hydra", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     launcher = yaml.safe_load(proc.stdout)["hydra"]["launcher"]
-    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    assert launcher["_target_"].endswith("llem_slurm_launcher.LlemSlurmLauncher")
     assert (
-        launcher["partition"] == "gpu"
-        and launcher["gpus_per_node"] == 1
+        launcher["partition"] is None
+        and launcher["gres"] == "gpu:1"
         and launcher["timeout_min"] == 60
+        and launcher["resume"] is True
     )
     job = run_llem("run", str(path), "--cfg", "job", cwd=tmp_path)
     assert (

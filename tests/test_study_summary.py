@@ -39,7 +39,7 @@ from llem.study.summary import (
     read_result,
     write_summary,
 )
-from tests.conftest import run_llem
+from tests.helpers import run_llem
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SLUG = "tiny-llama_pytorch"
@@ -54,7 +54,7 @@ def template(tiny_model_dir, tmp_path_factory) -> dict:
     from llem.config import validate
     from llem.harness import Harness
     from tests.fake_nvml import FakeGpu, make_nvml
-    from tests.test_config import base
+    from tests.helpers import base
 
     cfg = base() | {
         "n": 6,

@@ -10,8 +10,7 @@ import pytest
 
 from llem.backends.tensorrt.config import TensorRTConfig
 from llem.config import validate
-from tests.conftest import REPO, run_llem
-from tests.test_config import config_with
+from tests.helpers import REPO, config_with, run_llem
 
 STAND_INS = REPO / "tests" / "stand_ins"
 

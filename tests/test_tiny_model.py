@@ -1,4 +1,4 @@
-"""The built-in random-weight model: deterministic, cached, a normal HF folder, loaded without network."""
+"""The built-in random-weight model: deterministic, cached, a normal HF folder, loaded offline."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ from llem.backends.vllm.backend import (
 from llem.backends.vllm.config import VllmConfig
 from llem.config import ExperimentConfig, validate
 from llem.errors import ConfigError, UsageError
-from tests.test_config import _compose
+from tests.helpers import compose_config as _compose
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 

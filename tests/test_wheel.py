@@ -1,16 +1,17 @@
-"""The built wheel in a fresh virtual environment, outside the repository: base install, then [pytorch]."""
+"""The built wheel in a fresh venv outside the repository: base install, then [pytorch]."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -29,12 +30,28 @@ def _run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
     )
 
 
+# what a build must not read from the working tree (setuptools builds in the source folder)
+_NOT_SOURCE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".*_cache",
+    "results",
+    "outputs",
+    "multirun",
+)
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    """The wheel, built from a copy of the source: parallel builds and the repository stay apart."""
+    src = tmp_path_factory.mktemp("src") / "llenergymeasure"
+    shutil.copytree(REPO, src, ignore=_NOT_SOURCE)
     out = tmp_path_factory.mktemp("dist")
-    proc = _run(
-        [sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(REPO)], cwd=out
-    )
+    proc = _run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(src)], cwd=out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (whl,) = out.glob("llenergymeasure-2.0.0-*.whl")
     return whl

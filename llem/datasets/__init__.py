@@ -1,4 +1,4 @@
-"""Prompt sources. :func:`load_prompts` returns the measured prompts plus warm-up prompts for a config."""
+"""Prompt sources: :func:`load_prompts` returns a config's measured and warm-up prompts."""
 
 from __future__ import annotations
 
@@ -58,8 +58,8 @@ def check_dataset(cfg: Dataset) -> None:
 def load_prompts(cfg: Dataset, n: int, n_warmup: int) -> tuple[PromptSet, list[int], list[int]]:
     """The source, the indices of the ``n`` measured prompts, and of ``n_warmup`` warm-up prompts.
 
-    Warm-up prompts come after the measured ones (wrapping to the start when the source runs out), so that
-    no cache can make the measured requests look cheaper than they are.
+    Warm-up prompts come after the measured ones (wrapping to the start when the source runs out),
+    so that no cache can make the measured requests look cheaper than they are.
     """
     ps = _open(cfg)
     if ps.available is not None and n > ps.available:

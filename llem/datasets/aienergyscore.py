@@ -1,8 +1,9 @@
 """The AI Energy Score text-generation prompt set (``AIEnergyScore/text_generation``, Apache-2.0).
 
-1,000 prompts sampled from WikiText, OSCAR and UltraChat, pinned to a dataset commit. Sources, in order:
-``dataset.path`` (a local .jsonl/.csv/.parquet copy), llem's cache, the Hugging Face hub (then cached as
-JSON lines). The hub download is real code but is not exercised by the tests (no hub access there).
+1,000 prompts sampled from WikiText, OSCAR and UltraChat, pinned to a dataset commit. Sources, in
+order: ``dataset.path`` (a local .jsonl/.csv/.parquet copy), llem's cache, the Hugging Face hub
+(then cached as JSON lines). The hub download is real code but is not exercised by the tests (no hub
+access there).
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ def load_aienergyscore(cfg: AIEnergyScoreDataset) -> tuple[list[str], str]:
 
     if not hub_reachable():
         raise UsageError(
-            f"dataset=aienergyscore: no network and no cached copy ({cached}). Run once with network access "
-            f"to download and cache {cfg.hub_id}, or download it yourself and pass dataset.path=<file.jsonl>"
+            f"dataset=aienergyscore: no network and no cached copy ({cached}). Run once with "
+            "network access "
+            f"to download and cache {cfg.hub_id}, or download it yourself and pass "
+            "dataset.path=<file.jsonl>"
         )
     texts = _download(cfg)
     import json

@@ -1,14 +1,23 @@
-"""llem's built-in prompts (``builtin_prompts.jsonl``, written for this project, shipped in the package)."""
+"""llem's built-in prompts (``builtin_prompts.jsonl``, written for this project, shipped)."""
 
 from __future__ import annotations
 
 import functools
 import json
 from importlib import resources
+from typing import TypedDict
+
+
+class BuiltinPrompt(TypedDict):
+    """One line of ``builtin_prompts.jsonl``."""
+
+    id: str
+    task: str  # explain, answer, summarise, chat, code, ...
+    prompt: str
 
 
 @functools.lru_cache(maxsize=1)
-def builtin_records() -> tuple[dict, ...]:
+def builtin_records() -> tuple[BuiltinPrompt, ...]:
     text = (
         resources.files("llem.datasets")
         .joinpath("builtin_prompts.jsonl")

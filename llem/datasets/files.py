@@ -11,10 +11,10 @@ from llem.errors import UsageError
 def read_prompts(
     path: str, field: str, key: str, fallback_fields: tuple[str, ...] = ()
 ) -> list[str]:
-    """Prompts under ``field`` (or the first present of ``fallback_fields``) of a .jsonl/.csv/.parquet file.
+    """Prompts of a .jsonl/.csv/.parquet file under ``field`` (or the first of ``fallback_fields``).
 
-    JSON lines whose keys all start with ``_`` are metadata (e.g. provenance) and are skipped, as are blank
-    lines. ``key`` names the config key in error messages.
+    JSON lines whose keys all start with ``_`` are metadata (e.g. provenance) and are skipped, as
+    are blank lines. ``key`` names the config key in error messages.
     """
     file = Path(path).expanduser()
     if not file.is_file():
@@ -47,7 +47,7 @@ def read_prompts(
     return prompts
 
 
-def _prompt(record: dict, field: str, fallbacks: tuple[str, ...], where: str) -> str:
+def _prompt(record: dict[str, object], field: str, fallbacks: tuple[str, ...], where: str) -> str:
     for name in (field, *fallbacks):
         if name in record:
             value = record[name]

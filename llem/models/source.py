@@ -1,7 +1,7 @@
 """Where a model comes from: the built-in tiny model, a local folder, or the Hugging Face hub.
 
-:func:`check_model` runs in pre-flight (no torch import); :func:`resolve_model` runs in the job and may
-build the built-in model.
+:func:`check_model` runs in pre-flight (no torch import); :func:`resolve_model` runs in the job and
+may build the built-in model.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def check_model(cfg: ModelConfig) -> None:
         folder = Path(name).expanduser()
         if not folder.is_dir():
             raise UsageError(
-                f"model.name_or_path={name}: no such folder; give an existing model folder or a hub id"
+                f"model.name_or_path={name}: no such folder; give an existing model folder or a "
+                "hub id"
             )
         if not (folder / "config.json").is_file():
             raise UsageError(
@@ -90,7 +91,8 @@ def check_model(cfg: ModelConfig) -> None:
             )
     elif not _in_hub_cache(name, cfg.revision) and not hub_reachable():
         raise UsageError(
-            f"model.name_or_path={name} is not in the local Hugging Face cache and the hub is unreachable "
+            f"model.name_or_path={name} is not in the local Hugging Face cache and the hub is "
+            "unreachable "
             "(offline): download it once with network access, or give a local folder "
             "(model.name_or_path=/path/to/model)"
         )
@@ -110,7 +112,7 @@ def resolve_model(cfg: ModelConfig) -> ModelSource:
 
 
 def checkpoint_parameters(folder: Path) -> int | None:
-    """Tensor elements in a folder's ``*.safetensors`` files (headers only); None without such files."""
+    """Tensor elements in a folder's ``*.safetensors`` files (headers only); None without any."""
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         return None

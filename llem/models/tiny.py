@@ -1,10 +1,11 @@
-"""The built-in model ``llem://tiny-llama``: a real Llama-architecture causal LM with RANDOM weights.
+"""The built-in model ``llem://tiny-llama``: a real Llama-architecture causal LM, RANDOM weights.
 
 Built locally and deterministically (fixed seeds, no download): a byte-level BPE tokenizer trained
-in-process on llem's built-in prompts, and ``LlamaForCausalLM`` initialised from a fixed seed. Saved once as
-a normal HF model folder in llem's cache and then loaded through ``from_pretrained`` like any other model.
-Its outputs are meaningless; it exists so that ``llem`` measures a real transformer anywhere in seconds.
-A ``llem_model.json`` provenance file in the folder records that the weights are random.
+in-process on llem's built-in prompts, and ``LlamaForCausalLM`` initialised from a fixed seed. Saved
+once as a normal HF model folder in llem's cache and then loaded through ``from_pretrained`` like
+any other model. Its outputs are meaningless; it exists so that ``llem`` measures a real transformer
+anywhere in seconds. A ``llem_model.json`` provenance file in the folder records that the weights
+are random.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TypedDict
+
+from pydantic import JsonValue
 
 from llem.paths import cache_dir
 
@@ -22,8 +26,22 @@ BUILD_VERSION = 1
 SEED = 0
 PROVENANCE_FILE = "llem_model.json"
 
+
+class Arch(TypedDict):
+    """The ``LlamaConfig`` arguments that shape the tiny model."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    intermediate_size: int
+    max_position_embeddings: int  # tokens
+    rope_theta: float
+    tie_word_embeddings: bool
+
+
 # ~1.0M parameters: 2 layers, grouped-query attention (4 query heads, 2 KV heads), gated SiLU MLP.
-ARCH = {
+ARCH: Arch = {
     "hidden_size": 128,
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
@@ -36,7 +54,8 @@ ARCH = {
 TOKENIZER_VOCAB = 2048
 SPECIAL = {"bos": "<|begin|>", "eos": "<|end|>", "pad": "<|pad|>"}
 CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token "
+    "}}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
@@ -55,7 +74,7 @@ def _spec_key() -> str:
 
 
 def ensure_tiny_llama() -> Path:
-    """Path of the built model folder, building it on first use (atomic: safe with concurrent jobs)."""
+    """The built model folder, built on first use (atomic: safe with concurrent jobs)."""
     target = cache_dir("models") / f"tiny-llama-{_spec_key()}"
     if (target / PROVENANCE_FILE).is_file():
         return target
@@ -100,7 +119,8 @@ def build(folder: Path) -> None:
         pair=f"{SPECIAL['bos']} $A $B",
         special_tokens=[(SPECIAL["bos"], bos_id)],
     )
-    tokenizer = PreTrainedTokenizerFast(
+    # transformers leaves the fast tokenizer's __init__ unannotated
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         bos_token=SPECIAL["bos"],
         eos_token=SPECIAL["eos"],
@@ -110,7 +130,9 @@ def build(folder: Path) -> None:
         chat_template=CHAT_TEMPLATE,
     )
     vocab = -(-len(tokenizer) // 64) * 64  # round up: embedding rows for every token id
-    config = LlamaConfig(
+    # transformers accepts the legacy rope_theta at run time (its @strict wrapper); the dataclass
+    # signature it declares lists only rope_parameters
+    config = LlamaConfig(  # type: ignore[misc]
         **ARCH,
         vocab_size=vocab,
         bos_token_id=bos_id,
@@ -119,7 +141,7 @@ def build(folder: Path) -> None:
         dtype="float32",
     )
     torch.manual_seed(SEED)
-    model = LlamaForCausalLM(config).eval()
+    model = LlamaForCausalLM(config)
     tokenizer.save_pretrained(folder)
     model.save_pretrained(folder)
     provenance = {
@@ -128,12 +150,18 @@ def build(folder: Path) -> None:
         "seed": SEED,
         "random_weights": True,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "note": "random weights: generated text is meaningless; use for measuring the pipeline, not a model",
+        "note": (
+            "random weights: generated text is meaningless; "
+            "use for measuring the pipeline, not a model"
+        ),
     }
     (folder / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
 
 
-def provenance(folder: str | Path) -> dict | None:
+def provenance(folder: str | Path) -> dict[str, JsonValue] | None:
     """The provenance record of a llem-built model folder, or None for any other model."""
     path = Path(folder) / PROVENANCE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if isinstance(record, dict) else None

@@ -547,7 +547,7 @@ class Study:
         _resume(jobs, self.conf.resume)
         server = self._fork_server(jobs, sweep_dir)
         try:
-            _write_plan(sweep_dir, jobs, self.conf)
+            _write_plan(sweep_dir, jobs, self.conf.mode.value)
             scheduler = Scheduler(self.conf, sweep_dir, self.task, jobs, server)
             return self._schedule(jobs, sweep_dir, scheduler)
         finally:
@@ -627,15 +627,15 @@ def _resume(jobs: list[Job], resume: bool) -> None:
         shutil.move(job.folder, stale)
 
 
-def _write_plan(sweep_dir: Path, jobs: list[Job], conf: LlemLauncherConf) -> None:
+def _write_plan(sweep_dir: Path, jobs: list[Job], mode: str, launcher: str = "llem") -> None:
     write_plan(
         sweep_dir,
         StudyPlan(
             llem_version=__version__,
             created_at=now_iso(),
             sweep_dir=str(sweep_dir),
-            launcher="llem",
-            mode=conf.mode.value,
+            launcher=launcher,
+            mode=mode,
             jobs=[
                 PlannedJob(
                     num=j.num,

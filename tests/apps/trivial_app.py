@@ -1,4 +1,4 @@
-"""A trivial Hydra app for launcher tests: records its environment, can sleep, fail or kill itself."""
+"""A trivial Hydra app for launcher tests: records its environment; can sleep, fail, kill itself."""
 
 import json
 import os

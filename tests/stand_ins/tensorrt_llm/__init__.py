@@ -1,6 +1,8 @@
-"""A stand-in for ``tensorrt_llm`` (which cannot be installed here): the two classes llem calls, recording
-their arguments and producing outputs of exactly the requested length, so that llem's config mapping and
-result assembly can be tested. It performs no inference."""
+"""A stand-in for ``tensorrt_llm`` (which cannot be installed here).
+
+The two classes llem calls, recording their arguments and producing outputs of exactly the requested
+length, so that llem's config mapping and result assembly can be tested. It performs no inference.
+"""
 
 from __future__ import annotations
 

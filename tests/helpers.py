@@ -1,0 +1,65 @@
+"""Helpers shared by the test modules (the one module they import helpers from; fixtures live in
+conftest.py): paths, the real ``llem`` command, the packaged configuration, the CI's shared data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig, OmegaConf
+
+REPO = Path(__file__).resolve().parents[1]
+LLEM = Path(sys.executable).with_name("llem")
+
+# data that is not in the repository: CI has ../shared beside the clone, a fresh clone has not
+SHARED_DATA = REPO.parent / "shared" / "data"
+AIENERGYSCORE = SHARED_DATA / "aienergyscore.jsonl"
+needs_aienergyscore = pytest.mark.skipif(
+    not AIENERGYSCORE.is_file(),
+    reason=f"needs {AIENERGYSCORE} (the AI Energy Score prompts CI keeps beside the clone)",
+)
+
+
+def run_llem(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``llem`` console script (non-interactive, so no progress bar)."""
+    return subprocess.run(
+        [str(LLEM), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """The packaged experiment config composed by Hydra with ``overrides`` (not validated)."""
+    from llem import resolvers
+
+    resolvers.register()
+    with initialize_config_module("llem.conf", version_base="1.3"):
+        return compose("llem", overrides=list(overrides))
+
+
+def base() -> dict:
+    """The packaged defaults as plain, resolved containers (nested dicts a test may edit)."""
+    return OmegaConf.to_container(compose_config(), resolve=True)
+
+
+def config_with(**changes: object) -> dict:
+    """The packaged defaults with dotted keys changed: config_with(**{"backend.device": "cpu"})."""
+    cfg = base()
+    for key, value in changes.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return cfg
