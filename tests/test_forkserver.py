@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_llem
+from tests.helpers import REPO, run_llem
 
 pytestmark = pytest.mark.e2e
 APP = REPO / "tests" / "apps" / "trivial_app.py"
