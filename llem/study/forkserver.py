@@ -1,8 +1,9 @@
 """Study jobs without paying the imports again: a pre-imported parent forks one process per job.
 
-``python -m llem.study.forkserver <module> ...`` imports torch, transformers, llem and each named
-module (the task's module, the jobs' backend engines), runs Hydra's plugin scan, then serves the
-launcher over its stdin/stdout, one JSON object a line:
+``python -m llem.study.forkserver <module> ...`` imports the worker and each named module (the
+task's module, llem's harness, the jobs' backend engines with torch and transformers and what they
+import lazily), runs Hydra's plugin scan, then serves the launcher over its stdin/stdout, one JSON
+object a line:
 
 - the server says ``{"ready": null}`` (or ``{"ready": "<why forking is unsafe>"}``) once imported;
 - the launcher asks ``{"spec": ..., "task": ..., "log": ..., "env": {...}, "cwd": ...}``;
@@ -32,8 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypedDict
 
-# imported before any job: what a fresh interpreter spends most of its start-up on
-PRELOAD = ("torch", "transformers", "llem.app", "llem.harness", "llem.study.worker")
+PRELOAD = ("llem.study.worker",)  # every job runs it; the launcher names the rest
 READY_TIMEOUT_S = 300.0
 POLL_S = 0.05
 

@@ -580,6 +580,8 @@ class Study:
         task_module = self.task.rsplit(":", 1)[0]
         if not task_module.endswith(".py"):  # a script's top level is the job's to run, not ours
             modules.add(task_module)
+        if self.task.startswith("llem."):
+            modules.add("llem.harness")
         (sweep_dir / JOBS_DIR).mkdir(parents=True, exist_ok=True)
         server = ForkServer(sorted(modules), sweep_dir / JOBS_DIR / FORKSERVER_LOG)
         problem = server.problem()
