@@ -219,7 +219,7 @@ class ForkServer:
             self._lock.wait_for(lambda: bool(self._pids))
             pid = self._pids.pop(0)
         if pid < 0:
-            raise OSError("the fork server exited")
+            raise OSError(f"the fork server exited (see {self._log.name})")
         return ForkedJob(self, pid)
 
     def exit_code(self, pid: int) -> int | None:

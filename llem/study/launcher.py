@@ -425,8 +425,15 @@ class Scheduler:
         job.log = self.sweep_dir / JOBS_DIR / f"{job.num}.log"
         job.started, job.status = time.time(), JobStatus.RUNNING
         if job.process == FORKED and self.server is not None:
-            job.proc = self.server.start(spec, self.task, job.log, env)
-            return
+            try:
+                job.proc = self.server.start(spec, self.task, job.log, env)
+                return
+            except OSError as exc:  # the server is gone: this job and the next start fresh
+                self.server = None
+                for j in self.jobs:
+                    if j.process == FORKED and j.status in (JobStatus.PENDING, JobStatus.RUNNING):
+                        j.process = f"fresh interpreter ({exc})"
+                _write_plan(self.sweep_dir, self.jobs, self.conf.mode.value)
         with job.log.open("w") as log:
             job.proc = subprocess.Popen(
                 argv,
