@@ -76,9 +76,21 @@ def _yaml_copy(path: Path) -> Path:
     return target
 
 
+def print_version() -> None:
+    """``llem --version``: llem's version, then Hydra's."""
+    import hydra
+
+    from llem import __version__
+
+    print(f"llenergymeasure {__version__} (Hydra {hydra.__version__})")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        if args and args[0] in ("--version", "-V"):
+            print_version()
+            return
         if args and args[0] == "config":
             from llem.envreport import main as config_main
 

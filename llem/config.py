@@ -14,10 +14,13 @@ from typing import Annotated, Literal
 from pydantic import Field, PlainValidator, SerializeAsAny, ValidationError, model_validator
 
 from llem.backends.config import BackendConfig
+from llem.backends.openai.config import OpenAIConfig, is_local
 from llem.backends.pytorch.config import PyTorchConfig
 from llem.backends.registry import validate_backend
 from llem.energy.config import EnergyConfig
 from llem.errors import ConfigError
+from llem.load.config import BatchLoad, LoadConfig
+from llem.load.options import store_hydra_options
 from llem.strict import PositiveInt
 from llem.strict import Strict as _Strict
 
@@ -129,6 +132,9 @@ class ExperimentConfig(_Strict):
     model: ModelConfig
     dataset: Dataset
     energy: EnergyConfig
+    load: LoadConfig = Field(
+        BatchLoad(), description="how requests reach the engine: batch | poisson | concurrency"
+    )
     n: PositiveInt = Field(100, description="number of measured prompts")
     batch: PositiveInt = Field(1, description="prompts per generate call (must be <= n)")
     max_new_tokens: PositiveInt = Field(32, description="new tokens per prompt")
@@ -142,7 +148,8 @@ class ExperimentConfig(_Strict):
     )
     precision: Literal["bf16", "fp16", "fp32", "auto"] = Field(
         "bf16",
-        description="weights/activation dtype; on CPU see README (bf16 needs native CPU support)",
+        description="weights/activation dtype; on CPU see docs/measurement.md "
+        "(bf16 needs native CPU support)",
     )
     decoding: Decoding = Decoding()
     seed: int = Field(42, description="seeds every RNG generation uses")
@@ -180,6 +187,31 @@ class ExperimentConfig(_Strict):
         ):
             raise ValueError(
                 "backend.device_map needs GPUs: drop it or set backend.device=cuda/auto"
+            )
+        served = isinstance(self.backend, OpenAIConfig)
+        if served and isinstance(self.load, BatchLoad):
+            raise ValueError(
+                "backend=openai measures a server under a load: set load=poisson or "
+                "load=concurrency"
+            )
+        if served and self.repeats > 1:
+            raise ValueError(
+                "a served run is measured once: set repeats=1 (sweep seed=... for repeated runs)"
+            )
+        if not served and not isinstance(self.load, BatchLoad):
+            raise ValueError(
+                f"load={self.load.name} needs a server: use backend=openai (backend="
+                f"{self.backend.name} runs offline batches, load=batch only)"
+            )
+        if (
+            isinstance(self.backend, OpenAIConfig)
+            and self.backend.url
+            and not is_local(self.backend.url)
+            and self.energy.meter != "none"
+        ):
+            raise ValueError(
+                f"backend.url={self.backend.url} is not on this machine, whose meters would "
+                "measure other hardware: use a 127.0.0.1 URL or energy=none"
             )
         return self
 
@@ -268,3 +300,6 @@ def _show(value: object) -> str:
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
     return repr(value) if isinstance(value, str) else str(value)
+
+
+store_hydra_options()  # options of group load (load=batch|poisson|concurrency) from the schema

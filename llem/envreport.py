@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 from llem.backends.registry import backends
+from llem.docker.compose import IMAGES_NOTE, compose_path
+from llem.docker.engine import probe
 from llem.energy.registry import meter_status_lines
 from llem.environment import cpu_info, nvml_info, package_versions, torch_cuda_build
+from llem.errors import UsageError
 from llem.plugins import load_plugins
-
-
-def docker_status() -> str:
-    docker = shutil.which("docker")
-    if docker is None:
-        return "not installed"
-    try:
-        out = subprocess.run(
-            [docker, "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "client installed, engine not responding"
-    version = out.stdout.strip()
-    return (
-        f"available (engine {version})"
-        if out.returncode == 0 and version
-        else "client installed, no engine running"
-    )
 
 
 def report() -> list[tuple[str, str]]:
@@ -59,12 +38,34 @@ def report() -> list[tuple[str, str]]:
     else:
         rows.append(("NVML", nvml["reason"]))
     rows += meter_status_lines()
-    rows.append(("docker", docker_status()))
+    rows.append(("docker", probe().describe()))
+    rows.append(("compose file", f"{compose_path()} ({IMAGES_NOTE})"))
     return rows
+
+
+USAGE = """usage: llem config [--compose-path | --help]
+
+What this machine and environment can run and measure: llem and Python versions, each backend
+(installed or its install command), CPU, GPUs (NVML), energy meters, Docker and the packaged
+compose file. Never imports torch.
+
+  --compose-path  print only the path of the packaged compose file, e.g.
+                  docker compose -f "$(llem config --compose-path)" pull pytorch vllm
+  -h, --help      this text
+
+The launcher's options (hydra.launcher.*) are listed by: llem --cfg hydra -p hydra.launcher"""
 
 
 def main(args: list[str]) -> None:
     """Print :func:`report` as a table (plugins loaded first: their backends are listed too)."""
+    if args in (["--help"], ["-h"]):
+        print(USAGE)
+        return
+    if args == ["--compose-path"]:
+        print(compose_path())
+        return
+    if args:
+        raise UsageError(f"llem config: unknown argument {' '.join(args)} (see llem config --help)")
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text

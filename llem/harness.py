@@ -105,6 +105,10 @@ class Harness:
 
     def run(self) -> Result:
         cfg = self.cfg
+        if cfg.load.name != "batch":  # a server under a load: llem.serving.run
+            from llem.serving.run import ServedRun
+
+            return ServedRun(cfg, self.run_dir, self.overrides).run()
         started = now_iso()
         process_start = process_started_s()
         t_run = time.perf_counter()

@@ -20,6 +20,8 @@ from llem.result import (
     LatencyMetrics,
     MemoryMetrics,
     RepeatSummary,
+    ServingReport,
+    SpanFigures,
     ThroughputMetrics,
     TimingMetrics,
 )
@@ -45,6 +47,8 @@ class Measured(Protocol):
     def energy(self) -> EnergyMetrics: ...
     @property
     def repeats(self) -> RepeatSummary: ...
+    @property
+    def serving(self) -> ServingReport | None: ...
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,18 @@ def _p(dist: Distribution | None, name: Literal["p50", "p99"]) -> float | None:
 
 def _co2(r: Measured) -> float | None:
     return None if r.energy.co2 is None else r.energy.co2.emissions_kg_co2eq
+
+
+def _steady(r: Measured) -> SpanFigures | None:
+    """The steady-state window of a served run (None offline or without one)."""
+    return r.serving.steady if r.serving is not None else None
+
+
+def _slo_attainment(r: Measured) -> float | None:
+    w = _steady(r)
+    if w is None or w.goodput_requests_per_s is None or not w.achieved_requests_per_s:
+        return None
+    return w.goodput_requests_per_s / w.achieved_requests_per_s
 
 
 def _flops_per_token(r: Measured) -> float | None:
@@ -142,6 +158,49 @@ KEY_METRICS: tuple[KeyMetric, ...] = (
     KeyMetric("flops_pass_s", "FLOP pass", "s", "float", lambda r: r.timing.flops_pass_s),
     KeyMetric("write_s", "write", "s", "float", lambda r: r.timing.write_s),
     KeyMetric("repeats", "repeats", "", "int", lambda r: len(r.repeats.per_repeat)),
+    # served runs (backend=openai under a load): the steady-state window (docs/serving.md)
+    KeyMetric(
+        "steady_achieved_requests_per_s",
+        "steady achieved rate",
+        "req/s",
+        "float",
+        lambda r: w.achieved_requests_per_s if (w := _steady(r)) else None,
+    ),
+    KeyMetric(
+        "steady_output_tokens_per_s",
+        "steady output throughput",
+        "output tok/s",
+        "float",
+        lambda r: w.output_tokens_per_s if (w := _steady(r)) else None,
+    ),
+    KeyMetric(
+        "steady_energy_per_output_token_j",
+        "steady energy per output token",
+        "J/output token",
+        "float",
+        lambda r: w.per_output_token_j if (w := _steady(r)) else None,
+    ),
+    KeyMetric(
+        "steady_e2e_p50_ms",
+        "steady E2E p50",
+        "ms",
+        "float",
+        lambda r: _p(w.latency.e2e_ms, "p50") if (w := _steady(r)) else None,
+    ),
+    KeyMetric(
+        "steady_e2e_p99_ms",
+        "steady E2E p99",
+        "ms",
+        "float",
+        lambda r: _p(w.latency.e2e_ms, "p99") if (w := _steady(r)) else None,
+    ),
+    KeyMetric(
+        "steady_slo_attainment",
+        "steady SLO attainment",
+        "",
+        "float",
+        _slo_attainment,
+    ),
 )
 BY_NAME: dict[str, KeyMetric] = {m.name: m for m in KEY_METRICS}
 

@@ -11,6 +11,7 @@ import contextlib
 import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -81,7 +82,9 @@ class Plan:
     """What a command line will run: each job's overrides and validated experiment, and how."""
 
     jobs: list[tuple[list[str], ExperimentConfig]]
-    launcher_mode: str  # subprocess | docker (llem launcher), or the name of another launcher
+    launcher_mode: str  # auto | subprocess | docker (llem's launcher), or "other"
+    docker_executable: str = "docker"  # hydra.launcher.docker.executable
+    docker_host: str | None = None  # hydra.launcher.docker.host
     slurm_partition: str | None = None  # a SLURM launcher's partition (None: the default one)
 
 
@@ -134,15 +137,20 @@ def compose_jobs(cl: CommandLine) -> Plan:
         raise ConfigError("\n".join(lines))
     _VALIDATED.update((_task_key(job), exp) for job, exp in results)
     launcher = hydra_cfg.launcher
-    mode = (
-        str(launcher.get("mode", "subprocess"))
-        if "llem_launcher" in str(launcher.get("_target_"))
-        else "other"
-    )
-    if "SlurmLauncher" in str(launcher.get("_target_")):
+    target = str(launcher.get("_target_"))
+    if "SlurmLauncher" in target:
         partition = launcher.get("partition")
-        return Plan(results, "slurm", None if partition is None else str(partition))
-    return Plan(results, mode)
+        return Plan(results, "slurm", slurm_partition=None if partition is None else str(partition))
+    if "llem_launcher" not in target:
+        return Plan(results, "other")
+    mode = launcher.get("mode")
+    host = launcher.docker.get("host")
+    return Plan(
+        results,
+        mode.value if isinstance(mode, Enum) else str(mode),
+        str(launcher.docker.executable),
+        None if host is None else str(host),
+    )
 
 
 # this process's validated jobs, by their task overrides: llem's study launcher reuses them
@@ -221,7 +229,11 @@ def _composition_message(exc: Exception, compose: ComposeFn, config_name: str) -
         try:
             from omegaconf import OmegaConf
 
-            base = compose(config_name, overrides=[])
+            base = compose(
+                config_name,
+                overrides=[],
+                return_hydra_config=parent == "hydra" or parent.startswith("hydra."),
+            )
             node = OmegaConf.select(base, parent) if parent else base
             close = (
                 difflib.get_close_matches(leaf, list(node.keys()), n=1) if node is not None else []
@@ -230,7 +242,8 @@ def _composition_message(exc: Exception, compose: ComposeFn, config_name: str) -
                 hint = f" (did you mean '{'.'.join(filter(None, [parent, close[0]]))}'?)"
         except Exception:
             pass
-        return f"unknown key '{key}'{hint}: check the spelling; `llem --cfg job` lists every key"
+        lister = f"llem --cfg hydra -p {parent}" if key.startswith("hydra.") else "llem --cfg job"
+        return f"unknown key '{key}'{hint}: check the spelling; `{lister}` lists every key"
     return _first_line(text)
 
 
@@ -256,12 +269,20 @@ def check(args: list[str]) -> list[ExperimentConfig]:
         return []
     plan = compose_jobs(cl)
     experiments = [exp for _, exp in plan.jobs]
-    check_isolation({exp.backend.name for exp in experiments}, plan.launcher_mode)
+    from llem.docker.engine import probe
+    from llem.study.isolation import launch_mode
+
+    mode = launch_mode(
+        plan.launcher_mode,
+        {exp.backend.name for exp in experiments},
+        lambda: probe(plan.docker_executable, plan.docker_host),
+    )
     if plan.launcher_mode == "slurm":
         from llem.study.slurm import check_cluster
 
         check_cluster(plan.slurm_partition)
     from llem.backends import require_backend
+    from llem.backends.openai.config import OpenAIConfig, require_vllm
     from llem.datasets import check_dataset
     from llem.energy import check_meter
     from llem.models.source import check_model
@@ -274,10 +295,13 @@ def check(args: list[str]) -> list[ExperimentConfig]:
         seen.add(ident)
         return new
 
-    in_containers = plan.launcher_mode == "docker"  # engines live in the images, not on this host
+    in_containers = mode == "docker"  # engines live in the images, not on this host
     for exp in experiments:
         if not in_containers and first(f"backend:{exp.backend.name}"):
             require_backend(exp.backend.name)
+        served_by_vllm = isinstance(exp.backend, OpenAIConfig) and exp.backend.launch == "vllm"
+        if not in_containers and served_by_vllm and first("server:vllm"):
+            require_vllm()  # backend=openai starting vLLM: the extra, before any job starts
         if first(f"model:{exp.model!r}"):
             check_model(exp.model)
         if first(f"dataset:{exp.dataset!r}"):
@@ -285,25 +309,6 @@ def check(args: list[str]) -> list[ExperimentConfig]:
         if first(f"energy:{exp.energy!r}"):
             check_meter(exp.energy)
     return experiments
-
-
-def check_isolation(
-    backends: set[str], launcher_mode: str, docker_usable: Callable[[], bool] | None = None
-) -> None:
-    """Engines cannot share a process or, reliably, an environment: several backends need
-    containers."""
-    if len(backends) < 2:
-        return
-    if docker_usable is None:
-        from llem.study.launcher import docker_usable as engine_answers
-
-        docker_usable = engine_answers
-    if launcher_mode != "docker" or not docker_usable():
-        raise UsageError(
-            "Multi-backend studies require Docker.\n"
-            f"Install Docker, then: docker compose pull {' '.join(sorted(backends))}\n"
-            "and run the study with hydra.launcher.mode=docker"
-        )
 
 
 def experiment(*overrides: str) -> ExperimentConfig:

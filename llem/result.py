@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -296,6 +297,65 @@ class BenchmarkReport(_Model):
     reason: str | None = Field(description="why a figure is null")
 
 
+SpanLabel = Literal["ramp", "steady", "drain", "whole_run"]
+
+
+class ServingLatency(LatencyMetrics):
+    """Latency of the requests sent in a span; ITL is every gap (tokens of one chunk share a
+    time)."""
+
+    tpot_ms: Distribution | None = Field(
+        description="time per output token after the first: (last - first token) / (tokens - 1)"
+    )
+    send_lag_ms: Distribution | None = Field(description="actual - scheduled send time")
+
+
+class SpanFigures(_Model):
+    """What a served run achieved over one span (rules in :mod:`llem.serving.window`)."""
+
+    label: SpanLabel
+    duration_s: float
+    requests_sent: int
+    requests_completed: int = Field(description="finished without error inside the span")
+    requests_failed: int = Field(description="sent inside the span and failed (see their errors)")
+    output_tokens: int = Field(description="tokens whose arrival lies inside the span")
+    offered_requests_per_s: float
+    achieved_requests_per_s: float
+    output_tokens_per_s: float
+    goodput_requests_per_s: float | None = Field(
+        description="completed requests meeting load.slo / duration; null without SLOs"
+    )
+    energy_j: float | None = Field(description="meter reads at the span's boundaries")
+    per_output_token_j: float | None
+    per_request_j: float | None = Field(description="energy / requests completed in the span")
+    energy_reason: str | None = None
+    latency: ServingLatency
+
+
+class ServingReport(_Model):
+    """A served run (``backend=openai`` under ``load=poisson|concurrency``): its steady-state window
+    and its whole run, both labelled (see docs/serving.md)."""
+
+    load: str = Field(description="poisson | concurrency")
+    launch: str = Field(description="vllm | command (started by llem) | none (backend.url)")
+    server_startup_s: float | None = Field(
+        description="start to GET /health = 200 (s); null with launch=none"
+    )
+    server_log: str | None = Field(description="the server's log file in the run folder")
+    steady: SpanFigures | None = Field(description="the steady-state window; null with the reason")
+    steady_reason: str | None
+    whole_run: SpanFigures = Field(description="first send to the end of the last stream")
+    usage_mismatches: int = Field(
+        description="requests whose streamed token count differs from the server's usage count"
+    )
+    input_mismatches: int = Field(
+        description="requests whose input tokens (counted here) differ from the server's count"
+    )
+    errors: list[str] = Field(description="distinct errors of failed requests (at most 10)")
+    server_metrics_samples: int = Field(description="Prometheus rows in timeseries.parquet")
+    server_metrics_errors: int = Field(description="/metrics polls that failed")
+
+
 class ResultMetrics(BaseModel):
     """The measured sections of a ``result.json`` (the same types as :class:`Result`), read without
     the per-request list, the config and the environment: what the study summary and the key metrics
@@ -313,6 +373,7 @@ class ResultMetrics(BaseModel):
     flops: FlopsMetrics
     energy: EnergyMetrics
     repeats: RepeatSummary
+    serving: ServingReport | None = None
 
 
 class Result(_Model):
@@ -342,6 +403,9 @@ class Result(_Model):
     )
     benchmark: BenchmarkReport | None = Field(
         None, description="benchmark preset figures (runs with protocol set, see llem.benchmarks)"
+    )
+    serving: ServingReport | None = Field(
+        None, description="served runs only: steady window and whole run (llem.serving)"
     )
 
 

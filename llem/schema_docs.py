@@ -1,8 +1,11 @@
-"""The README's configuration tables, generated from the schema and the backend registry.
+"""The reference tables of docs/, generated from the schema, the Result model and the backend
+registry.
 
-A table lives in the README between ``<!-- llem-docs:NAME -->`` and ``<!-- /llem-docs:NAME -->``;
-``python -m llem.schema_docs README.md`` rewrites every such block, ``--check`` only says whether
-one differs (a test runs the check, so the README cannot drift from the schema)."""
+A table lives in a Markdown file between ``<!-- llem-docs:NAME -->`` and
+``<!-- /llem-docs:NAME -->``;
+``python -m llem.schema_docs [FILE ...]`` rewrites every such block (by default in
+docs/configuration.md and docs/results-reference.md), ``--check`` only says whether one differs (a
+test runs the check, so the docs cannot drift from the schema)."""
 
 from __future__ import annotations
 
@@ -17,8 +20,16 @@ from pydantic import BaseModel
 
 from llem.backends.registry import backends
 from llem.config import ExperimentConfig, ModelConfig
+from llem.load.options import LOADS
+from llem.result import Result
 
-_GROUPS = ("backend", "model", "dataset", "energy")
+_GROUPS = ("backend", "model", "dataset", "energy", "load")
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+DEFAULT_FILES = (
+    DOCS / "configuration.md",
+    DOCS / "results-reference.md",
+    DOCS / "serving.md",
+)
 _BLOCK = re.compile(r"(<!-- llem-docs:([\w-]+) -->\n)(.*?)(<!-- /llem-docs:\2 -->)", re.S)
 
 
@@ -70,6 +81,15 @@ def backend_keys_table() -> str:
     return "\n".join(rows)
 
 
+def load_keys_table() -> str:
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for load in LOADS:
+        doc = " ".join((load.__doc__ or "").split("\n\n")[0].split())
+        rows.append(f"| **load={load.model_fields['name'].default}** | | {_cell(doc)} |")
+        rows += key_rows(load, "load.", skip=("name",))
+    return "\n".join(rows)
+
+
 def top_level_keys_table() -> str:
     rows = key_rows(ExperimentConfig, "", skip=_GROUPS)
     return "\n".join(["| key | default | meaning |", "|---|---|---|", *rows])
@@ -80,11 +100,51 @@ def model_keys_table() -> str:
     return "\n".join(["| key | default | meaning |", "|---|---|---|", *rows])
 
 
+def _submodel(ann: object) -> tuple[type[BaseModel] | None, str]:
+    """The model inside ``ann`` (``X``, ``X | None``, ``list[X]``, ``dict[str, X]``) and the key
+    suffix that reaches it (``""``, ``"[]"`` for a list, ``"{}"`` for a dict)."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann, ""
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    for arg in args:
+        model, suffix = _submodel(arg)
+        if model is not None:
+            return model, suffix or ("[]" if origin is list else "{}" if origin is dict else "")
+    return None, ""
+
+
+def _type_name(ann: object) -> str:
+    text = ann.__name__ if isinstance(ann, type) else str(ann)
+    return re.sub(r"\bNone(Type)?\b", "null", re.sub(r"\b(typing|llem\.result)\.", "", text))
+
+
+def field_rows(model: type[BaseModel], prefix: str) -> list[str]:
+    """``| field | type | meaning |`` rows of ``model`` (nested models flattened: ``a.b``, lists
+    as ``a[].b``)."""
+    rows = []
+    for name, field in model.model_fields.items():
+        sub, suffix = _submodel(field.annotation)
+        meaning = _cell(" ".join((field.description or "").split()))
+        if sub is not None:
+            doc = meaning or _cell(" ".join((sub.__doc__ or "").split("\n\n")[0].split()))
+            rows.append(f"| **`{prefix}{name}{suffix}`** | {sub.__name__} | {doc} |")
+            rows += field_rows(sub, f"{prefix}{name}{suffix}.")
+            continue
+        rows.append(f"| `{prefix}{name}` | {_cell(_type_name(field.annotation))} | {meaning} |")
+    return rows
+
+
+def result_fields_table() -> str:
+    return "\n".join(["| field | type | meaning |", "|---|---|---|", *field_rows(Result, "")])
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "backends": backends_table,
     "backend-keys": backend_keys_table,
     "model-keys": model_keys_table,
     "keys": top_level_keys_table,
+    "result-fields": result_fields_table,
+    "load-keys": load_keys_table,
 }
 
 
@@ -98,18 +158,22 @@ def update(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """``[--check] FILE``: rewrite FILE's blocks, or exit 1 when one is out of date."""
+    """``[--check] [FILE ...]``: rewrite the files' blocks, or exit 1 when one is out of date."""
     check = "--check" in argv
-    (path,) = [Path(a) for a in argv if a != "--check"]
-    text = path.read_text(encoding="utf-8")
-    new = update(text)
-    if check:
-        if new != text:
-            fix = f"python -m llem.schema_docs {path}"
-            sys.stderr.write(f"{path}: generated tables are out of date: run {fix}\n")
-        return int(new != text)
-    path.write_text(new, encoding="utf-8")
-    return 0
+    paths = [Path(a) for a in argv if a != "--check"] or list(DEFAULT_FILES)
+    stale = []
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        new = update(text)
+        if new != text and check:
+            stale.append(path)
+        elif new != text:
+            path.write_text(new, encoding="utf-8")
+    for path in stale:
+        sys.stderr.write(
+            f"{path}: generated tables are out of date: run python -m llem.schema_docs {path}\n"
+        )
+    return int(bool(stale))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ most ``max_running`` requests stream at once (the rest wait, as in an engine's q
 ``GET /cpu``: the server's CPU time (s); ``GET /health``: 200.
 
 Run ``python tests/fake_openai_server.py [--ttft-ms ...]``: it prints ``PORT <n>`` once listening
-and serves until stdin closes or SIGTERM. :func:`fake_server` does that in a subprocess for a test.
+and serves until stdin closes or SIGTERM (with ``--port``: until SIGTERM, as a server llem starts
+with ``backend.launch=command``; ``--die-after-ms`` exits with status 3, a server that crashes).
+:func:`fake_server` does that in a subprocess for a test.
 """
 
 from __future__ import annotations
@@ -187,7 +189,7 @@ async def _health(_: web.Request) -> web.Response:
 STATE: _State  # one server per process
 
 
-async def _serve(program: Program) -> None:
+async def _serve(program: Program, port: int = 0, die_after: int = 0) -> None:
     global STATE
     STATE = _State(program, asyncio.Semaphore(program.max_running))
     app = web.Application()
@@ -200,7 +202,7 @@ async def _serve(program: Program) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     site = web.SockSite(runner, sock, backlog=1024)
     await site.start()
     print(f"PORT {sock.getsockname()[1]}", flush=True)
@@ -212,7 +214,10 @@ async def _serve(program: Program) -> None:
         if not os.read(sys.stdin.fileno(), 1024):
             stop.set()
 
-    loop.add_reader(sys.stdin.fileno(), stdin_readable)
+    if not port:  # started by fake_server(): ends with its stdin
+        loop.add_reader(sys.stdin.fileno(), stdin_readable)
+    if die_after:
+        loop.call_later(die_after / 1000, os._exit, 3)
     await stop.wait()
     await runner.cleanup()
 
@@ -254,6 +259,10 @@ def main() -> None:
     parser.add_argument("--no-token-ids", action="store_true")
     parser.add_argument("--cut-after", type=int, default=0)
     parser.add_argument("--cut", choices=["end", "abort"], default="end")
+    parser.add_argument(
+        "--port", type=int, default=0, help="listen here and ignore stdin (a server llem starts)"
+    )
+    parser.add_argument("--die-after-ms", type=int, default=0, help="exit with status 3 then")
     a = parser.parse_args()
     program = Program(
         a.ttft_ms,
@@ -264,7 +273,7 @@ def main() -> None:
         a.cut_after,
         a.cut,
     )
-    asyncio.run(_serve(program))
+    asyncio.run(_serve(program, a.port, a.die_after_ms))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ Error: No inference backend installed.
   pytorch:   pip install llenergymeasure[pytorch]   (PyTorch + HF Transformers)
   vllm:      pip install llenergymeasure[vllm]      (vLLM, high throughput)
   tensorrt:  pip install llenergymeasure[tensorrt]  (TensorRT-LLM, NVIDIA-optimised)
+  openai:    pip install llenergymeasure[serving]   (an OpenAI-compatible server under a load)
 """
 
 
@@ -88,7 +89,7 @@ def test_environment_records_each_backends_packages():
 def test_plugin_backend_appears_in_help_and_config(tmp_path):
     proc = run_llem("--help", cwd=tmp_path, env=PLUGIN)
     assert proc.returncode == 0
-    assert "backend: echo, echo_missing, pytorch, tensorrt, vllm" in proc.stdout
+    assert "backend: echo, echo_missing, openai, pytorch, tensorrt, vllm" in proc.stdout
     proc = run_llem("config", cwd=tmp_path, env={**PLUGIN, "COLUMNS": "200"})
     assert proc.returncode == 0
     assert "backend echo " in proc.stdout and "installed: echo stand-in" in proc.stdout
@@ -106,7 +107,7 @@ def test_plugin_found_through_an_entry_point(tmp_path):
     path = f"{site}:{REPO / 'tests' / 'stand_ins'}"
     proc = run_llem("--help", cwd=tmp_path, env={"PYTHONPATH": path, "LLEM_PLUGINS": ""})
     assert proc.returncode == 0, proc.stderr
-    assert "backend: echo, echo_missing, pytorch, tensorrt, vllm" in proc.stdout
+    assert "backend: echo, echo_missing, openai, pytorch, tensorrt, vllm" in proc.stdout
 
 
 @pytest.mark.e2e

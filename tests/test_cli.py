@@ -44,7 +44,8 @@ def test_help_lists_groups_and_examples(tmp_path):
     assert proc.returncode == 0
     for text in (
         "llem run experiment.yaml",
-        "backend: pytorch",
+        "backend: openai, pytorch",
+        "load: batch, concurrency, poisson",
         "model: gpt2, llama3",
         "dataset: aienergyscore",
     ):

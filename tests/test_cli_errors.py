@@ -15,7 +15,7 @@ CASES = [
     (["batch=true"], "batch=true has the wrong type"),
     (["batch=0"], "batch=0 is out of range"),
     (["n=-1"], "n=-1 is out of range"),
-    (["backend=pytroch"], "unknown backend 'pytroch': choose one of pytorch"),
+    (["backend=pytroch"], "unknown backend 'pytroch': choose one of openai, pytorch"),
     (["model=nope"], "unknown model 'nope': choose one of gpt2, llama3"),
     (["model.name_or_path=/no/such/model"], "model.name_or_path=/no/such/model: no such folder"),
     (

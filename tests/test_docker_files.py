@@ -1,4 +1,5 @@
-"""docker/: the compose file parses and names the seed's images; the Dockerfiles pass hadolint."""
+"""docker/ and the packaged llem/docker/compose.yaml: the compose file parses and names the seed's
+images; the Dockerfiles pass hadolint."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import yaml
 from tests.helpers import REPO
 
 DOCKER = REPO / "docker"
+COMPOSE = REPO / "llem" / "docker" / "compose.yaml"  # shipped in the package
 BACKENDS = ("pytorch", "vllm", "tensorrt")
 
 
 def test_compose_services_and_images():
-    compose = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
+    compose = yaml.safe_load(COMPOSE.read_text())
     assert set(compose["services"]) == set(BACKENDS)
     for name, service in compose["services"].items():
         assert (
@@ -36,7 +38,7 @@ def test_launcher_default_images_match_compose():
     from hydra_plugins.llem_plugins.llem_launcher import DockerConf
 
     images = OmegaConf.to_container(OmegaConf.structured(DockerConf).images, resolve=True)
-    compose = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
+    compose = yaml.safe_load(COMPOSE.read_text())
     for name in BACKENDS:
         assert images[name] == compose["services"][name]["image"].replace(
             "${LLEM_VERSION:-2.0.0}", "2.0.0"

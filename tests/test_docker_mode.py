@@ -36,6 +36,8 @@ def engine(tmp_path_factory):
         '[engine]\nruntime = "runc"\n'
     )
     env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+    # this engine's own storage: it lists only its own containers (parallel workers, earlier runs)
+    podman = ["podman", "--root", str(root / "storage"), "--runroot", str(root / "run")]
     img = root / "img"
     for d in ("usr", "tmp", "etc", "proc", "dev", "sys", "root"):
         (img / d).mkdir(parents=True)
@@ -43,11 +45,11 @@ def engine(tmp_path_factory):
         (img / d).symlink_to(f"usr/{d}")
     tar = subprocess.run(["tar", "-C", str(img), "-c", "."], capture_output=True, check=True).stdout
     subprocess.run(
-        ["podman", "import", "-q", "-", IMAGE], input=tar, capture_output=True, check=True, env=env
+        [*podman, "import", "-q", "-", IMAGE], input=tar, capture_output=True, check=True, env=env
     )
     sock = root / "podman.sock"
     service = subprocess.Popen(
-        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
+        [*podman, "system", "service", "--time=0", f"unix://{sock}"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -143,3 +145,45 @@ def test_llem_study_job_in_a_container(engine, tmp_path):
     assert [json.loads(p.read_text())["tokens"]["output"] for p in results] == [4, 4]
     summary = json.loads((tmp_path / "study" / "study_summary.json").read_text())
     assert summary["final"] and [j["status"] for j in summary["jobs"]] == ["ok", "ok"]
+
+
+def test_multi_backend_study_goes_to_containers_without_mode_docker(engine, tmp_path):
+    """``backend=pytorch,echo`` with the default ``mode=auto``: the pre-flight finds the engine,
+    every job runs in a container, nothing asks for ``hydra.launcher.mode=docker``."""
+    cache = Path(os.environ["LLEM_CACHE_DIR"])
+    overrides = [o for o in _docker_overrides(engine, cache) if "launcher.mode=" not in o]
+    env_names = "[HF_HUB_OFFLINE,LLEM_CACHE_DIR,LLEM_PLUGINS,PYTHONPATH,OMP_NUM_THREADS]"
+    proc = subprocess.run(
+        [
+            str(LLEM),
+            "-m",
+            "backend=pytorch,echo",
+            "n=2",
+            "max_new_tokens=2",
+            "quiet=true",
+            "energy=none",
+            "flops.enabled=false",
+            f"hydra.sweep.dir={tmp_path}/study",
+            f"hydra.launcher.docker.env={env_names}",
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        env={
+            **os.environ,
+            "LLEM_PLUGINS": "llem_echo",
+            "PYTHONPATH": str(REPO / "tests" / "stand_ins"),
+        },
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"study of 2 jobs in {tmp_path}/study (docker," in proc.stdout
+    results = sorted((tmp_path / "study").glob("*/result.json"))
+    assert [json.loads(p.read_text())["config"]["backend"]["name"] for p in results] == [
+        "pytorch",
+        "echo",
+    ]
+    plan = json.loads((tmp_path / "study" / "study.json").read_text())
+    assert plan["mode"] == "docker"

@@ -189,6 +189,8 @@ def test_docker_argv_passes_secrets_by_name_and_mounts_the_sweep(tmp_path, monke
 def test_multi_backend_needs_docker(capsys):
     from omegaconf import OmegaConf
 
+    from hydra_plugins.llem_plugins.llem_launcher import LaunchMode
+    from llem.docker.engine import Engine, EngineState
     from llem.study.launcher import Job, check_backends
 
     jobs = [
@@ -196,14 +198,15 @@ def test_multi_backend_needs_docker(capsys):
         for i, b in enumerate(["pytorch", "vllm"])
     ]
     with pytest.raises(SystemExit) as exit_info:
-        check_backends(jobs, "subprocess", lambda: False)
+        check_backends(jobs, LaunchMode.auto, lambda: Engine(EngineState.NO_CLIENT))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith(
-        "Multi-backend studies require Docker.\n"
-        "Install Docker, then: docker compose pull pytorch vllm"
-    )
-    check_backends(jobs[:1], "subprocess", lambda: False)  # one backend: fine
+    assert err.startswith("Error: Multi-backend studies require Docker.\nInstall Docker, then: ")
+    assert err.rstrip().endswith("pull pytorch vllm")
+    up = Engine(EngineState.AVAILABLE, "27.0")
+    assert check_backends(jobs, LaunchMode.auto, lambda: up) is LaunchMode.docker
+    one = check_backends(jobs[:1], LaunchMode.auto, lambda: Engine(EngineState.NO_CLIENT))
+    assert one is LaunchMode.subprocess  # one backend: no container needed
 
 
 def test_llem_study_resume(tmp_path):

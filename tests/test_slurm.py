@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from llem.study.slurm import OUTCOMES, SlurmJob, outcome
-from tests.conftest import LLEM, REPO, run_llem
+from tests.helpers import LLEM, REPO, run_llem
 
 STATUS = subprocess.run(
     ["bash", str(REPO / "scripts" / "slurm_local.sh"), "status"],
@@ -131,7 +131,7 @@ def test_gres_gpu_is_the_jobs_only_measured_device(tmp_path, monkeypatch, tiny_m
     from llem.config import validate
     from llem.harness import Harness
     from tests.fake_nvml import FakeGpu, make_nvml
-    from tests.test_config import base
+    from tests.helpers import base
 
     watts = [100.0, 200.0, 300.0, 400.0]  # a 4-GPU node, each GPU at its own constant power
     uuids = [f"GPU-{i}{i}{i}{i}-node" for i in range(4)]

@@ -69,6 +69,7 @@ def test_wheel_contents(wheel):
         "hydra_plugins/llem_plugins/llem_launcher.py",
         "llem/datasets/builtin_prompts.jsonl",
         "llem/examples/experiment.yaml.example",
+        "llem/docker/compose.yaml",
     ):
         assert name in names
     assert not any(n.startswith("tests/") for n in names)
@@ -89,6 +90,8 @@ def test_fresh_install_outside_the_repo(wheel, tmp_path):
     assert "pip install llenergymeasure[pytorch]" in proc.stderr and "[vllm]" in proc.stderr
     assert list(work.iterdir()) == []
     assert _run([str(llem), "config"], cwd=work).returncode == 0
+    compose = Path(_run([str(llem), "config", "--compose-path"], cwd=work).stdout.strip())
+    assert compose.is_file() and compose.is_relative_to(venv)  # a pip install has the compose file
 
     proc = _run([str(pip), "install", "-q", "torch==2.13.0", f"{wheel}[pytorch]"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -29,7 +29,8 @@ def _default_images() -> Dict[str, str]:
 
 @dataclass
 class DockerConf:
-    """How ``mode=docker`` runs a job: ``docker run`` argv parts, all configurable."""
+    """How a job runs in a container (``mode=docker``, or ``auto`` over several backends):
+    ``docker run`` argv parts, all configurable."""
 
     executable: str = "docker"
     host: Optional[str] = None  # DOCKER_HOST for the client (e.g. unix:///tmp/podman.sock)
@@ -60,6 +61,7 @@ class DockerConf:
 class LaunchMode(Enum):
     """Where each job's process runs (OmegaConf matches the names: ``mode=docker``)."""
 
+    auto = "auto"  # docker when the study spans several backends, else subprocess
     subprocess = "subprocess"  # a fresh Python process on this host
     docker = "docker"  # the same inside its backend's container image
 
@@ -74,7 +76,7 @@ class LlemLauncherConf:
     (llem.study.launcher)."""
 
     _target_: str = "hydra_plugins.llem_plugins.llem_launcher.LlemLauncher"
-    mode: LaunchMode = LaunchMode.subprocess
+    mode: LaunchMode = LaunchMode.auto
     timeout_s: Optional[float] = None  # per job, > 0; None = no limit
     cooldown_s: float = 0.0  # >= 0: idle gap before each job after the first (thermal)
     on_failure: OnFailure = OnFailure["continue"]  # continue | stop (the study after a failed job)

@@ -5,9 +5,9 @@ the job that runs it: engines cannot share a process), how to install it and its
 From it derive: validation of ``backend.*`` (dispatch on ``backend.name``), the Hydra options of
 group ``backend`` (stored in Hydra's ConfigStore from the config's defaults: the schema is the only
 copy), ``llem config``, the pre-flight install hints, the launcher's default images, the
-environment's package versions and the README's backend table. Code outside llem adds a backend with
-:func:`register_backend` in a module named by ``LLEM_PLUGINS`` or the ``llem.plugins`` entry-point
-group (see :mod:`llem.plugins`)."""
+environment's package versions and the backend table of docs/configuration.md. Code outside llem
+adds a backend with :func:`register_backend` in a module named by ``LLEM_PLUGINS`` or the
+``llem.plugins`` entry-point group (see :mod:`llem.plugins`)."""
 
 from __future__ import annotations
 
@@ -144,6 +144,7 @@ def load_backend(experiment: ExperimentConfig) -> Backend:
 
 def _register_builtins() -> None:
     """llem's own backends (their configs are light; their engines stay unimported)."""
+    from llem.backends.openai.config import OpenAIConfig
     from llem.backends.pytorch.config import PyTorchConfig
     from llem.backends.tensorrt.config import TensorRTConfig
     from llem.backends.vllm.config import VllmConfig
@@ -188,6 +189,15 @@ def _register_builtins() -> None:
             extra="tensorrt",
             packages=("tensorrt-llm",),
             image=image.format("tensorrt"),
+        ),
+        BackendEntry(
+            "openai",
+            OpenAIConfig,
+            "llem.backends.openai.backend:OpenAIBackend",
+            "an OpenAI-compatible server under a load",
+            requires=("aiohttp", "transformers"),
+            extra="serving",
+            packages=("vllm", "aiohttp"),
         ),
     ):
         register_backend(entry)

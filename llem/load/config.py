@@ -15,12 +15,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-
-class _Strict(BaseModel):
-    # TODO(round 2): becomes llem.strict.Strict once the backends restructuring lands
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+from llem.strict import Strict as _Strict
 
 
 class Slo(_Strict):

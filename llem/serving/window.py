@@ -22,15 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from llem.load.config import Slo
 from llem.metrics import distribution, latency
-from llem.result import Distribution, LatencyMetrics
+from llem.result import ServingLatency, SpanFigures, SpanLabel
 from llem.serving.stream import StreamRecord
 
 PhaseName = Literal["ramp", "steady", "drain"]
-SpanLabel = Literal["ramp", "steady", "drain", "whole_run"]
 
 
 @dataclass(frozen=True)
@@ -92,40 +89,6 @@ def whole_run(records: Sequence[StreamRecord], start_s: float) -> Span:
     """From the run's start to its last token (or stream end)."""
     end = max((r.done_s for r in records), default=start_s)
     return Span(start_s, end, closed=True)
-
-
-class ServingLatency(LatencyMetrics):
-    """Latency of the requests sent in a span; ITL is every gap (tokens of one chunk share a
-    time)."""
-
-    tpot_ms: Distribution | None = Field(
-        description="time per output token after the first: (last - first token) / (tokens - 1)"
-    )
-    send_lag_ms: Distribution | None = Field(description="actual - scheduled send time")
-
-
-class SpanFigures(BaseModel):
-    """What a served run achieved over one span."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    label: SpanLabel
-    duration_s: float
-    requests_sent: int
-    requests_completed: int = Field(description="finished without error inside the span")
-    requests_failed: int = Field(description="sent inside the span and failed (see their errors)")
-    output_tokens: int = Field(description="tokens whose arrival lies inside the span")
-    offered_requests_per_s: float
-    achieved_requests_per_s: float
-    output_tokens_per_s: float
-    goodput_requests_per_s: float | None = Field(
-        description="completed requests meeting load.slo / duration; null without SLOs"
-    )
-    energy_j: float | None = Field(description="meter reads at the span's boundaries")
-    per_output_token_j: float | None
-    per_request_j: float | None = Field(description="energy / requests completed in the span")
-    energy_reason: str | None = None
-    latency: ServingLatency
 
 
 def meets_slo(r: StreamRecord, slo: Slo) -> bool:

@@ -5,12 +5,13 @@ GPU slot.
   folder is made (:func:`launcher_options`).
 - Every job is composed and validated before any starts — llem's pre-flight already validated them
   in the same process, so its configs are reused —; one bad job rejects the sweep (exit 2).
-- A job runs as ``python -m llem.study.worker <spec.pkl> <task>`` (or the same inside a container),
-  so GPU memory, NVML state and CUDA contexts never leak between jobs and engines never share a
-  process. In subprocess mode that process is forked from a pre-imported fork server
-  (:mod:`llem.study.forkserver`) instead of started fresh, unless forking is unsafe (a backend that
-  says so, CUDA initialised in the server, ``hydra.launcher.fork=false``): ``study.json`` records
-  which, per job.
+- A job runs as ``python -m llem.study.worker <spec.pkl> <task>``, or the same inside its backend's
+  container image (``mode=docker``; ``mode=auto``, the default, when the study spans several
+  backends: :mod:`llem.study.isolation`), so GPU memory, NVML state and CUDA contexts never leak
+  between jobs and engines never share a process. In subprocess mode that process is forked from a
+  pre-imported fork server (:mod:`llem.study.forkserver`) instead of started fresh, unless forking
+  is unsafe (a backend that says so, CUDA initialised in the server, ``hydra.launcher.fork=false``):
+  ``study.json`` records which, per job.
 - With several GPUs, up to one job per GPU group runs at once, pinned with ``CUDA_VISIBLE_DEVICES``
   (GPU UUIDs); without GPUs jobs run one at a time (:class:`Scheduler`).
 - A failed job (exception, non-zero exit, SIGKILL/OOM, timeout) gets an ``error.json`` and the study
@@ -33,7 +34,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NoReturn, Protocol
 
@@ -52,6 +53,7 @@ from hydra_plugins.llem_plugins.llem_launcher import (
 )
 from llem import __version__
 from llem.clock import now_iso
+from llem.docker.engine import Engine, probe
 from llem.errors import EXIT_USAGE, UsageError
 from llem.keymetrics import PROGRESS
 from llem.paths import write_atomic
@@ -212,15 +214,15 @@ def prepare_jobs(
     return jobs
 
 
-def check_backends(jobs: list[Job], mode: str, is_docker_usable: Callable[[], bool]) -> None:
-    """A sweep over several backends needs isolated containers: refuse it before any job
-    otherwise."""
-    from llem.preflight import check_isolation
+def check_backends(jobs: list[Job], mode: LaunchMode, engine: Callable[[], Engine]) -> LaunchMode:
+    """The mode the jobs run in (``auto`` resolved); a sweep over several backends that cannot run
+    in containers is refused before any job (exit 2)."""
+    from llem.study.isolation import launch_mode
 
     try:
-        check_isolation({j.backend for j in jobs}, mode, is_docker_usable)
+        return LaunchMode(launch_mode(mode.value, {j.backend for j in jobs}, engine))
     except UsageError as exc:
-        sys.stderr.write(f"{exc}\n")
+        sys.stderr.write(f"Error: {exc}\n")
         raise SystemExit(EXIT_USAGE) from None
 
 
@@ -294,12 +296,6 @@ def docker_argv(job: Job, spec: Path, task: str, d: DockerConf, sweep_dir: Path)
         if name in os.environ:
             argv += ["-e", name]
     return [*argv, *d.extra_args, image, "-m", "llem.study.worker", str(spec), task]
-
-
-def docker_usable() -> bool:
-    from llem.envreport import docker_status
-
-    return docker_status().startswith("available")
 
 
 def _print(msg: str) -> None:
@@ -550,7 +546,9 @@ class Study:
             sweep_dir,
             llem_task=self.task.startswith("llem."),
         )
-        check_backends(jobs, self.conf.mode.value, docker_usable)
+        docker = self.conf.docker
+        mode = check_backends(jobs, self.conf.mode, lambda: probe(docker.executable, docker.host))
+        self.conf = replace(self.conf, mode=mode)
         _resume(jobs, self.conf.resume)
         server = self._fork_server(jobs, sweep_dir)
         try:
@@ -608,8 +606,7 @@ class Study:
                 f"[llem] resuming: {skipped} of {len(jobs)} jobs already have a result with the "
                 "same config; skipped (hydra.launcher.resume=false to rerun)"
             )
-        mode = self.conf.mode.value
-        _print(f"[llem] study of {len(jobs)} jobs in {sweep_dir} ({mode}, {scheduler.where})")
+        _print(f"[llem] study of {len(jobs)} jobs in {sweep_dir} ({mode.value}, {scheduler.where})")
         interrupted = scheduler.run()
         write_summary(sweep_dir, final=True, interrupted=interrupted)
         _print(f"[llem] summary: {sweep_dir / SUMMARY_MD}")

@@ -6,6 +6,11 @@ canvas).
 - Otherwise, and in addition when exactly one parameter is swept: output tokens/s against that
   parameter (against the job when several are swept).
 
+- A load sweep (served runs, ``backend=openai``): J per output token, and E2E latency p50/p99,
+  against the achieved output throughput of each job's steady-state window, one point per job (per
+  rate); the job with the lowest J/token among those meeting the SLOs is starred and named
+  (:func:`best_load_row`).
+
 Error bars are the 95% confidence intervals across repeats (jobs with repeats >= 2). No completed
 job: no png.
 """
@@ -22,6 +27,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 MAX_LABELS = 30
+SLO_ATTAINMENT = 0.99  # a served job meets its SLOs when this share of its requests does
 
 
 def _col(row: Row, key: str) -> str:
@@ -152,6 +158,63 @@ def _param_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
     ax.grid(True, alpha=0.3)
 
 
+def _served(rows: list[Row]) -> list[Row]:
+    """Jobs with a steady-state window, by achieved throughput."""
+    pts = [r for r in rows if _num(r, "steady_output_tokens_per_s") is not None]
+    return sorted(pts, key=lambda r: _num(r, "steady_output_tokens_per_s") or 0.0)
+
+
+def best_load_row(rows: list[Row]) -> Row | None:
+    """The served job with the lowest steady J/output token among those meeting the SLOs (at least
+    ``SLO_ATTAINMENT`` of their requests; every job when no SLO was set); None without energy."""
+    ok = [
+        r
+        for r in _served(rows)
+        if _num(r, "steady_energy_per_output_token_j") is not None
+        and (_num(r, "steady_slo_attainment") or 1.0) >= SLO_ATTAINMENT
+    ]
+    return min(ok, key=lambda r: _num(r, "steady_energy_per_output_token_j") or 0.0, default=None)
+
+
+def _load_energy_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
+    pts = [r for r in _served(rows) if _num(r, "steady_energy_per_output_token_j") is not None]
+    xs = _nums(pts, "steady_output_tokens_per_s")
+    ys = _nums(pts, "steady_energy_per_output_token_j")
+    ax.plot(xs, ys, "-o", color="tab:blue", ms=5)
+    for r, x, y in zip(pts, xs, ys, strict=True):
+        ax.annotate(_label(r, swept), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    best = best_load_row(rows)
+    if best is not None:
+        ax.plot(
+            _nums([best], "steady_output_tokens_per_s"),
+            _nums([best], "steady_energy_per_output_token_j"),
+            "*",
+            color="tab:red",
+            ms=14,
+            label=f"lowest J/token meeting the SLOs: {_label(best, swept)}",
+        )
+        ax.legend(fontsize=8)
+    if not pts:
+        ax.text(0.5, 0.5, "energy not measured", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("achieved output tokens/s (steady window)")
+    ax.set_ylabel("J per output token (steady window)")
+    ax.set_title("Energy per token vs load")
+    ax.grid(True, alpha=0.3)
+
+
+def _load_latency_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
+    pts = _served(rows)
+    xs = _nums(pts, "steady_output_tokens_per_s")
+    for name, style in (("steady_e2e_p50_ms", "-o"), ("steady_e2e_p99_ms", "--s")):
+        got = [(x, y) for x, r in zip(xs, pts, strict=True) if (y := _num(r, name)) is not None]
+        ax.plot([x for x, _ in got], [y for _, y in got], style, ms=5, label=name.split("_")[2])
+    ax.set_xlabel("achieved output tokens/s (steady window)")
+    ax.set_ylabel("E2E latency (ms)")
+    ax.set_title("Latency vs load")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def write_plot(path: Path, rows: list[Row], swept: list[str]) -> bool:
     """Draw ``path`` from the summary rows; False (nothing written) when no job completed."""
     done = [r for r in rows if r.get("status") == "ok" and r.get("output_tokens_per_s") is not None]
@@ -164,6 +227,8 @@ def write_plot(path: Path, rows: list[Row], swept: list[str]) -> bool:
     panels = ([_pareto_panel] if has_energy else []) + (
         [_param_panel] if len(swept) == 1 or not has_energy else []
     )
+    if _served(done):  # a load sweep: its own two panels
+        panels = [_load_energy_panel, _load_latency_panel]
     fig = Figure(figsize=(6.4 * len(panels), 4.8), layout="constrained")
     FigureCanvasAgg(fig)
     for i, panel in enumerate(panels):

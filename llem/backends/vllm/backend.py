@@ -40,7 +40,7 @@ from llem.backends.base import FlopCount, Prompt, RequestRecord
 from llem.backends.hf import HFBackend
 from llem.backends.memory import PeakRSS
 from llem.backends.precision import resolve_dtype
-from llem.backends.vllm.config import VllmConfig
+from llem.backends.vllm.config import VllmConfig, VllmEngineKeys
 from llem.config import ExperimentConfig
 from llem.environment import cpu_info
 from llem.errors import UsageError
@@ -133,7 +133,7 @@ def resolve_device(requested: str, platform_device: str) -> str:
 
 
 def engine_kwargs(
-    b: VllmConfig,
+    b: VllmEngineKeys,
     seed: int,
     model: str,
     dtype: str,

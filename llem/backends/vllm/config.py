@@ -10,15 +10,14 @@ from llem.backends.config import BackendConfig
 from llem.strict import PositiveInt
 
 
-class VllmConfig(BackendConfig):
-    """vLLM's offline engine (``vllm.LLM``): continuous batching over a paged KV cache.
+class VllmEngineKeys(BackendConfig):
+    """vLLM's engine settings, shared by ``backend=vllm`` and the server ``backend=openai`` starts.
 
     The typed keys are the engine settings that change what is measured; any other ``EngineArgs``
     field goes in ``engine_args`` (checked against the installed vLLM's own field list when the job
     starts).
     """
 
-    name: Literal["vllm"] = "vllm"
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",
         description="reported, and checked against the installed vLLM build "
@@ -65,3 +64,9 @@ class VllmConfig(BackendConfig):
         default_factory=dict,
         description="other vllm EngineArgs fields, passed as they are (names checked at run time)",
     )
+
+
+class VllmConfig(VllmEngineKeys):
+    """vLLM's offline engine (``vllm.LLM``): continuous batching over a paged KV cache."""
+
+    name: Literal["vllm"] = "vllm"

@@ -1,0 +1,74 @@
+"""``backend=openai`` keys: which server, and how llem gets one."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, model_validator
+
+from llem.backends.vllm.config import VllmEngineKeys
+from llem.errors import UsageError
+from llem.strict import PositiveInt
+
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+class OpenAIConfig(VllmEngineKeys):
+    """An OpenAI-compatible server, streamed to under ``load=poisson|concurrency``: prompts go to
+    ``/v1/completions`` as token ids (tokenised here, chat template applied, so input tokens are
+    counted locally).
+
+    ``launch=vllm``: llem starts ``vllm serve`` on the experiment's model, precision and seed with
+    the vLLM engine keys below (same ``engine_args`` rules as ``backend=vllm``), on a free loopback
+    port, and stops it with every child at the end. ``launch=command``: llem starts ``command``
+    instead (any OpenAI-compatible server; ``{port}`` and ``{model}`` are filled in).
+    ``launch=none``: the server at ``url`` is already running (a non-local one only with
+    ``energy=none``: the meters measure this machine).
+    """
+
+    name: Literal["openai"] = "openai"
+    launch: Literal["vllm", "command", "none"] = Field(
+        "vllm", description="vllm = llem starts vLLM; command = llem starts `command`; none = `url`"
+    )
+    url: str | None = Field(
+        None, description="base URL of a running server (launch=none), e.g. http://127.0.0.1:8000"
+    )
+    command: list[str] | None = Field(
+        None, description="server command line (launch=command); {port} and {model} are filled in"
+    )
+    served_model_name: str = Field("llem", description="the model name requests carry")
+    health_timeout_s: float = Field(
+        600.0, gt=0, description="wait this long for GET /health = 200 after the start (s)"
+    )
+    stop_timeout_s: float = Field(
+        30.0, gt=0, description="SIGTERM, then SIGKILL to the server's group after this long (s)"
+    )
+    metrics_interval_s: float = Field(
+        0.5, gt=0, description="Prometheus /metrics poll interval (s), into timeseries.parquet"
+    )
+    request_timeout_s: PositiveInt = Field(600, description="one streamed request's limit (s)")
+
+    @model_validator(mode="after")
+    def _launch_needs(self) -> OpenAIConfig:
+        if self.launch == "none" and not self.url:
+            raise ValueError("backend.launch=none needs backend.url=http://<host>:<port>")
+        if self.launch == "command" and not self.command:
+            raise ValueError("backend.launch=command needs backend.command=[prog,arg,...]")
+        return self
+
+
+def is_local(url: str) -> bool:
+    """True when ``url`` names this machine's loopback interface."""
+    host = urlsplit(url).hostname or ""
+    return host in LOCAL_HOSTS or host.startswith("127.")
+
+
+def require_vllm() -> None:
+    """Raise :class:`UsageError` naming the extra when vLLM (``launch=vllm``) is not installed."""
+    if importlib.util.find_spec("vllm") is None:
+        raise UsageError(
+            "backend=openai with backend.launch=vllm needs vLLM: pip install "
+            "llenergymeasure[vllm] (or backend.launch=none backend.url=<running server>)"
+        )
