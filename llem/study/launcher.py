@@ -606,7 +606,8 @@ class Study:
                 f"[llem] resuming: {skipped} of {len(jobs)} jobs already have a result with the "
                 "same config; skipped (hydra.launcher.resume=false to rerun)"
             )
-        _print(f"[llem] study of {len(jobs)} jobs in {sweep_dir} ({self.conf.mode.value}, {scheduler.where})")
+        mode = self.conf.mode.value
+        _print(f"[llem] study of {len(jobs)} jobs in {sweep_dir} ({mode}, {scheduler.where})")
         interrupted = scheduler.run()
         write_summary(sweep_dir, final=True, interrupted=interrupted)
         _print(f"[llem] summary: {sweep_dir / SUMMARY_MD}")
