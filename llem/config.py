@@ -169,6 +169,10 @@ class ExperimentConfig(_Strict):
         description="no progress bar, summary table or warnings on screen (warnings stay in "
         "result.json; log lines still go to llem.log)",
     )
+    plots: bool = Field(
+        True,
+        description="draw timeseries.png per run and the study's charts (false = tables only)",
+    )
     record_hostname: bool = Field(
         False, description="store the hostname in the environment snapshot"
     )
@@ -219,7 +223,7 @@ class ExperimentConfig(_Strict):
         """sha256 (hex, 16 chars) of the settings that change what is measured (not
         output_dir/quiet/protocol)."""
         data = self.model_dump(
-            mode="json", exclude={"output_dir", "quiet", "record_hostname", "protocol"}
+            mode="json", exclude={"output_dir", "quiet", "plots", "record_hostname", "protocol"}
         )
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
-from llem import __version__, environment, metrics
+from llem import __version__, environment, hostcpu, metrics
 from llem.backends import load_backend
 from llem.backends.base import Backend, FlopCount, Prompt, RequestRecord
 from llem.benchmarks import benchmark_report
@@ -40,8 +40,9 @@ from llem.energy.baseline import IdlePower
 from llem.energy.codecarbon import CodeCarbonMeter
 from llem.energy.report import energy_metrics, hardware_total
 from llem.flops import analytic_flops
-from llem.records import TIMESERIES_FILE
+from llem.records import TIMESERIES_FILE, TIMESERIES_PNG
 from llem.result import (
+    ENERGY_NOT_MEASURED,
     DatasetRecord,
     EnergyMetrics,
     FlopsMetrics,
@@ -150,11 +151,17 @@ class Harness:
 
             backend.reset_peak_memory()
             windows: list[MeasuredWindow] = []
+            contention: list[hostcpu.CpuContention] = []
             for i in range(1, cfg.repeats + 1):
                 if i > 1 and cfg.repeat_gap_s:
                     session.phase("cooldown")
                     time.sleep(cfg.repeat_gap_s)
+                cpu = hostcpu.CpuWindow(f"repeat-{i}")
+                cpu.start()
                 windows.append(self._measure(backend, session, batches, i))
+                contention.append(cpu.stop())
+            policy = backend.thread_policy if isinstance(backend, hostcpu.SetsThreads) else None
+            host = hostcpu.host_cpu(policy)
             peak, peak_what = backend.peak_memory()
             prefill = None
             if cfg.energy.prefill_split and session.hardware_meters:
@@ -180,12 +187,15 @@ class Harness:
                 )
             for w in windows:
                 warnings += session.window_warnings(w.window)
+            warnings += [text for c in contention if (text := hostcpu.contention_warning(c))]
         finally:
             meters.shutdown(wait=True)  # never leave the meters half-opened behind an error
             t_write = time.perf_counter()
             backend.close()
             timeseries = session.close(self.run_dir / TIMESERIES_FILE)
-            write_s = time.perf_counter() - t_write
+        if timeseries and cfg.plots:
+            self._plot(self.run_dir / timeseries)
+        write_s = time.perf_counter() - t_write
 
         tokens = metrics.token_counts(records)
         window_s = sum(w.seconds for w in windows)
@@ -231,8 +241,19 @@ class Harness:
                 dict.fromkeys(warnings + self._checks(tokens.output, window_s, energy_section))
             ),
             environment=env,
+            host_cpu=host,
+            cpu_contention=contention,
             benchmark=benchmark_report(cfg, model, energy_section, tokens.requests),
         )
+
+    def _plot(self, parquet: Path) -> None:
+        """Draw ``timeseries.png`` beside the series; a failure costs the picture, not the run."""
+        from llem.runplot import write_run_plot
+
+        try:
+            write_run_plot(parquet, parquet.with_name(TIMESERIES_PNG))
+        except Exception:
+            log.exception("could not draw %s (the series is written)", TIMESERIES_PNG)
 
     def _measure(
         self, backend: Backend, session: EnergySession, batches: list[list[Prompt]], repeat: int
@@ -329,6 +350,7 @@ class Harness:
         else:  # continuous batching: every request costs its own length
             shapes = [(1, p.input_tokens, steps[p.index]) for b in batches for p in b]
         analytic_all = analytic_flops(model_config, shapes)
+        chosen: list[list[Prompt]] = []
         if not self.cfg.flops.enabled:
             count, flops_s = FlopCount(None, 0, 0, 0, [], "disabled", "flops.enabled=false"), None
         else:
@@ -339,6 +361,7 @@ class Harness:
             count = backend.count_flops(chosen)
             flops_s = time.perf_counter() - t0
         analytic = analytic_flops(model_config, count.batches) if count.batches else None
+        window_tokens = sum(steps.values())
 
         def per_tok(f: int | None) -> float | None:
             return f / count.output_tokens if f is not None and count.output_tokens else None
@@ -356,6 +379,11 @@ class Harness:
             counted_per_output_token=per_tok(count.flops),
             analytic_per_output_token=per_tok(analytic),
             analytic_window_total=analytic_all,
+            window_per_output_token=analytic_all / window_tokens
+            if analytic_all is not None and window_tokens
+            else None,
+            window_batches=len(batches),
+            counted_batches=len(chosen),
             method=count.method,
             reason=reason,
         ), flops_s
@@ -373,5 +401,5 @@ class Harness:
         if short := quality.short_window(per_window):
             out.append(short)
         if energy_section.total_j is None:
-            out.append(f"energy not measured: {energy_section.reason}")
+            out.append(f"{ENERGY_NOT_MEASURED}{energy_section.reason}")
         return out

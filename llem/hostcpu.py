@@ -18,6 +18,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -66,6 +67,13 @@ class ThreadPolicy(BaseModel):
     rule: str = Field(
         description="which rule chose it (backend.num_threads, OMP_NUM_THREADS, cores)"
     )
+
+
+@runtime_checkable
+class SetsThreads(Protocol):
+    """A backend that applied a :class:`ThreadPolicy` (the harness records it)."""
+
+    thread_policy: ThreadPolicy
 
 
 def thread_policy(requested: int | None, environ: dict[str, str] | None = None) -> ThreadPolicy:

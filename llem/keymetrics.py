@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from llem.hostcpu import CpuContention, HostCpu
 from llem.result import (
     Distribution,
     EnergyMetrics,
@@ -47,6 +48,10 @@ class Measured(Protocol):
     def energy(self) -> EnergyMetrics: ...
     @property
     def repeats(self) -> RepeatSummary: ...
+    @property
+    def host_cpu(self) -> HostCpu | None: ...
+    @property
+    def cpu_contention(self) -> list[CpuContention]: ...
     @property
     def serving(self) -> ServingReport | None: ...
 
@@ -84,6 +89,22 @@ def _co2(r: Measured) -> float | None:
     return None if r.energy.co2 is None else r.energy.co2.emissions_kg_co2eq
 
 
+def _estimate_per_token(r: Measured) -> float | None:
+    """CodeCarbon's modelled J / output token (output tokens = throughput x window)."""
+    tokens = r.throughput.output_tokens_per_s * r.timing.measured_window_s
+    return None if r.energy.estimate_j is None or not tokens else r.energy.estimate_j / tokens
+
+
+def _threads(r: Measured) -> int | None:
+    return None if r.host_cpu is None else r.host_cpu.torch_threads
+
+
+def _other_cores(r: Measured) -> float | None:
+    """The busiest measured window's CPU use by other processes (cores)."""
+    values = [c.other_cores for c in r.cpu_contention if c.other_cores is not None]
+    return max(values) if values else None
+
+
 def _steady(r: Measured) -> SpanFigures | None:
     """The steady-state window of a served run (None offline or without one)."""
     return r.serving.steady if r.serving is not None else None
@@ -94,11 +115,6 @@ def _slo_attainment(r: Measured) -> float | None:
     if w is None or w.goodput_requests_per_s is None or not w.achieved_requests_per_s:
         return None
     return w.goodput_requests_per_s / w.achieved_requests_per_s
-
-
-def _flops_per_token(r: Measured) -> float | None:
-    counted = r.flops.counted_per_output_token
-    return counted if counted is not None else r.flops.analytic_per_output_token
 
 
 KEY_METRICS: tuple[KeyMetric, ...] = (
@@ -141,10 +157,41 @@ KEY_METRICS: tuple[KeyMetric, ...] = (
     ),
     KeyMetric("energy_covers", "energy covers", "", "str", lambda r: r.energy.covers),
     KeyMetric("energy_reason", "energy not measured", "", "str", lambda r: r.energy.reason),
-    KeyMetric("estimate_j", "CodeCarbon estimate", "J", "float", lambda r: r.energy.estimate_j),
-    KeyMetric("co2_kg", "CO2-eq (modelled)", "kg", "float", _co2),
     KeyMetric(
-        "flops_per_output_token", "FLOPs per output token", "FLOP", "float", _flops_per_token
+        "codecarbon_estimate_j",
+        "CodeCarbon energy (modelled estimate)",
+        "J",
+        "float",
+        lambda r: r.energy.estimate_j,
+    ),
+    KeyMetric(
+        "codecarbon_estimate_per_output_token_j",
+        "CodeCarbon energy per output token (modelled estimate)",
+        "J/output token",
+        "float",
+        _estimate_per_token,
+    ),
+    KeyMetric("codecarbon_co2_kg", "CO2-eq (CodeCarbon, modelled)", "kg", "float", _co2),
+    KeyMetric(
+        "window_flops_per_output_token",
+        "FLOPs per output token (closed form, every measured batch)",
+        "FLOP",
+        "float",
+        lambda r: r.flops.window_per_output_token,
+    ),
+    KeyMetric(
+        "counted_flops_per_output_token",
+        "FLOPs per output token (counted, check on counted_flops_batches)",
+        "FLOP",
+        "float",
+        lambda r: r.flops.counted_per_output_token,
+    ),
+    KeyMetric(
+        "counted_flops_batches",
+        "batches re-run by the FLOP counter",
+        "",
+        "int",
+        lambda r: r.flops.counted_batches,
     ),
     KeyMetric("peak_memory_bytes", "peak memory", "B", "int", lambda r: r.memory.peak_bytes),
     KeyMetric(
@@ -158,6 +205,14 @@ KEY_METRICS: tuple[KeyMetric, ...] = (
     KeyMetric("flops_pass_s", "FLOP pass", "s", "float", lambda r: r.timing.flops_pass_s),
     KeyMetric("write_s", "write", "s", "float", lambda r: r.timing.write_s),
     KeyMetric("repeats", "repeats", "", "int", lambda r: len(r.repeats.per_repeat)),
+    KeyMetric("cpu_threads", "torch CPU threads", "threads", "int", _threads),
+    KeyMetric(
+        "other_cpu_cores",
+        "CPU used by other processes (busiest window)",
+        "cores",
+        "float",
+        _other_cores,
+    ),
     # served runs (backend=openai under a load): the steady-state window (docs/serving.md)
     KeyMetric(
         "steady_achieved_requests_per_s",
@@ -223,8 +278,12 @@ COMPARED: tuple[KeyMetric, ...] = tuple(
         "e2e_p50_ms",
         "energy_total_j",
         "energy_per_output_token_j",
-        "flops_per_output_token",
+        "codecarbon_estimate_j",
+        "codecarbon_co2_kg",
+        "window_flops_per_output_token",
         "peak_memory_bytes",
+        "cpu_threads",
+        "other_cpu_cores",
     )
 )
 PROGRESS: tuple[KeyMetric, ...] = CI_METRICS

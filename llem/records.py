@@ -19,6 +19,7 @@ from llem.paths import write_atomic
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
 TIMESERIES_FILE = "timeseries.parquet"
+TIMESERIES_PNG = "timeseries.png"
 OVERRIDES_FILE = ".hydra/overrides.yaml"
 HYDRA_FILE = ".hydra/hydra.yaml"
 STUDY_FILE = "study.json"
@@ -28,6 +29,7 @@ SUMMARY_CSV = "study_summary.csv"
 SUMMARY_PARQUET = "study_summary.parquet"
 SUMMARY_MD = "study_summary.md"
 PARETO_PNG = "study_pareto.png"
+LATENCY_PNG = "study_latency.png"
 SUMMARY_LOCK = ".study_summary.lock"
 
 

@@ -13,11 +13,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llem.hostcpu import CpuContention, HostCpu
 from llem.paths import write_json_atomic
 from llem.records import RESULT_FILE
 from llem.stats import Interval
 
 SCHEMA_VERSION = "1.0"
+ENERGY_NOT_MEASURED = "energy not measured: "  # the warning's prefix when energy.total_j is null
 
 
 class _Model(BaseModel):
@@ -87,7 +89,8 @@ class TimingMetrics(_Model):
         "validation, prompts, tokenisation (null: the OS does not say when the process started)",
     )
     write_s: float | None = Field(
-        default=None, description="closing the backend and meters, writing timeseries.parquet"
+        default=None,
+        description="closing the backend and meters, writing timeseries.parquet and its plot",
     )
     job_s: float | None = Field(
         default=None,
@@ -117,6 +120,15 @@ class FlopsMetrics(_Model):
     analytic_per_output_token: float | None
     analytic_window_total: int | None = Field(
         description="closed-form count for every measured batch"
+    )
+    window_per_output_token: float | None = Field(
+        None,
+        description="HEADLINE: analytic_window_total / output tokens of one measured window "
+        "(every measured batch, closed form)",
+    )
+    window_batches: int | None = Field(None, description="measured batches in one window")
+    counted_batches: int | None = Field(
+        None, description="batches re-run under the FLOP counter (the check of the closed form)"
     )
     method: str
     reason: str | None = None
@@ -374,6 +386,8 @@ class ResultMetrics(BaseModel):
     energy: EnergyMetrics
     repeats: RepeatSummary
     serving: ServingReport | None = None
+    host_cpu: HostCpu | None = None
+    cpu_contention: list[CpuContention] = []
 
 
 class Result(_Model):
@@ -400,6 +414,13 @@ class Result(_Model):
     warnings: list[str]
     environment: dict[str, object] = Field(
         description="versions, CPU, GPUs, driver (see llem.environment)"
+    )
+    host_cpu: HostCpu | None = Field(
+        None, description="host CPU threads in use and how they were chosen (llem.hostcpu)"
+    )
+    cpu_contention: list[CpuContention] = Field(
+        default_factory=list,
+        description="per measured window: CPU used by llem and by other processes, load average",
     )
     benchmark: BenchmarkReport | None = Field(
         None, description="benchmark preset figures (runs with protocol set, see llem.benchmarks)"

@@ -1,12 +1,14 @@
-"""The short table printed at the end of a run."""
+"""The short table printed at the end of a run: one line per headline, one line per energy meter
+(reading, what it covers, method; or why it is null). The full reasons stay in ``result.json``."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from llem.benchmarks import summary_line
 from llem.keymetrics import BY_NAME, CI_METRICS
-from llem.result import Distribution, Result
+from llem.result import ENERGY_NOT_MEASURED, Distribution, EnergyMetrics, EnergyReading, Result
 
 THROUGHPUT = tuple(
     BY_NAME[n] for n in ("output_tokens_per_s", "total_tokens_per_s", "requests_per_s")
@@ -32,6 +34,37 @@ def _si(value: float | None, unit: str) -> str:
 
 def _milli(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 1e3:.4g}"
+
+
+def short_reason(reason: str) -> str:
+    """The first clause of a reason, on one line (the full text is in result.json)."""
+    return re.split(r" \(|; |\n", reason.strip(), maxsplit=1)[0]
+
+
+def meter_lines(e: EnergyMetrics) -> list[tuple[str, str]]:
+    """(label, text) per meter and device over the measured windows: the reading, what it covers
+    and how; or why it is null."""
+    groups: dict[tuple[str, str], list[EnergyReading]] = {}
+    for r in e.readings:
+        if r.window.startswith("repeat-"):
+            groups.setdefault((r.meter, r.device), []).append(r)
+    per_meter = [meter for meter, _ in groups]
+    lines = []
+    for (meter, device), readings in groups.items():
+        values = [r.energy_j for r in readings]
+        first = readings[0]
+        if all(v is not None for v in values):
+            total = sum(v for v in values if v is not None)
+            text = f"{total:.3f} J ({first.covers}, {first.method})"
+            if meter == "codecarbon" and e.co2 and e.co2.emissions_kg_co2eq is not None:
+                co2 = e.co2.emissions_kg_co2eq * 1e3
+                text += f", {co2:.4g} g CO2-eq modelled ({e.co2.country_iso_code})"
+        else:
+            why = next((r.reason for r in readings if r.reason), "no reading")
+            text = f"null: {short_reason(why)} ({first.covers})"
+        label = meter if per_meter.count(meter) == 1 else f"{meter} {device}"
+        lines.append((f"  {label}", text))
+    return lines
 
 
 def print_summary(result: Result, path: Path) -> None:
@@ -61,11 +94,21 @@ def print_summary(result: Result, path: Path) -> None:
     table.add_row("ITL (ms)", _dist(result.latency.itl_ms))
     table.add_row("E2E (ms)", _dist(result.latency.e2e_ms))
     table.add_row("peak memory", f"{_si(result.memory.peak_bytes, 'B')} ({result.memory.measured})")
+    if result.host_cpu is not None:
+        table.add_row("CPU threads", threads_line(result))
+    f = result.flops
     table.add_row(
         "FLOPs / output token",
-        f"{_si(result.flops.counted_per_output_token, 'FLOP')} counted, "
-        f"{_si(result.flops.analytic_per_output_token, 'FLOP')} analytic",
+        f"{_si(f.window_per_output_token, 'FLOP')} (closed form, all "
+        f"{f.window_batches or '?'} measured batches)",
     )
+    if f.counted_batches:
+        table.add_row(
+            "  check",
+            f"{_si(f.counted_per_output_token, 'FLOP')} counted vs "
+            f"{_si(f.analytic_per_output_token, 'FLOP')} closed form on the {f.counted_batches} "
+            f"re-run batch{'es' if f.counted_batches > 1 else ''}",
+        )
     if e.total_j is not None:
         table.add_row(
             "energy",
@@ -78,14 +121,11 @@ def print_summary(result: Result, path: Path) -> None:
         if e.adjusted_total_j is not None:
             table.add_row("  minus idle baseline", f"{e.adjusted_total_j:.3f} J (secondary)")
     else:
-        table.add_row("energy", Text(f"not measured: {e.reason}"))
-    if e.estimate_j is not None:
-        co2 = (
-            f", {e.co2.emissions_kg_co2eq * 1e3:.4g} g CO2-eq ({e.co2.country_iso_code})"
-            if e.co2 and e.co2.emissions_kg_co2eq is not None
-            else ""
-        )
-        table.add_row("CodeCarbon estimate", Text(f"{e.estimate_j:.3f} J modelled{co2}"))
+        why = short_reason(e.reason or "no meter")
+        below = "; CodeCarbon's modelled estimate below" if e.estimate_j is not None else ""
+        table.add_row("energy", Text(f"not measured: {why} (reason in result.json){below}"))
+    for label, text in meter_lines(e):
+        table.add_row(label, Text(text))
     if result.benchmark is not None:
         table.add_row("benchmark", Text(summary_line(result.benchmark)))
     if len(result.repeats.per_repeat) > 1:
@@ -98,5 +138,21 @@ def print_summary(result: Result, path: Path) -> None:
                 )
     Console().print(table)
     for w in result.warnings:
+        if w.startswith(ENERGY_NOT_MEASURED):  # the table's energy line says it in one line
+            continue
         Console(stderr=True).print(Text("warning: ", style="yellow") + Text(w), highlight=False)
     print(f"result: {path}")
+
+
+def threads_line(result: Result) -> str:
+    """``'2 intra-op, 2 inter-op (OMP_NUM_THREADS); other processes 0.03 cores'``."""
+    h = result.host_cpu
+    if h is None:
+        return "n/a"
+    rule = f" ({h.policy.rule})" if h.policy else ""
+    text = f"{h.torch_threads} intra-op, {h.torch_interop_threads} inter-op{rule}"
+    text += f" on {h.physical_cores} physical / {h.logical_cores} logical cores"
+    other = BY_NAME["other_cpu_cores"].of(result)
+    if isinstance(other, float):
+        text += f"; other processes {other:.2f} cores"
+    return text

@@ -305,7 +305,7 @@ def test_metrics_and_ci_columns_with_repeats(tmp_path, template):
     )
     assert m["itl_p50_ms"] == t["latency"]["itl_ms"]["p50"]
     assert m["peak_memory_bytes"] == t["memory"]["peak_bytes"]
-    assert m["flops_per_output_token"] == t["flops"]["counted_per_output_token"]
+    assert m["window_flops_per_output_token"] == t["flops"]["window_per_output_token"]
     assert m["measured_window_s"] == t["timing"]["measured_window_s"]
     assert m["wh_per_1k_requests"] == t["energy"]["wh_per_1k_requests"]
     assert m["repeats"] == 3 and s["jobs"][1]["metrics"]["repeats"] == 1

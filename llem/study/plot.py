@@ -1,15 +1,19 @@
-"""``study_pareto.png``: the study's trade-off at a glance (matplotlib, imported here only, Agg
-canvas).
+"""The study's charts (matplotlib, imported here only, Agg canvas).
+
+``study_pareto.png``, the trade-off at a glance:
 
 - When some job measured energy: energy per output token against output tokens/s, the Pareto front
-  marked (higher throughput and lower J/token are better).
+  marked (higher throughput and lower J/token are better). With no hardware meter in any job but
+  CodeCarbon's estimate, the same chart from that estimate, its axis labelled "modelled estimate".
 - Otherwise, and in addition when exactly one parameter is swept: output tokens/s against that
   parameter (against the job when several are swept).
-
 - A load sweep (served runs, ``backend=openai``): J per output token, and E2E latency p50/p99,
   against the achieved output throughput of each job's steady-state window, one point per job (per
   rate); the job with the lowest J/token among those meeting the SLOs is starred and named
   (:func:`best_load_row`).
+
+``study_latency.png``: p50 and p99 latency (TTFT when measured, else E2E; ms) against output
+tokens/s, one point per job labelled by its swept values.
 
 Error bars are the 95% confidence intervals across repeats (jobs with repeats >= 2). No completed
 job: no png.
@@ -25,6 +29,7 @@ from llem.study.table import Cell, Row, pareto_front
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 MAX_LABELS = 30
 SLO_ATTAINMENT = 0.99  # a served job meets its SLOs when this share of its requests does
@@ -66,14 +71,27 @@ def _err(rows: list[Row], name: str) -> list[list[float]] | None:
     return [below, above] if any_ci else None
 
 
+MEASURED = "energy_per_output_token_j"
+MODELLED = "codecarbon_estimate_per_output_token_j"
+
+
+def _energy_column(rows: list[Row]) -> str | None:
+    """The J/token column the Pareto chart uses: measured when any job has it, else modelled."""
+    for name in (MEASURED, MODELLED):
+        if any(_num(r, name) is not None for r in rows):
+            return name
+    return None
+
+
 def _pareto_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
-    pts = [r for r in rows if _num(r, "energy_per_output_token_j") is not None]
-    xs, ys = _nums(pts, "output_tokens_per_s"), _nums(pts, "energy_per_output_token_j")
+    column = _energy_column(rows) or MEASURED
+    pts = [r for r in rows if _num(r, column) is not None]
+    xs, ys = _nums(pts, "output_tokens_per_s"), _nums(pts, column)
     ax.errorbar(
         xs,
         ys,
         xerr=_err(pts, "output_tokens_per_s"),
-        yerr=_err(pts, "energy_per_output_token_j"),
+        yerr=_err(pts, column),
         fmt="o",
         color="tab:blue",
         ecolor="lightsteelblue",
@@ -99,9 +117,11 @@ def _pareto_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
                 _label(r, swept), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7
             )
     covers = next((r["energy_covers"] for r in pts if r.get("energy_covers")), None)
+    if column == MODELLED:
+        covers = "modelled estimate, CodeCarbon"
     ax.set_xlabel("output tokens/s (higher is better)")
-    ax.set_ylabel(f"J per output token{f' ({covers})' if covers else ''} (lower is better)")
-    ax.set_title("Energy per token vs throughput")
+    ax.set_ylabel(f"J per output token{f' ({covers})' if covers else ''}\n(lower is better)")
+    ax.set_title("Energy per token vs throughput" + (" (modelled)" if column == MODELLED else ""))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
 
@@ -223,7 +243,7 @@ def write_plot(path: Path, rows: list[Row], swept: list[str]) -> bool:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    has_energy = any(r.get("energy_per_output_token_j") is not None for r in done)
+    has_energy = _energy_column(done) is not None
     panels = ([_pareto_panel] if has_energy else []) + (
         [_param_panel] if len(swept) == 1 or not has_energy else []
     )
@@ -237,6 +257,51 @@ def write_plot(path: Path, rows: list[Row], swept: list[str]) -> bool:
         f"llem study: {path.parent.name}, {len(done)} completed job{'s' if len(done) != 1 else ''}",
         fontsize=10,
     )
+    _save(fig, path)
+    return True
+
+
+def _save(fig: Figure, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
+
+
+def write_latency_plot(path: Path, rows: list[Row], swept: list[str]) -> bool:
+    """Draw ``path``: p50/p99 latency against output tokens/s; False (nothing written) when no
+    completed job has a latency."""
+    kind = "ttft" if any(_num(r, "ttft_p50_ms") is not None for r in rows) else "e2e"
+    done = [
+        r
+        for r in rows
+        if r.get("status") == "ok"
+        and _num(r, "output_tokens_per_s") is not None
+        and _num(r, f"{kind}_p50_ms") is not None
+    ]
+    if not done:
+        return False
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    xs = _nums(done, "output_tokens_per_s")
+    for pct, marker in (("p50", "o"), ("p99", "^")):
+        pts = [(x, _num(r, f"{kind}_{pct}_ms")) for r, x in zip(done, xs, strict=True)]
+        shown = [(x, y) for x, y in pts if y is not None]
+        if shown:
+            ax.plot(*zip(*shown, strict=True), marker, ms=6, label=f"{kind.upper()} {pct}")
+    if len(done) <= MAX_LABELS:
+        for r, x in zip(done, xs, strict=True):
+            y = _num(r, f"{kind}_p50_ms")
+            ax.annotate(
+                _label(r, swept), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7
+            )
+    ax.set_xlabel("output tokens/s (higher is better)")
+    ax.set_ylabel(f"{kind.upper()} (ms, lower is better)")
+    ax.set_title(f"Latency vs throughput ({'time to first token' if kind == 'ttft' else 'E2E'})")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle(f"llem study: {path.parent.name}, {len(done)} completed jobs", fontsize=10)
+    _save(fig, path)
     return True

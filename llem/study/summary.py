@@ -10,7 +10,7 @@ atomically:
   own column (named after the override key, e.g. ``batch``), then the key metrics
   (:mod:`llem.keymetrics`);
 - ``study_summary.md``: a readable table;
-- ``study_pareto.png``: see :mod:`llem.study.plot`.
+- ``study_pareto.png`` and ``study_latency.png``: see :mod:`llem.study.plot`.
 
 Rebuilds are serialised with an exclusive ``flock`` on ``.study_summary.lock`` (parallel jobs each
 rebuild as they end) and reuse the entries of the previous ``study_summary.json`` for every
@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from llem.clock import now_iso
 from llem.paths import write_atomic
 from llem.records import (
+    LATENCY_PNG,
     PARETO_PNG,
     SUMMARY_CSV,
     SUMMARY_JSON,
@@ -160,6 +161,38 @@ def build_summary(
     return Summary(meta, entries, rows, columns)
 
 
+def plots_wanted(jobs: list[JobEntry], sweep_dir: Path) -> bool:
+    """False when the study's jobs were composed with ``plots=false`` (the first job's config)."""
+    import yaml
+
+    for job in jobs:
+        config = sweep_dir / job.job / ".hydra" / "config.yaml"
+        if config.is_file():
+            try:
+                data = yaml.safe_load(config.read_text())
+            except (OSError, yaml.YAMLError):
+                continue
+            return not isinstance(data, dict) or data.get("plots") is not False
+    return True
+
+
+def _draw(sweep_dir: Path, summary: Summary) -> None:
+    """The study's charts; a drawing failure costs the chart, not the tables."""
+    from llem.study.plot import write_latency_plot, write_plot
+
+    swept = list(summary.meta.swept)
+    for name, draw in ((PARETO_PNG, write_plot), (LATENCY_PNG, write_latency_plot)):
+        try:
+            drawn = draw(sweep_dir / name, summary.rows, swept)
+        except Exception:
+            log.exception("llem: could not draw %s (the tables are written)", sweep_dir / name)
+            continue
+        if drawn and name == PARETO_PNG:
+            summary.meta.plot = name
+        elif drawn:
+            summary.meta.latency_plot = name
+
+
 def write_summary(
     sweep_dir: Path, *, final: bool = False, interrupted: bool = False, plot: bool = True
 ) -> Summary:
@@ -167,7 +200,7 @@ def write_summary(
 
     ``final``: the sweep has ended (a job folder with no outcome is then ``incomplete``, not
     ``running``); ``interrupted``: it was stopped early (the same, and the header says so);
-    ``plot=False`` skips the png.
+    ``plot=False`` (or jobs composed with ``plots=false``) skips the pngs.
     """
     sweep_dir = Path(sweep_dir).resolve()
     if not sweep_dir.is_dir():
@@ -180,16 +213,8 @@ def write_summary(
         write_parquet(sweep_dir / SUMMARY_PARQUET, rows, columns, meta)
         write_atomic(sweep_dir / SUMMARY_CSV, csv_text(rows, columns))
         write_atomic(sweep_dir / SUMMARY_MD, md_text(meta, rows, columns))
-        if plot:
-            try:
-                from llem.study.plot import write_plot
-
-                if write_plot(sweep_dir / PARETO_PNG, rows, list(meta.swept)):
-                    meta.plot = PARETO_PNG
-            except Exception:
-                log.exception(
-                    "llem: could not draw %s (the tables are written)", sweep_dir / PARETO_PNG
-                )
+        if plot and plots_wanted(summary.jobs, sweep_dir):
+            _draw(sweep_dir, summary)
         # written last: its presence with these counts means every other file is at least this
         # recent
         write_atomic(sweep_dir / SUMMARY_JSON, json_text(meta, summary.jobs))

@@ -19,7 +19,7 @@ from llem.paths import atomic_path
 from llem.study.scan import JobEntry
 from llem.study.table import Cell, Column, Row, status_line
 
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2  # 2: whole-window FLOPs, labelled CodeCarbon columns, CPU threads
 
 
 class SummaryMeta(BaseModel):
@@ -43,6 +43,7 @@ class SummaryMeta(BaseModel):
     pareto_front: list[str]
     columns: list[str]
     plot: str | None = None
+    latency_plot: str | None = None
 
 
 class SummaryFile(BaseModel):
@@ -58,8 +59,9 @@ class SummaryFile(BaseModel):
 def json_text(meta: SummaryMeta, jobs: list[JobEntry]) -> str:
     """The summary as JSON: metadata keys indented, one job per line."""
     fields = meta.model_dump(mode="json", exclude_none=False)
-    if meta.plot is None:
-        del fields["plot"]
+    for key in ("plot", "latency_plot"):
+        if fields[key] is None:
+            del fields[key]
     lines = ["{", *(f"  {json.dumps(k)}: {json.dumps(v)}," for k, v in fields.items())]
     lines.append('  "jobs": [')
     last = len(jobs) - 1
@@ -90,7 +92,7 @@ def write_parquet(path: Path, rows: list[Row], columns: list[Column], meta: Summ
         name: pa.array([row.get(name) for row in rows], type=types[kind]) for name, kind in columns
     }
     table = pa.table(arrays).replace_schema_metadata(
-        {"llem.study": meta.model_dump_json(exclude={"plot"})}
+        {"llem.study": meta.model_dump_json(exclude={"plot", "latency_plot"})}
     )
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
@@ -131,8 +133,13 @@ def _repeats(row: Row) -> int:
     return value if isinstance(value, int) else 0
 
 
+def _has(rows: list[Row], name: str) -> bool:
+    return any(r.get(name) is not None for r in rows)
+
+
 def md_text(meta: SummaryMeta, rows: list[Row], columns: list[Column]) -> str:
-    has_energy = any(r.get("energy_per_output_token_j") is not None for r in rows)
+    has_energy = _has(rows, "energy_per_output_token_j")
+    has_estimate = _has(rows, "codecarbon_estimate_j")
     lines = [
         f"# llem study: {Path(meta.sweep_dir).name}",
         "",
@@ -150,7 +157,9 @@ def md_text(meta: SummaryMeta, rows: list[Row], columns: list[Column]) -> str:
     if not has_energy:
         reasons = [str(r["energy_reason"]) for r in rows if r.get("energy_reason")]
         lines.append(
-            "- energy: not measured" + (f" ({_md_cell(reasons[0], 160)})" if reasons else "")
+            "- energy: not measured by a hardware meter"
+            + (f" ({_md_cell(reasons[0], 160)})" if reasons else "")
+            + ("; CodeCarbon's modelled estimate is in its own columns" if has_estimate else "")
         )
     lines.append("")
     swept = set(meta.swept)
@@ -158,7 +167,10 @@ def md_text(meta: SummaryMeta, rows: list[Row], columns: list[Column]) -> str:
     header = ["#", *param_names, "status", "out tok/s"]
     if has_energy:
         header += ["J/out tok", "Wh/1k req"]
-    header += ["TTFT p50 ms", "ITL p50 ms", "E2E p99 ms", "peak mem MiB", "note"]
+    if has_estimate:
+        header += ["CodeCarbon J/out tok (modelled)", "CO2 g (modelled)"]
+    header += ["TTFT p50 ms", "ITL p50 ms", "E2E p99 ms", "FLOP/out tok (window)"]
+    header += ["peak mem MiB", "threads", "note"]
     lines += ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         mem = row["peak_memory_bytes"]
@@ -167,14 +179,31 @@ def md_text(meta: SummaryMeta, rows: list[Row], columns: list[Column]) -> str:
         cells += [str(row["status"]), _with_ci(row, "output_tokens_per_s")]
         if has_energy:
             cells += [_with_ci(row, "energy_per_output_token_j"), _fmt(row["wh_per_1k_requests"])]
+        if has_estimate:
+            co2 = row["codecarbon_co2_kg"]
+            cells += [
+                _fmt(row["codecarbon_estimate_per_output_token_j"]),
+                _fmt(co2 * 1e3 if isinstance(co2, float) else None),
+            ]
         cells += [
             _fmt(row["ttft_p50_ms"]),
             _fmt(row["itl_p50_ms"]),
             _fmt(row["e2e_p99_ms"]),
+            _fmt(row["window_flops_per_output_token"]),
             f"{mem / 2**20:.0f}" if isinstance(mem, int) else "",
+            _fmt(row["cpu_threads"]),
             _md_cell(str(row["error"])) if row["error"] else "",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if has_estimate:
+        lines += [
+            "",
+            "CodeCarbon columns: a MODELLED estimate (TDP and utilisation), not a measurement.",
+        ]
+    lines += [
+        "",
+        "FLOP/out tok (window): closed-form FLOPs of every measured batch / output tokens.",
+    ]
     if any(_repeats(r) >= 2 for r in rows):
         lines += ["", "Brackets: 95% confidence interval across repeats (Student's t)."]
     return "\n".join(lines) + "\n"

@@ -24,6 +24,7 @@ from llem.config import ExperimentConfig
 from llem.datasets import PromptSet
 from llem.environment import cpu_info
 from llem.errors import UsageError
+from llem.hostcpu import thread_policy
 from llem.result import ModelRecord
 
 
@@ -73,8 +74,8 @@ class PyTorchBackend(HFBackend):
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # untyped in transformers
         super().__init__(experiment, config.trust_remote_code)
         self.bcfg = config
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
+        self.thread_policy = thread_policy(config.num_threads)
+        torch.set_num_threads(self.thread_policy.threads)
         self.device = resolve_device(config.device)
         name, warning = resolve_dtype(experiment.precision, self.device, cpu_info()["native_bf16"])
         self.dtype: torch.dtype | str = name if name == "auto" else getattr(torch, name)

@@ -35,5 +35,7 @@ class PyTorchConfig(BackendConfig):
     )
     use_cache: bool = Field(True, description="KV cache during generation")
     num_threads: PositiveInt | None = Field(
-        None, description="torch CPU threads (null = torch's default)"
+        None,
+        description="torch CPU threads; null = OMP_NUM_THREADS when exported, else the physical "
+        "cores in the affinity set (recorded in host_cpu.policy)",
     )
