@@ -18,7 +18,15 @@ pytestmark = pytest.mark.e2e
 APP = REPO / "tests" / "apps" / "trivial_app.py"
 
 # what may differ between two runs of the same job: clocks, ids, durations and rates
-_VARIABLE = {"experiment_id", "started_at", "ended_at", "timing", "environment", "host_cpu"}
+_VARIABLE = {
+    "experiment_id",
+    "started_at",
+    "ended_at",
+    "timing",
+    "environment",
+    "host_cpu",
+    "cpu_contention",  # what other processes did meanwhile
+}
 _TIMED = ("_s", "_ms", "_per_s", "_per_s_per_w")
 
 
