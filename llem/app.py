@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -17,6 +18,9 @@ from llem import resolvers
 from llem.errors import EXIT_USAGE, UsageError
 from llem.plugins import register_plugins
 from llem.records import RESULT_FILE
+
+if TYPE_CHECKING:
+    from llem.result import Result
 
 resolvers.register()
 register_plugins()
@@ -36,25 +40,62 @@ def _discard(run_dir: Path, output_root: Path) -> None:
 
 
 def run_job(cfg: DictConfig) -> dict[str, str | float]:
-    """The task function body; returns the key metrics (Hydra stores them in the JobReturn)."""
+    """The task function body; returns the key metrics (Hydra stores them in the JobReturn).
+
+    Ctrl-C, SIGTERM and SIGHUP stop the run: the backend (and any engine process it started) is
+    closed by the harness, the folder without a result is removed, the exit code is 128 + signal.
+    """
     from llem.config import validate
     from llem.harness import Harness
-    from llem.result import write_result
+    from llem.lock import FolderLock
+    from llem.signals import Stopped, ignore_signals, stop_on_signals
     from llem.summary import print_summary
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    lock = FolderLock(run_dir, what="run")
     try:
-        experiment = validate(cfg)
-        result = Harness(experiment, run_dir, overrides=list(hc.overrides.task)).run()
+        lock.acquire()
+    except UsageError as exc:  # another llem owns the folder: leave it alone
+        sys.stderr.write(f"Error: {exc}\n")
+        raise SystemExit(EXIT_USAGE) from None
+    try:
+        with stop_on_signals():
+            experiment = validate(cfg)
+            result = Harness(experiment, run_dir, overrides=list(hc.overrides.task)).run()
+    except Stopped as stopped:
+        ignore_signals()
+        _discard(run_dir, Path(str(cfg.output_dir)))
+        sys.stderr.write(f"Error: stopped by {stopped.description}; nothing was recorded\n")
+        raise SystemExit(stopped.exit_code) from None
     except UsageError as exc:
         _discard(run_dir, Path(str(cfg.output_dir)))
         sys.stderr.write(f"Error: {exc}\n")
         raise SystemExit(EXIT_USAGE) from None
-    path = write_result(result, run_dir)
+    finally:
+        lock.release()
+    path = _keep(result, run_dir)
     if not experiment.quiet:
         print_summary(result, path)
     return {"result": str(path), "output_tokens_per_s": result.throughput.output_tokens_per_s}
+
+
+def _keep(result: Result, run_dir: Path) -> Path:
+    """Write ``result.json`` into the run folder, or, when that fails, into a fallback folder in
+    llem's cache whose path is printed: a finished measurement is never lost."""
+    from llem.paths import cache_dir, claim_unique_dir
+    from llem.result import write_result
+
+    try:
+        return write_result(result, run_dir)
+    except OSError as exc:
+        fallback = Path(claim_unique_dir(str(cache_dir("unsaved") / run_dir.name)))
+        path = write_result(result, fallback)
+        sys.stderr.write(
+            f"warning: cannot write {run_dir / RESULT_FILE} ({exc.strerror}); "
+            f"the result was saved to {path}\n"
+        )
+        return path
 
 
 @hydra.main(version_base="1.3", config_path="pkg://llem.conf", config_name="llem")

@@ -24,8 +24,9 @@ def experiment_file_args(args: list[str]) -> list[str]:
     """``run exp.yaml k=v`` -> Hydra arguments that make ``exp.yaml`` the primary config.
 
     The file's folder becomes the primary config path (so the user's files win) and the packaged
-    configs stay reachable through ``hydra.searchpath``; the file extends them with ``defaults:
-    [llem, _self_]``.
+    configs stay reachable through ``hydra.searchpath``; the file extends them with
+    ``defaults: [llem, _self_]``. The file is read size-capped and alias-free first
+    (:mod:`llem.yamlguard`).
     """
     if not args or args[0].startswith("-") or "=" in args[0]:
         raise UsageError(
@@ -34,20 +35,14 @@ def experiment_file_args(args: list[str]) -> list[str]:
     path = Path(args[0]).expanduser().resolve()
     if not path.is_file():
         raise UsageError(f"experiment file {args[0]} not found: give the path of a .yaml file")
-    import yaml
+    from llem.yamlguard import read_experiment_yaml
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise UsageError(f"{args[0]} is not valid YAML{where}: fix the file") from None
+    data = read_experiment_yaml(path)  # size-capped, aliases refused: hostile files stop at once
     defaults = data.get("defaults") if isinstance(data, dict) else None
     if not isinstance(defaults, list) or "llem" not in defaults:
         raise UsageError(
             f"{args[0]} must extend the packaged experiment: add 'defaults: [llem, _self_]' at "
-            "its top "
-            "(see llem/examples/experiment.yaml.example)"
+            "its top (see llem/examples/experiment.yaml.example)"
         )
     if path.suffix not in {".yaml", ".yml"}:
         path = _yaml_copy(path)

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import typing
 from typing import Annotated, Literal
 
-from pydantic import Field, PlainValidator, SerializeAsAny, ValidationError, model_validator
+from pydantic import (
+    Field,
+    PlainValidator,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from llem.backends.config import BackendConfig
 from llem.backends.openai.config import OpenAIConfig, is_local
@@ -29,6 +37,18 @@ from llem.strict import Strict as _Strict
 RegisteredBackend = Annotated[SerializeAsAny[BackendConfig], PlainValidator(validate_backend)]
 
 
+# Upper bounds: beyond them a run cannot finish in any useful time or memory, so it is refused in
+# pre-flight instead of failing (or hanging) after the model has loaded.
+MAX_TOKENS = 1_048_576  # prompt/new tokens: no model's context is longer
+MAX_PROMPTS = 1_000_000  # measured prompts
+MAX_WARMUP = 10_000  # warm-up batches
+MAX_REPEATS = 1_000  # measured windows
+MAX_GAP_S = 3_600.0  # cool-down between repeats, s
+
+# every RNG llem seeds (torch, numpy, CUDA) takes a 32-bit unsigned seed
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
 # --------------------------------------------------------------------------- model group
 
 
@@ -39,8 +59,21 @@ class ModelConfig(_Strict):
     )
     revision: str | None = Field(None, description="hub revision (branch, tag or commit) to pin")
     slug: str | None = Field(
-        None, description="short name used in result folder names (default: derived)"
+        None,
+        description="short name used in result folder names (default: derived); letters, digits, "
+        "'.', '_', '-' only",
     )
+
+    @field_validator("slug")
+    @classmethod
+    def _safe_slug(cls, value: str | None) -> str | None:
+        """A slug names a folder inside ``output_dir``: it never holds a path."""
+        if value is not None and (not _SLUG.fullmatch(value) or ".." in value):
+            raise ValueError(
+                f"model.slug={value!r} cannot name a folder: use letters, digits, '.', '_' and "
+                "'-' only (no '/', no '..')"
+            )
+        return value
 
 
 # --------------------------------------------------------------------------- dataset group
@@ -83,10 +116,13 @@ class SyntheticDataset(_DatasetBase):
 
     name: Literal["synthetic"] = "synthetic"
     chat_template: ChatTemplate = Field("never", description="ignored: token ids are not templated")
-    input_tokens: PositiveInt = Field(
-        128, description="prompt length in tokens of the model's tokenizer"
+    input_tokens: int = Field(
+        128,
+        ge=1,
+        le=MAX_TOKENS,
+        description="prompt length in tokens of the model's tokenizer (fits the model's context)",
     )
-    seed: int = Field(
+    seed: Seed = Field(
         0, description="seed of the token sampler (independent of the generation seed)"
     )
 
@@ -135,13 +171,15 @@ class ExperimentConfig(_Strict):
     load: LoadConfig = Field(
         BatchLoad(), description="how requests reach the engine: batch | poisson | concurrency"
     )
-    n: PositiveInt = Field(100, description="number of measured prompts")
+    n: int = Field(100, ge=1, le=MAX_PROMPTS, description="number of measured prompts")
     batch: PositiveInt = Field(1, description="prompts per generate call (must be <= n)")
-    max_new_tokens: PositiveInt = Field(32, description="new tokens per prompt")
+    max_new_tokens: int = Field(
+        32, ge=1, le=MAX_TOKENS, description="new tokens per prompt (within the model's context)"
+    )
     stop_at_eos: bool = Field(
         False, description="false = fixed output length (min = max new tokens, EOS ignored)"
     )
-    max_input_tokens: PositiveInt | None = Field(
+    max_input_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS)] | None = Field(
         1024,
         description="longer prompts are truncated to this many tokens (counted in "
         "dataset.truncated_prompts); null = the model's context minus max_new_tokens",
@@ -152,16 +190,20 @@ class ExperimentConfig(_Strict):
         "(bf16 needs native CPU support)",
     )
     decoding: Decoding = Decoding()
-    seed: int = Field(42, description="seeds every RNG generation uses")
+    seed: Seed = Field(42, description="seeds every RNG generation uses")
     warmup_batches: int = Field(
-        2, ge=0, description="batches run before the measured window (excluded)"
+        2, ge=0, le=MAX_WARMUP, description="batches run before the measured window (excluded)"
     )
-    repeats: PositiveInt = Field(
+    repeats: int = Field(
         1,
+        ge=1,
+        le=MAX_REPEATS,
         description="measured windows over the same prompts; >= 3 gives useful 95% confidence "
         "intervals",
     )
-    repeat_gap_s: float = Field(0.0, ge=0, description="idle cool-down between repeats (s)")
+    repeat_gap_s: float = Field(
+        0.0, ge=0, le=MAX_GAP_S, description="idle cool-down between repeats (s)"
+    )
     flops: FlopsConfig = FlopsConfig()
     output_dir: str = Field("results", description="root folder of result folders")
     quiet: bool = Field(

@@ -37,6 +37,8 @@ _PASSTHROUGH = {
     "-sc",
     "--experimental-rerun",
 }
+# Hydra flags that cannot be combined with -m (Hydra would raise a ValueError)
+_PRINT_ONLY = {"--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
 _WITH_VALUE = {
     "--config-path": "config_path",
     "-cp": "config_path",
@@ -259,12 +261,18 @@ def _first_line(text: str) -> str:
 
 
 def check(args: list[str]) -> list[ExperimentConfig]:
-    """Everything that can be checked before running: config, backend, model source, dataset
-    file."""
+    """Everything that can be checked before running: config, backend, model source (complete
+    folder, context length), dataset (file, size against ``n``), meter, country code, that the
+    output folders can be written. Every bad job is listed; nothing is created."""
     from llem.plugins import load_plugins
 
     load_plugins()  # here, so that a plugin that cannot be imported is one Error: line
     cl = parse(args)
+    if cl.multirun and _PRINT_ONLY & set(args):
+        raise UsageError(
+            f"-m cannot be combined with {'/'.join(sorted(_PRINT_ONLY & set(args)))}: drop -m "
+            "to print the configuration"
+        )
     if cl.passthrough:
         return []
     plan = compose_jobs(cl)
@@ -281,34 +289,154 @@ def check(args: list[str]) -> list[ExperimentConfig]:
         from llem.study.slurm import check_cluster
 
         check_cluster(plan.slurm_partition)
-    from llem.backends import require_backend
-    from llem.backends.openai.config import OpenAIConfig, require_vllm
-    from llem.datasets import check_dataset
-    from llem.energy import check_meter
-    from llem.models.source import check_model
-
-    seen: set[str] = set()
-
-    def first(ident: str) -> bool:
-        """True the first time ``ident`` comes up: each distinct section is checked once."""
-        new = ident not in seen
-        seen.add(ident)
-        return new
-
-    in_containers = mode == "docker"  # engines live in the images, not on this host
-    for exp in experiments:
-        if not in_containers and first(f"backend:{exp.backend.name}"):
-            require_backend(exp.backend.name)
-        served_by_vllm = isinstance(exp.backend, OpenAIConfig) and exp.backend.launch == "vllm"
-        if not in_containers and served_by_vllm and first("server:vllm"):
-            require_vllm()  # backend=openai starting vLLM: the extra, before any job starts
-        if first(f"model:{exp.model!r}"):
-            check_model(exp.model)
-        if first(f"dataset:{exp.dataset!r}"):
-            check_dataset(exp.dataset)
-        if first(f"energy:{exp.energy!r}"):
-            check_meter(exp.energy)
+    for folder in _hydra_dirs(cl.overrides):
+        _check_writable(folder, "the output folder")
+    checks = _SectionChecks(in_containers=mode == "docker")
+    problems = []
+    for job, exp in plan.jobs:
+        try:
+            checks.job(exp)
+        except UsageError as exc:
+            problems.append((job, exc))
+    if problems:
+        if len(plan.jobs) == 1:
+            raise problems[0][1]
+        lines = [f"{len(problems)} of {len(plan.jobs)} jobs are invalid; nothing was run:"]
+        lines += [f"  [{' '.join(_user_part(j)) or 'defaults'}] {exc}" for j, exc in problems]
+        raise ConfigError("\n".join(lines))
     return experiments
+
+
+class _SectionChecks:
+    """The checks of one job; each distinct section (backend, model, dataset, meter, output
+    folder) is checked once per command line and its outcome reused."""
+
+    def __init__(self, in_containers: bool) -> None:
+        self.in_containers = in_containers  # engines live in the images, not on this host
+        self.outcomes: dict[str, UsageError | int | None] = {}
+
+    def _once(self, ident: str, check: Callable[[], int | None]) -> int | None:
+        if ident not in self.outcomes:
+            try:
+                self.outcomes[ident] = check()
+            except UsageError as exc:
+                self.outcomes[ident] = exc
+        outcome = self.outcomes[ident]
+        if isinstance(outcome, UsageError):
+            raise outcome
+        return outcome
+
+    def job(self, exp: ExperimentConfig) -> None:
+        from llem.backends import require_backend
+        from llem.backends.openai.config import OpenAIConfig, require_vllm
+        from llem.datasets import check_dataset
+        from llem.models.source import check_model, model_context
+
+        if not self.in_containers:
+            self._once(f"backend:{exp.backend.name}", lambda: require_backend(exp.backend.name))
+        served_by_vllm = isinstance(exp.backend, OpenAIConfig) and exp.backend.launch == "vllm"
+        if not self.in_containers and served_by_vllm:
+            self._once("server:vllm", require_vllm)  # backend=openai starting vLLM: the extra
+        self._once(f"model:{exp.model!r}", lambda: check_model(exp.model))
+        available = self._once(f"dataset:{exp.dataset!r}", lambda: check_dataset(exp.dataset))
+        self._once(f"energy:{exp.energy!r}", lambda: _check_energy(exp))
+        self._once(
+            f"output:{exp.output_dir}",
+            lambda: _check_writable(Path(exp.output_dir).expanduser(), "output_dir"),
+        )
+        if available is not None and exp.n > available:
+            raise UsageError(
+                f"n={exp.n} but the dataset has {available} prompts: set n<={available} "
+                "or choose a larger dataset"
+            )
+        context = self._once(f"context:{exp.model!r}", lambda: model_context(exp.model))
+        if context is not None:
+            _check_context(exp, context)
+
+
+def _check_context(exp: ExperimentConfig, context: int) -> None:
+    """New tokens (and synthetic prompts) must fit the model's context of ``context`` tokens."""
+    from llem.config import SyntheticDataset
+
+    if exp.max_new_tokens >= context:
+        raise UsageError(
+            f"max_new_tokens={exp.max_new_tokens} does not fit: the model has a context of "
+            f"{context} tokens; set max_new_tokens<{context}"
+        )
+    if isinstance(exp.dataset, SyntheticDataset):
+        room = context - exp.max_new_tokens
+        if exp.dataset.input_tokens > room:
+            raise UsageError(
+                f"dataset.input_tokens={exp.dataset.input_tokens} plus max_new_tokens="
+                f"{exp.max_new_tokens} do not fit: the model has a context of {context} tokens; "
+                f"set dataset.input_tokens<={room}"
+            )
+
+
+def _check_energy(exp: ExperimentConfig) -> None:
+    from llem.energy import check_meter
+
+    check_meter(exp.energy)
+    uses_codecarbon = exp.energy.codecarbon or exp.energy.meter == "codecarbon"
+    known = _codecarbon_countries() if uses_codecarbon else None
+    code = exp.energy.country_iso_code
+    if known is not None and code not in known:
+        raise UsageError(
+            f"energy.country_iso_code={code!r} is not a country CodeCarbon knows: use an ISO 3166 "
+            "alpha-3 code such as USA, FRA or DEU"
+        )
+
+
+def _codecarbon_countries() -> frozenset[str] | None:
+    """The alpha-3 codes of CodeCarbon's energy-mix table (None when CodeCarbon is not installed),
+    read from its data file without importing it."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.find_spec("codecarbon")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    table = Path(spec.submodule_search_locations[0]) / CODECARBON_MIX
+    try:
+        data = json.loads(table.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return frozenset(data) if isinstance(data, dict) else None
+
+
+CODECARBON_MIX = "data/private_infra/global_energy_mix.json"  # inside the codecarbon package
+
+
+def _hydra_dirs(overrides: list[str]) -> list[Path]:
+    """The literal part (before any ``${...}``) of ``hydra.run.dir``/``hydra.sweep.dir``
+    overrides."""
+    dirs = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir"):
+            literal = value.split("${", 1)[0].strip("'\"")
+            if literal:
+                dirs.append(Path(literal).expanduser())
+    return dirs
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """``folder`` is (or can be made as) a folder llem can write: a folder is created and removed
+    in its nearest existing ancestor, so nothing is left behind."""
+    import os
+    import tempfile
+
+    path = folder.absolute()
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+    if not existing.is_dir():
+        raise UsageError(f"{what} {folder} cannot be made: {existing} is not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".llem-write-check-", dir=existing))
+    except OSError as exc:
+        raise UsageError(
+            f"{what} {folder} cannot be written ({exc.strerror} in {existing}): choose a "
+            "folder you can write"
+        ) from None
 
 
 def experiment(*overrides: str) -> ExperimentConfig:

@@ -673,9 +673,11 @@ def test_e2e_failed_jobs_get_error_json_from_the_callback(tmp_path):
     """A job whose task raises (a model folder transformers cannot load): the callback writes its
     error.json and the summary lists it; Hydra skips on_multirun_end after a failure, so the job-end
     rebuilds must do."""
-    bad = tmp_path / "badmodel"
+    bad = tmp_path / "badmodel"  # complete on disk (passes pre-flight), unknown to transformers
     bad.mkdir()
-    (bad / "config.json").write_text("{}")
+    (bad / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    (bad / "tokenizer.json").write_text("{}")
+    (bad / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
     proc = run_llem(
         "-m",
         "batch=1,2",

@@ -50,9 +50,10 @@ def _open(cfg: Dataset) -> PromptSet:
     raise AssertionError(cfg)
 
 
-def check_dataset(cfg: Dataset) -> None:
-    """Pre-flight: the source exists and parses (raises :class:`UsageError` naming the fix)."""
-    _open(cfg)
+def check_dataset(cfg: Dataset) -> int | None:
+    """Pre-flight: the source exists and parses (raises :class:`UsageError` naming the fix);
+    returns how many prompts it holds (None = unlimited)."""
+    return _open(cfg).available
 
 
 def load_prompts(cfg: Dataset, n: int, n_warmup: int) -> tuple[PromptSet, list[int], list[int]]:

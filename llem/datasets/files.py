@@ -22,8 +22,9 @@ def read_prompts(
     if file.suffix in {".csv", ".parquet"}:
         return _read_table(file, field, key, fallback_fields)
     prompts: list[str] = []
-    with file.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with file.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            line = _text(raw, f"{key}={path}: line {lineno}")
             if not line.strip():
                 continue
             try:
@@ -47,12 +48,30 @@ def read_prompts(
     return prompts
 
 
+def _text(raw: bytes, where: str) -> str:
+    """One line of a prompts file as text; undecodable bytes name the file, line and byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{where} is not UTF-8 text (byte {exc.start + 1} is 0x{raw[exc.start]:02x}): "
+            "re-save the file as UTF-8"
+        ) from None
+
+
 def _prompt(record: dict[str, object], field: str, fallbacks: tuple[str, ...], where: str) -> str:
     for name in (field, *fallbacks):
         if name in record:
             value = record[name]
             if not isinstance(value, str) or not value.strip():
                 raise UsageError(f"{where}: '{name}' must be a non-empty string")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:  # a lone surrogate escape such as "\\ud800"
+                raise UsageError(
+                    f"{where}: '{name}' holds an unpaired surrogate ({value[exc.start]!a} at "
+                    f"character {exc.start + 1}): fix the escape in the file"
+                ) from None
             return value
     raise UsageError(
         f"{where} has no '{field}' key (keys: {', '.join(record) or 'none'}); "

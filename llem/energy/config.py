@@ -5,6 +5,8 @@ a meter registered by a plugin is as valid as a built-in one."""
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
@@ -17,7 +19,7 @@ class BaselineConfig(_Strict):
 
     enabled: bool = True
     duration_s: float = Field(
-        15.0, gt=0, description="idle measurement length (s); >= 10 s recommended"
+        15.0, gt=0, le=3600, description="idle measurement length (s); >= 10 s recommended"
     )
     max_age_h: float = Field(
         24.0, ge=0, description="reuse a cached baseline younger than this (h); 0 = never"
@@ -37,7 +39,7 @@ class EnergyConfig(_Strict):
         True, description="with meter=auto: add CodeCarbon's CO2 estimate when installed"
     )
     country_iso_code: str = Field(
-        "USA", min_length=3, max_length=3, description="CodeCarbon grid (ISO 3166 alpha-3)"
+        "USA", description="CodeCarbon grid (ISO 3166 alpha-3: three capital letters)"
     )
     baseline: BaselineConfig = BaselineConfig()
     prefill_split: bool = Field(
@@ -45,6 +47,16 @@ class EnergyConfig(_Strict):
         description="also measure a prefill-only pass (1 new token) to split prefill and decode "
         "energy",
     )
+
+    @field_validator("country_iso_code")
+    @classmethod
+    def _alpha3(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Z]{3}", value):
+            raise ValueError(
+                f"energy.country_iso_code={value!r} is not a country code: use three capital "
+                "letters (ISO 3166 alpha-3, e.g. USA, FRA, DEU)"
+            )
+        return value
 
     @field_validator("meter")
     @classmethod

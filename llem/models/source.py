@@ -84,10 +84,12 @@ def check_model(cfg: ModelConfig) -> None:
                 f"model.name_or_path={name}: no such folder; give an existing model folder or a "
                 "hub id"
             )
-        if not (folder / "config.json").is_file():
+        from llem.models.folder import folder_problems
+
+        problems = folder_problems(folder)
+        if problems:
             raise UsageError(
-                f"model.name_or_path={name}: folder has no config.json; "
-                "give a folder saved with save_pretrained()"
+                f"model.name_or_path={name} is not a complete model folder: " + "; ".join(problems)
             )
     elif not _in_hub_cache(name, cfg.revision) and not hub_reachable():
         raise UsageError(
@@ -96,6 +98,35 @@ def check_model(cfg: ModelConfig) -> None:
             "(offline): download it once with network access, or give a local folder "
             "(model.name_or_path=/path/to/model)"
         )
+
+
+def model_context(cfg: ModelConfig) -> int | None:
+    """The model's context in tokens from its ``config.json`` (built-in, local folder or hub
+    cache), without loading anything; None when unknown here."""
+    from llem.backends.prompts import CONTEXT_KEYS
+
+    kind = _kind(cfg.name_or_path)
+    if kind == "builtin":
+        from llem.models.tiny import ARCH
+
+        return int(ARCH["max_position_embeddings"])
+    if kind == "local":
+        config: str | None = str(Path(cfg.name_or_path).expanduser() / "config.json")
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return None
+        found = try_to_load_from_cache(cfg.name_or_path, "config.json", revision=cfg.revision)
+        config = found if isinstance(found, str) else None
+    try:
+        data = json.loads(Path(config).read_text(encoding="utf-8")) if config else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    sizes = [data.get(k) for k in CONTEXT_KEYS]
+    return next((v for v in sizes if isinstance(v, int) and v > 0), None)
 
 
 def resolve_model(cfg: ModelConfig) -> ModelSource:

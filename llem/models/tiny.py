@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -21,6 +22,8 @@ from typing import TypedDict
 from pydantic import JsonValue
 
 from llem.paths import cache_dir
+
+log = logging.getLogger(__name__)
 
 BUILD_VERSION = 1
 SEED = 0
@@ -74,10 +77,18 @@ def _spec_key() -> str:
 
 
 def ensure_tiny_llama() -> Path:
-    """The built model folder, built on first use (atomic: safe with concurrent jobs)."""
+    """The built model folder, built on first use (atomic: safe with concurrent jobs); a damaged
+    one is rebuilt."""
+    from llem.models.folder import folder_problems
+
     target = cache_dir("models") / f"tiny-llama-{_spec_key()}"
     if (target / PROVENANCE_FILE).is_file():
-        return target
+        problems = folder_problems(target)
+        if not problems:
+            return target
+        # a damaged cache (truncated weights, deleted files): rebuilt, never loaded
+        log.warning("rebuilding the built-in model: %s", "; ".join(problems))
+        shutil.rmtree(target, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-llama-", dir=target.parent))
     try:
         build(tmp)

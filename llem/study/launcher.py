@@ -17,9 +17,13 @@ GPU slot.
 - A failed job (exception, non-zero exit, SIGKILL/OOM, timeout) gets an ``error.json`` and the study
   goes on (``on_failure=continue``); the study then ends with ``N/M jobs failed`` and a non-zero
   exit code.
-- Ctrl-C stops the running job(s), keeps finished results, writes the summary marked interrupted,
-  exit 130.
-- Resume: a job whose ``result.json`` exists with the same config hash is skipped.
+- Ctrl-C, SIGTERM and SIGHUP (any number of them) stop the running job(s) and their process
+  groups, keep finished results, write the summary marked interrupted, exit 128 + signal. Workers
+  die with the launcher even when it is SIGKILLed (:func:`llem.signals.die_with_parent`).
+- One study per sweep folder at a time (:class:`llem.lock.FolderLock`).
+- Resume: a job whose ``result.json`` is a valid result with the same config hash (and whose
+  ``timeseries.parquet`` opens) is skipped; any other previous outcome is moved to
+  ``.jobs/replaced/``, where the summary never looks.
 """
 
 from __future__ import annotations
@@ -56,12 +60,14 @@ from llem.clock import now_iso
 from llem.docker.engine import Engine, probe
 from llem.errors import EXIT_USAGE, UsageError
 from llem.keymetrics import PROGRESS
+from llem.lock import FolderLock
 from llem.paths import write_atomic
 from llem.records import (
     ERROR_FILE,
     JOBS_DIR,
     RESULT_FILE,
     SUMMARY_MD,
+    TIMESERIES_FILE,
     ErrorRecord,
     JobStatus,
     PlannedJob,
@@ -70,11 +76,13 @@ from llem.records import (
     write_error,
     write_plan,
 )
+from llem.signals import Stopped, ignore_signals, stop_on_signals
 from llem.study.forkserver import ForkServer
 from llem.study.scan import read_result
 
 KILL_GRACE_S = 10.0
 POLL_S = 0.05
+REPLACED_DIR = f"{JOBS_DIR}/replaced"  # earlier outcomes of re-run jobs (never scanned)
 FORKED = "fork server"
 FORKSERVER_LOG = "forkserver.log"
 
@@ -347,8 +355,12 @@ class Scheduler:
         n = len(self.slots)
         return f"{n} GPU slot(s)" if self.slots[0] is not None else "no GPU: one job at a time"
 
-    def run(self) -> bool:
-        """Run every pending job; True when Ctrl-C stopped the study."""
+    def run(self) -> Stopped | None:
+        """Run every pending job; the :class:`Stopped` that ended the study early, else None.
+
+        Call it inside :func:`llem.signals.stop_on_signals`: the first Ctrl-C/SIGTERM/SIGHUP stops
+        the running jobs (their whole process groups, SIGKILL after the grace period); later
+        signals are ignored until every job is down."""
         from llem.study.summary import write_summary
 
         stop = False
@@ -358,22 +370,34 @@ class Scheduler:
                 time.sleep(POLL_S)
                 for job in list(self.running):
                     if self._finished(job):
-                        self.running.remove(job)
-                        self.free.append((job.slot, time.time() + self.conf.cooldown_s))
-                        self.durations.append(job.duration_s)
-                        self._report(job)
+                        self._settle(job)
                         write_summary(self.sweep_dir)
                         stop |= job.status is not JobStatus.OK and (
                             self.conf.on_failure is OnFailure["stop"]
                         )
-        except KeyboardInterrupt:
-            _print("\n[llem] interrupted: stopping the running job(s); finished results are kept")
-            for job in self.running:
+        except Stopped as stopped:
+            ignore_signals()
+            _print(
+                f"\n[llem] {stopped.description}: stopping the running job(s); finished results "
+                "are kept"
+            )
+            for job in list(self.running):
                 self._stop(job, signal.SIGINT)
-                job.status, job.error = JobStatus.INTERRUPTED, "stopped by Ctrl-C"
+                if self._finished(job) and job.status is JobStatus.OK:
+                    self._settle(job)  # it finished just before the signal: keep its result
+                    continue
+                job.status, job.error = JobStatus.INTERRUPTED, f"stopped by {stopped.description}"
+                (job.folder / ERROR_FILE).unlink(missing_ok=True)
                 job.record_error()
-            return True
-        return False
+            return stopped
+        return None
+
+    def _settle(self, job: Job) -> None:
+        """Book a job that has ended: free its slot, report it."""
+        self.running.remove(job)
+        self.free.append((job.slot, time.time() + self.conf.cooldown_s))
+        self.durations.append(job.duration_s)
+        self._report(job)
 
     def _start_ready(self, stop: bool) -> None:
         now = time.time()
@@ -407,7 +431,9 @@ class Scheduler:
         if job.slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = job.slot
         if self.conf.mode is LaunchMode.subprocess:
-            return [sys.executable, "-m", "llem.study.worker", str(spec), self.task], env
+            # the worker dies with this process, even if it is SIGKILLed
+            argv = [sys.executable, "-m", "llem.study.worker", str(spec), self.task]
+            return [*argv, str(os.getpid())], env
         if self.conf.docker.host:
             env["DOCKER_HOST"] = self.conf.docker.host
         return docker_argv(job, spec, self.task, self.conf.docker, self.sweep_dir), env
@@ -460,6 +486,9 @@ class Scheduler:
         recorded = read_error(job.folder)
         if code == 0 and recorded is not None:  # the job recorded its own failure
             job.status, job.error = JobStatus.FAILED, recorded.error
+        elif code == 0 and job.config_hash and read_result(job.folder / RESULT_FILE) is None:
+            job.status = JobStatus.FAILED  # llem's task always writes a result when it succeeds
+            job.error = f"the job exited 0 without writing a valid {RESULT_FILE}"
         elif code == 0:
             job.status = JobStatus.OK
         elif code < 0:
@@ -537,7 +566,6 @@ class Study:
     def run(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
         setup_globals()
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         jobs = prepare_jobs(
             self.hydra_context,
             self.config,
@@ -549,15 +577,51 @@ class Study:
         docker = self.conf.docker
         mode = check_backends(jobs, self.conf.mode, lambda: probe(docker.executable, docker.host))
         self.conf = replace(self.conf, mode=mode)
-        _resume(jobs, self.conf.resume)
-        server = self._fork_server(jobs, sweep_dir)
+        lock = FolderLock(sweep_dir)
         try:
+            lock.acquire()
+        except UsageError as exc:
+            _usage_exit(str(exc))
+        except OSError as exc:
+            _usage_exit(f"cannot write the study folder {sweep_dir} ({exc.strerror})")
+        if lock.warning:
+            _print(f"[llem] warning: {lock.warning}")
+        try:
+            with stop_on_signals():
+                stopped = self._run(jobs, sweep_dir)
+        finally:
+            lock.release()
+        return self._outcome(jobs, sweep_dir, stopped)
+
+    def _run(self, jobs: list[Job], sweep_dir: Path) -> Stopped | None:
+        """Plan and schedule the jobs; the summary is final when it returns (Stopped or not)."""
+        from llem.study.summary import write_summary
+
+        stopped: Stopped | None = None
+        server: ForkServer | None = None
+        try:
+            _resume(jobs, self.conf.resume)
+            server = self._fork_server(jobs, sweep_dir)
             _write_plan(sweep_dir, jobs, self.conf.mode.value)
             scheduler = Scheduler(self.conf, sweep_dir, self.task, jobs, server)
-            return self._schedule(jobs, sweep_dir, scheduler)
+            skipped = len(jobs) - len(scheduler.todo)
+            if skipped:
+                _print(
+                    f"[llem] resuming: {skipped} of {len(jobs)} jobs already have a result with "
+                    "the same config; skipped (hydra.launcher.resume=false to rerun)"
+                )
+            mode = self.conf.mode.value
+            _print(f"[llem] study of {len(jobs)} jobs in {sweep_dir} ({mode}, {scheduler.where})")
+            stopped = scheduler.run()
+        except Stopped as exc:  # between jobs: nothing is running
+            ignore_signals()
+            stopped = exc
         finally:
             if server is not None:
                 server.close()
+        write_summary(sweep_dir, final=True, interrupted=stopped is not None)
+        _print(f"[llem] summary: {sweep_dir / SUMMARY_MD}")
+        return stopped
 
     def _fork_server(self, jobs: list[Job], sweep_dir: Path) -> ForkServer | None:
         """Decide how each pending job starts (``job.process``); the fork server if any forks."""
@@ -597,41 +661,63 @@ class Study:
             job.process = f"fresh interpreter ({problem})"
         return None
 
-    def _schedule(self, jobs: list[Job], sweep_dir: Path, scheduler: Scheduler) -> list[JobReturn]:
-        from llem.study.summary import write_summary
-
-        skipped = len(jobs) - len(scheduler.todo)
-        if skipped:
-            _print(
-                f"[llem] resuming: {skipped} of {len(jobs)} jobs already have a result with the "
-                "same config; skipped (hydra.launcher.resume=false to rerun)"
-            )
-        mode = self.conf.mode.value
-        _print(f"[llem] study of {len(jobs)} jobs in {sweep_dir} ({mode}, {scheduler.where})")
-        interrupted = scheduler.run()
-        write_summary(sweep_dir, final=True, interrupted=interrupted)
-        _print(f"[llem] summary: {sweep_dir / SUMMARY_MD}")
-        if interrupted:
-            raise SystemExit(130)
+    @staticmethod
+    def _outcome(jobs: list[Job], sweep_dir: Path, stopped: Stopped | None) -> list[JobReturn]:
+        """Exit 128 + signal when stopped; non-zero when any planned job is not ok; else the
+        returns."""
+        if stopped is not None:
+            raise SystemExit(stopped.exit_code)
         failed = [j for j in jobs if j.status not in (JobStatus.OK, JobStatus.SKIPPED)]
         if failed:
+            not_run = sum(j.status is JobStatus.PENDING for j in failed)
+            detail = f", {not_run} not run (on_failure=stop)" if not_run else ""
             raise StudyFailed(
-                f"{len(failed)}/{len(jobs)} jobs failed (see {sweep_dir / SUMMARY_MD})"
+                f"{len(failed) - not_run}/{len(jobs)} jobs failed{detail} "
+                f"(see {sweep_dir / SUMMARY_MD})"
             )
         return [_job_return(j) for j in jobs]
 
 
 def _resume(jobs: list[Job], resume: bool) -> None:
-    """Skip jobs with a matching result; move a stale job folder aside instead of overwriting it."""
+    """Skip jobs with a sound matching result; move any other earlier outcome to
+    ``.jobs/replaced/`` (the summary never reads it), saying why when the result was damaged."""
     for job in jobs:
-        if not (job.folder / RESULT_FILE).exists():
+        if not job.folder.exists():
             continue
-        result = read_result(job.folder / RESULT_FILE)
-        if resume and job.config_hash and result and result.config_hash == job.config_hash:
-            job.status = JobStatus.SKIPPED
-            continue
-        stale = job.folder.with_name(f"{job.folder.name}.replaced-{int(time.time())}")
-        shutil.move(job.folder, stale)
+        problem = _result_problem(job.folder) if (job.folder / RESULT_FILE).exists() else None
+        if (job.folder / RESULT_FILE).exists() and problem is None:
+            result = read_result(job.folder / RESULT_FILE)
+            if resume and job.config_hash and result and result.config_hash == job.config_hash:
+                job.status = JobStatus.SKIPPED
+                continue
+        elif problem is not None:
+            _print(f"[llem] job {job.num} will run again: {problem}")
+        replaced = job.folder.parent / REPLACED_DIR / f"{job.folder.name}-{time.time_ns()}"
+        replaced.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(job.folder, replaced)
+
+
+def _result_problem(folder: Path) -> str | None:
+    """Why a job folder's result cannot be kept (None when ``result.json`` is a valid result and its
+    time series, if any, opens)."""
+    from pydantic import ValidationError
+
+    from llem.result import Result
+
+    try:
+        result = Result.model_validate_json((folder / RESULT_FILE).read_bytes())
+    except (OSError, ValidationError):
+        return f"its {RESULT_FILE} is damaged"
+    series = folder / (result.energy.timeseries or TIMESERIES_FILE)
+    if result.energy.timeseries is None and not series.exists():
+        return None
+    import pyarrow.parquet
+
+    try:
+        pyarrow.parquet.read_metadata(series)
+    except (OSError, ValueError) as exc:
+        return f"its {series.name} is damaged ({str(exc).splitlines()[0][:80]})"
+    return None
 
 
 def _write_plan(sweep_dir: Path, jobs: list[Job], mode: str, launcher: str = "llem") -> None:

@@ -9,6 +9,7 @@ side.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -36,22 +37,31 @@ _PLACE = (
 
 def command_line(folder: Path, extra: list[str], run_dir: Path) -> list[str]:
     """The llem arguments that re-compose the experiment saved in ``folder``."""
+    return [*_recompose(folder), *extra, "hydra.mode=RUN", f"hydra.run.dir={run_dir}"]
+
+
+def _recompose(folder: Path) -> list[str]:
+    """The saved experiment's arguments, from ``.hydra/hydra.yaml`` (a damaged one: UsageError)."""
     hydra_yaml = folder / HYDRA_FILE
     if not hydra_yaml.is_file():
         raise UsageError(
             f"{folder} has no .hydra/hydra.yaml: give a run folder or a study job folder"
         )
-    h = yaml.safe_load(hydra_yaml.read_text())["hydra"]
-    args: list[str] = []
-    main = next((s for s in h["runtime"]["config_sources"] if s.get("provider") == "main"), None)
-    if main and main["schema"] == "file":
-        if not Path(main["path"]).is_dir():
-            raise UsageError(f"the experiment's config folder {main['path']} no longer exists")
-        args += ["--config-path", main["path"]]
-    args += ["--config-name", h["job"]["config_name"]]
-    args += [o for o in h["overrides"]["hydra"] if not o.startswith(_PLACE)]
-    args += list(h["overrides"]["task"]) + extra
-    return [*args, "hydra.mode=RUN", f"hydra.run.dir={run_dir}"]
+    try:
+        h = yaml.safe_load(hydra_yaml.read_text(encoding="utf-8"))["hydra"]
+        main = next(
+            (s for s in h["runtime"]["config_sources"] if s.get("provider") == "main"), None
+        )
+        args: list[str] = []
+        if main and main["schema"] == "file":
+            if not Path(main["path"]).is_dir():
+                raise UsageError(f"the experiment's config folder {main['path']} no longer exists")
+            args += ["--config-path", main["path"]]
+        args += ["--config-name", h["job"]["config_name"]]
+        args += [o for o in h["overrides"]["hydra"] if not o.startswith(_PLACE)]
+        return args + list(h["overrides"]["task"])
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        raise UsageError(f"{hydra_yaml} is damaged: cannot re-compose the experiment") from None
 
 
 def _flat(d: Mapping[str, object], prefix: str = "") -> dict[str, object]:
@@ -83,22 +93,23 @@ def main(args: list[str]) -> int:
             f"{folder} has no {RESULT_FILE} to compare with: give a finished run or job folder"
         )
     original = _load(original_path)
+    _recompose(folder)  # every check before the new folder is made
+    output_dir = original.config.get("output_dir")
+    if not isinstance(output_dir, str):
+        raise UsageError(f"{original_path} has no output_dir in its config: not an llem result")
     stamp = datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
     from llem.paths import claim_unique_dir
 
     run_dir = Path(
-        claim_unique_dir(
-            str(
-                Path(str(original.config["output_dir"])).resolve()
-                / f"{folder.name}_reproduced_{stamp}"
-            )
-        )
+        claim_unique_dir(str(Path(output_dir).resolve() / f"{folder.name}_reproduced_{stamp}"))
     )
     argv = command_line(folder, args[1:], run_dir)
     print(f"[llem] reproducing {folder}\n  llem {' '.join(argv)}", flush=True)
     code = subprocess.run([sys.executable, "-m", "llem", *argv], check=False).returncode
     new_path = run_dir / RESULT_FILE
     if code != 0 or not new_path.is_file():
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()  # only when the failed run left it empty
         print(f"[llem] the reproduction failed (exit code {code})", file=sys.stderr)
         return code or 1
     report(original, _load(new_path), new_path)
@@ -108,6 +119,8 @@ def main(args: list[str]) -> int:
 def _load(path: Path) -> Result:
     try:
         return Result.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise UsageError(f"{path} cannot be read ({exc.strerror})") from None
     except ValidationError as exc:
         raise UsageError(
             f"{path} is not a valid llem result ({exc.error_count()} problems)"

@@ -1,7 +1,9 @@
 """Scanning a sweep folder: one :class:`JobEntry` per job, from the files its jobs left.
 
 Jobs come from ``study.json`` (llem's launcher writes it at study start: a planned job without a
-folder is ``pending``) or, without it, from the sub-folders holding ``.hydra/overrides.yaml``. A job
+folder is ``pending``; other folders are not jobs of this study) or, without it, from the
+sub-folders holding ``.hydra/overrides.yaml``. Dot folders (``.jobs/`` and the earlier outcomes
+the launcher moved to ``.jobs/replaced/``) are never read. A job
 is ``ok`` (its ``result.json``), failed/timeout/killed/interrupted (its ``error.json``), ``running``
 (a folder without an outcome yet) or ``incomplete`` (the same once the study has ended).
 
@@ -192,7 +194,7 @@ def scan(
         seen.add(name)
         exists = name in folders if "/" not in name else (sweep_dir / name).is_dir()
         entries.append(_job_entry(sweep_dir, name, job, previous.get(name), exists, settled))
-    for name in sorted(folders - seen):
+    for name in sorted(folders - seen) if plan is None else ():  # a plan lists every job
         if (sweep_dir / name / OVERRIDES_FILE).is_file():
             entries.append(_job_entry(sweep_dir, name, None, previous.get(name), True, settled))
     entries.sort(key=lambda e: (e.num is None, e.num or 0, e.job))

@@ -1,9 +1,12 @@
-"""One study job in its own process: ``python -m llem.study.worker <spec.pkl> <module:task>``.
+"""One study job in its own process:
+``python -m llem.study.worker <spec.pkl> <module:task> [launcher pid]``.
 
 The spec is the job's full composed config, pickled by the launcher (Hydra node included, sweep
 folders frozen).
 Hydra's ``run_job`` writes ``.hydra/`` and runs the job's callbacks exactly as it would in-process.
 Exit status: 0 done, 1 the task raised (``error.json`` written), 2 bad input found inside the job.
+Given the launcher's pid, the worker dies with the launcher however it ends (even SIGKILL), taking
+the helper processes of its process group with it.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import os
 import pickle
+import signal
 import sys
 import traceback
 from pathlib import Path
-from types import ModuleType
+from types import FrameType, ModuleType
 
 from hydra.types import HydraContext
 from omegaconf import DictConfig
@@ -32,8 +37,20 @@ def hydra_context(config: DictConfig) -> HydraContext:
     return HydraContext(config_loader=None, callbacks=Callbacks(config))  # type: ignore[arg-type]
 
 
+def _end_group(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM (the launcher died, or timed the job out): end this process group, helpers
+    included."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.killpg(os.getpgrp(), signal.SIGTERM)
+
+
 def main(argv: list[str]) -> int:
-    spec, task = argv
+    spec, task, *parent = argv
+    if parent:
+        from llem.signals import die_with_parent
+
+        signal.signal(signal.SIGTERM, _end_group)
+        die_with_parent(int(parent[0]))
     from hydra.core.plugins import Plugins
 
     Plugins.instance()  # let Hydra's plugin scan run before any Hydra object is created
