@@ -8,13 +8,21 @@ Two measurements, one process:
    dtype, greedy, fixed output length, left padding, same batches, same warm-up, under
    ``torch.inference_mode``. Runs alternate (llem first on even repeats, bare first on odd ones);
    the median of the repeats is reported.
-2. Fixed overhead of the ``llem`` command: wall time of ``llem n=1 batch=1 max_new_tokens=1 ...`` in
-   a subprocess minus the model load and measured window it reports in result.json, next to the wall
-   time of ``python -c "import torch, transformers"`` for reference.
+2. Fixed overhead of the ``llem`` command: wall time of ``llem n=1 batch=1 max_new_tokens=1 ...``
+   in a subprocess minus the model load and measured window it reports in result.json, next to
+   the wall time of ``python -c "import torch, transformers"`` for reference.
+
+3. ``--process ROUNDS`` (instead of 1 and 2): whole processes, interleaved round by round — the
+   ``llem`` command with its defaults (20 prompts, 32 tokens in / 32 out, batch 1) against
+   ``bench/bare_generate.py`` (imports transformers, loads the same model, generates the same
+   token ids with the same warm-up); wall ratio (goal <= 1.10) and measured output tok/s ratio
+   (goal >= 0.97); then ``llem --help`` (goal <= 0.8 s) and ``llem config`` (goal <= 0.5 s) wall
+   and whether either imported torch.
 
 A report, not a test: nothing is asserted and the exit code is 0.
 
     python bench/bench_overhead.py [--n 64] [--repeats 3] [--batches 1,8]
+    python bench/bench_overhead.py --process 5
 """
 
 from __future__ import annotations
@@ -91,7 +99,7 @@ class Bare:
         return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
 
     def run(self) -> tuple[float, int]:
-        """Load, warm up, then time the measured batches: (output tokens/s, output tokens)."""
+        """Load, warm up, then time the loop over the measured batches: (output tok/s, tokens)."""
         import torch
         from transformers import AutoModelForCausalLM, GenerationConfig
 
@@ -141,7 +149,7 @@ def run_llem(cfg) -> tuple[float, int, list[str]]:
     return result.throughput.output_tokens_per_s, result.tokens.output, result.warnings
 
 
-# ----------------------------------------------------------------- fixed overhead (subprocess)
+# ------------------------------------------------------------------ fixed overhead (subprocess)
 
 
 def llem_command() -> list[str]:
@@ -185,6 +193,113 @@ def import_wall() -> float:
     return time.perf_counter() - t0
 
 
+# --------------------------------------------------------------------------- whole processes
+
+PROCESS_ARGS = ("n=20", "batch=1", f"max_new_tokens={MAX_NEW_TOKENS}", "max_input_tokens=32")
+BARE = Path(__file__).with_name("bare_generate.py")
+WALL_GOAL, HELP_GOAL_S, CONFIG_GOAL_S = 1.10, 0.8, 0.5
+
+
+def write_workload(folder: str) -> str:
+    """The token ids llem's backend makes for :data:`PROCESS_ARGS` (batch 1), for the bare run."""
+    from llem.backends import load_backend
+    from llem.datasets import load_prompts
+    from llem.preflight import experiment
+
+    cfg = experiment(*PROCESS_ARGS)
+    backend = load_backend(cfg)
+    prompt_set, measured_idx, warmup_idx = load_prompts(cfg.dataset, cfg.n, cfg.warmup_batches)
+    prompts = backend.prepare(prompt_set, measured_idx + warmup_idx)
+    work = {
+        "model": str(backend.source.path),
+        "dtype": str(backend.dtype).removeprefix("torch."),
+        "max_new_tokens": MAX_NEW_TOKENS,
+        "measured": [list(p.token_ids) for p in prompts[: cfg.n]],
+        "warmup": [list(p.token_ids) for p in prompts[cfg.n :]],
+    }
+    path = os.path.join(folder, "workload.json")
+    Path(path).write_text(json.dumps(work))
+    return path
+
+
+def timed(cmd: list[str]) -> tuple[float, str]:
+    """(wall s, stdout) of a command that must succeed."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return wall, proc.stdout
+
+
+def llem_process(folder: str) -> tuple[float, float]:
+    """(wall s, measured output tok/s) of one ``llem`` run with its defaults."""
+    out = tempfile.mkdtemp(prefix="llem-run-", dir=folder)
+    wall, _ = timed([*llem_command(), *PROCESS_ARGS, "quiet=true", f"output_dir={out}"])
+    (found,) = glob.glob(os.path.join(out, "**", "result.json"), recursive=True)
+    return wall, json.loads(Path(found).read_text())["throughput"]["output_tokens_per_s"]
+
+
+def bare_process(workload: str) -> tuple[float, float]:
+    wall, out = timed([sys.executable, str(BARE), workload])
+    got = json.loads(out.strip().splitlines()[-1])
+    return wall, got["output_tokens"] / got["window_s"]
+
+
+def command_wall(args: list[str]) -> tuple[float, bool]:
+    """(wall s, torch imported) of ``llem <args>``, run as the console script does."""
+    probe = (
+        "import atexit, sys; "
+        "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules)); "
+        f"from llem.cli import main; main({args!r})"
+    )
+    _, out = timed([sys.executable, "-c", probe])
+    wall, _ = timed([*llem_command(), *args])
+    return wall, out.strip().splitlines()[-1] == "torch imported: True"
+
+
+def processes(rounds: int) -> None:
+    tmp_root = tempfile.mkdtemp(prefix="llem-bench-")
+    try:
+        workload = write_workload(tmp_root)
+        runs: dict[str, list[tuple[float, float]]] = {"llem": [], "bare": []}
+        for r in range(rounds):
+            for who in ("llem", "bare") if r % 2 == 0 else ("bare", "llem"):
+                run = llem_process(tmp_root) if who == "llem" else bare_process(workload)
+                runs[who].append(run)
+        helps = [command_wall(["--help"]) for _ in range(rounds)]
+        configs = [command_wall(["config"]) for _ in range(rounds)]
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+    def med(who: str, i: int) -> float:
+        return statistics.median(x[i] for x in runs[who])
+
+    wall_ratio, tps_ratio = med("llem", 0) / med("bare", 0), med("llem", 1) / med("bare", 1)
+    print(
+        f"whole processes, {rounds} interleaved rounds (median), {os.cpu_count()} CPUs: "
+        f"llem {' '.join(PROCESS_ARGS)} (defaults otherwise) vs bench/bare_generate.py"
+    )
+    for who in ("llem", "bare"):
+        walls = ", ".join(f"{w:.2f}" for w, _ in runs[who])
+        print(f"  {who}: wall {med(who, 0):.2f} s (runs {walls}), {med(who, 1):.1f} output tok/s")
+    print(
+        f"  wall llem/bare {wall_ratio:.3f} (goal <= {WALL_GOAL}): {_met(wall_ratio <= WALL_GOAL)}"
+    )
+    print(f"  output tok/s llem/bare {tps_ratio:.3f} (goal >= {GOAL}): {_met(tps_ratio >= GOAL)}")
+    for name, got, goal in (("--help", helps, HELP_GOAL_S), ("config", configs, CONFIG_GOAL_S)):
+        wall = statistics.median(w for w, _ in got)
+        torch_in = any(t for _, t in got)
+        print(
+            f"  llem {name}: wall {wall:.2f} s (goal <= {goal} s): {_met(wall <= goal)}; "
+            f"torch imported: {torch_in}"
+        )
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -195,7 +310,13 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats", type=int, default=3, help="runs of each measurement; the median is shown"
     )
     ap.add_argument("--batches", default="1,8", help="comma-separated batch sizes (default 1,8)")
+    ap.add_argument(
+        "--process", type=int, metavar="ROUNDS", help="whole-process comparison instead (section 3)"
+    )
     args = ap.parse_args(argv)
+    if args.process:
+        processes(args.process)
+        return 0
     batch_sizes = [int(b) for b in args.batches.split(",") if b.strip()]
 
     import logging
@@ -246,14 +367,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print()
         print(
-            f"{'batch':>5}  {'llem tok/s':>11}  {'bare tok/s':>11}  {'llem/bare':>9}  goal >= "
-            f"{GOAL}"
+            f"{'batch':>5}  {'llem tok/s':>11}  {'bare tok/s':>11}  {'llem/bare':>9}  "
+            f"goal >= {GOAL}"
         )
         for batch, lt, bt, ratio in rows:
-            print(
-                f"{batch:>5}  {lt:>11.1f}  {bt:>11.1f}  {ratio:>9.3f}  "
-                f"{'met' if ratio >= GOAL else 'NOT met'}"
-            )
+            print(f"{batch:>5}  {lt:>11.1f}  {bt:>11.1f}  {ratio:>9.3f}  {_met(ratio >= GOAL)}")
 
         print()
         print("llem fixed overhead (start-up to first measured token, excluding model load):")
@@ -267,8 +385,8 @@ def main(argv: list[str] | None = None) -> int:
             imports.append(import_wall())
         med = [statistics.median(s[i] for s in startups) for i in range(4)]
         print(
-            f"  subprocess wall {med[0]:.2f} s - model_load_s {med[1]:.2f} s - measured_window_s "
-            f"{med[2]:.3f} s"
+            f"  subprocess wall {med[0]:.2f} s - model_load_s {med[1]:.2f} s - "
+            f"measured_window_s {med[2]:.3f} s"
             f" = overhead {med[3]:.2f} s   (median of {args.repeats}; runs: "
             f"{', '.join(f'{s[3]:.2f}' for s in startups)} s)"
         )

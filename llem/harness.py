@@ -22,6 +22,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -30,7 +31,7 @@ from llem import __version__, environment, hostcpu, metrics
 from llem.backends import load_backend
 from llem.backends.base import Backend, FlopCount, Prompt, RequestRecord
 from llem.benchmarks import benchmark_report
-from llem.clock import now_iso
+from llem.clock import now_iso, process_started_s
 from llem.config import ExperimentConfig
 from llem.datasets import load_prompts
 from llem.energy import EnergySession, Window, quality
@@ -110,23 +111,31 @@ class Harness:
 
             return ServedRun(cfg, self.run_dir, self.overrides).run()
         started = now_iso()
+        process_start = process_started_s()
+        t_run = time.perf_counter()
+        before_run = 0.0 if process_start is None else time.time() - process_start
         env = environment.snapshot(cfg.record_hostname)
         n_warmup = cfg.warmup_batches * cfg.batch
         prompt_set, measured_idx, warmup_idx = load_prompts(cfg.dataset, cfg.n, n_warmup)
         backend = load_backend(cfg)
         session = EnergySession(cfg.energy)
         timeseries = None
+        # slow meter set-up (CodeCarbon's tracker, the Zeus probe) runs beside tokenisation and
+        # model load; nothing is measured before it is done (an explicit meter that cannot work
+        # here stops the job when it is joined, before the warm-up)
+        meters = ThreadPoolExecutor(1, thread_name_prefix="llem-meters")
+        opening = meters.submit(session.open)
         try:
-            # an explicit meter that cannot work stops the job here, before the model loads
-            session.open()
             log.info("tokenising %d prompts (%s)", cfg.n + len(warmup_idx), prompt_set.source)
             prompts = backend.prepare(prompt_set, measured_idx + warmup_idx)
             measured, warm = prompts[: cfg.n], prompts[cfg.n :]
             log.info("loading %s", cfg.model.name_or_path)
+            startup_s = time.time() - process_start if process_start is not None else None
             t0 = time.perf_counter()
             model = backend.load()
             backend.synchronize()
             load_s = time.perf_counter() - t0
+            opening.result()
             session.start_sampling()
             baseline, baseline_reason = session.baseline(backend.synchronize)
 
@@ -180,10 +189,13 @@ class Harness:
                 warnings += session.window_warnings(w.window)
             warnings += [text for c in contention if (text := hostcpu.contention_warning(c))]
         finally:
+            meters.shutdown(wait=True)  # never leave the meters half-opened behind an error
+            t_write = time.perf_counter()
             backend.close()
             timeseries = session.close(self.run_dir / TIMESERIES_FILE)
         if timeseries and cfg.plots:
             self._plot(self.run_dir / timeseries)
+        write_s = time.perf_counter() - t_write
 
         tokens = metrics.token_counts(records)
         window_s = sum(w.seconds for w in windows)
@@ -213,6 +225,9 @@ class Harness:
                 warmup_s=warmup_s,
                 measured_window_s=window_s,
                 flops_pass_s=flops_s,
+                startup_s=startup_s,
+                write_s=write_s,
+                job_s=before_run + time.perf_counter() - t_run,
             ),
             memory=MemoryMetrics(peak_bytes=peak, measured=peak_what),
             flops=flops,

@@ -7,6 +7,7 @@ checked; all bad jobs are listed."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -109,13 +110,25 @@ def compose_jobs(cl: CommandLine) -> Plan:
     if cl.config_dir:
         overrides.append(f"hydra.searchpath=[file://{Path(cl.config_dir).resolve()}]")
     with init:
-        hydra_cfg = _compose(compose, cl.config_name, _hydra_part(overrides), hydra_node=True).hydra
+        # a single run is composed once (Hydra's node and the job); a sweep, or a command line
+        # that does not compose as one run, takes the two steps
+        whole = None
+        if not cl.multirun:
+            with contextlib.suppress(UsageError):
+                whole = _compose(compose, cl.config_name, overrides, hydra_node=True)
+        if whole is None:
+            whole_or_hydra = _compose(compose, cl.config_name, _hydra_part(overrides), True)
+        else:
+            whole_or_hydra = whole
+        hydra_cfg = whole_or_hydra.hydra
         multirun = cl.multirun or str(hydra_cfg.get("mode")) in ("MULTIRUN", "RunMode.MULTIRUN")
         jobs = _expand(hydra_cfg, overrides) if multirun else [overrides]
         results, problems = [], []
         for job in jobs:
             try:
-                results.append((job, validate(_compose(compose, cl.config_name, job))))
+                one = whole is not None and not multirun
+                composed = whole if one else _compose(compose, cl.config_name, job)
+                results.append((job, validate(composed)))
             except UsageError as exc:
                 problems.append((job, exc))
     if problems:

@@ -93,6 +93,8 @@ class PlannedJob(BaseModel):
     subdir: str
     overrides: list[str]
     config_hash: str = ""
+    # how the job's process starts: "fork server" or "fresh interpreter (<why not forked>)"
+    process: str | None = None
 
 
 class StudyPlan(BaseModel):

@@ -83,6 +83,20 @@ class TimingMetrics(_Model):
     flops_pass_s: float | None = Field(
         description="duration of the FLOP-counting pass, after the measured window (null: disabled)"
     )
+    startup_s: float | None = Field(
+        default=None,
+        description="process start (exec or fork) -> model load start: imports, Hydra, "
+        "validation, prompts, tokenisation (null: the OS does not say when the process started)",
+    )
+    write_s: float | None = Field(
+        default=None,
+        description="closing the backend and meters, writing timeseries.parquet and its plot",
+    )
+    job_s: float | None = Field(
+        default=None,
+        description="the job's wall time, process start -> result assembled (start-up included; "
+        "without start-up when it is null)",
+    )
 
 
 class MemoryMetrics(_Model):

@@ -95,3 +95,17 @@ def test_cpu_sdpa_attention_is_counted(backend_factory):
         ]
     )
     assert 0 < without_attention < count.flops
+
+
+def test_counting_each_distinct_shape_once_equals_the_full_count(backend_factory):
+    """Batches of the same shape are counted once: the total equals counting every batch."""
+    backend, prompts = backend_factory(
+        **{"n": 3, "max_new_tokens": 3, "precision": "fp32", "max_input_tokens": 32}
+    )
+    assert len({p.input_tokens for p in prompts}) == 1  # truncated to one shape
+    batches = [[p] for p in prompts] + [prompts[:2], prompts[1:]]
+    once = backend.count_flops(batches)
+    each = [backend.count_flops([b]) for b in batches]
+    assert once.flops == sum(c.flops for c in each) > 0
+    assert once.batches == [s for c in each for s in c.batches]
+    assert once.output_tokens == sum(c.output_tokens for c in each) == 7 * 3

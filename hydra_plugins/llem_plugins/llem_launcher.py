@@ -84,6 +84,8 @@ class LlemLauncherConf:
     gpus_per_job: int = 1  # >= 1
     max_parallel: Optional[int] = None  # >= 1; None: one job per GPU group (1 without GPUs)
     docker: DockerConf = field(default_factory=DockerConf)
+    # fork each job from a pre-imported server (no repeated imports); false: fresh interpreters
+    fork: bool = True
 
 
 ConfigStore.instance().store(

@@ -45,6 +45,11 @@ class BackendEntry:
     install: str | None = None  # install command when there is no extra (plugins)
     packages: tuple[str, ...] = ()  # distributions whose versions each result records
     image: str | None = None  # default container image for hydra.launcher.mode=docker
+    # False: a study job must start in a fresh interpreter, never forked from llem's pre-imported
+    # fork server (an engine that spawns workers or initialises a device at import)
+    forkable: bool = True
+    # modules the fork server imports once for every job (what the engine would import lazily)
+    preload: tuple[str, ...] = ()
 
     @property
     def install_command(self) -> str:
@@ -154,6 +159,13 @@ def _register_builtins() -> None:
             requires=("torch", "transformers"),
             extra="pytorch",
             packages=("torch", "transformers", "accelerate"),
+            preload=(
+                "transformers.modeling_utils",
+                "transformers.generation.utils",
+                "transformers.models.auto.configuration_auto",
+                "transformers.models.auto.tokenization_auto",
+                "transformers.tokenization_utils_tokenizers",
+            ),
             image=image.format("pytorch"),
         ),
         BackendEntry(
@@ -161,6 +173,7 @@ def _register_builtins() -> None:
             VllmConfig,
             "llem.backends.vllm.backend:VllmBackend",
             "vLLM, high throughput",
+            forkable=False,
             requires=("vllm",),
             extra="vllm",
             packages=("vllm",),
@@ -171,6 +184,7 @@ def _register_builtins() -> None:
             TensorRTConfig,
             "llem.backends.tensorrt.backend:TensorRTBackend",
             "TensorRT-LLM, NVIDIA-optimised",
+            forkable=False,
             requires=("tensorrt_llm",),
             extra="tensorrt",
             packages=("tensorrt-llm",),

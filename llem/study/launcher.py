@@ -8,7 +8,10 @@ GPU slot.
 - A job runs as ``python -m llem.study.worker <spec.pkl> <task>``, or the same inside its backend's
   container image (``mode=docker``; ``mode=auto``, the default, when the study spans several
   backends: :mod:`llem.study.isolation`), so GPU memory, NVML state and CUDA contexts never leak
-  between jobs and engines never share a process.
+  between jobs and engines never share a process. In subprocess mode that process is forked from a
+  pre-imported fork server (:mod:`llem.study.forkserver`) instead of started fresh, unless forking
+  is unsafe (a backend that says so, CUDA initialised in the server, ``hydra.launcher.fork=false``):
+  ``study.json`` records which, per job.
 - With several GPUs, up to one job per GPU group runs at once, pinned with ``CUDA_VISIBLE_DEVICES``
   (GPU UUIDs); without GPUs jobs run one at a time (:class:`Scheduler`).
 - A failed job (exception, non-zero exit, SIGKILL/OOM, timeout) gets an ``error.json`` and the study
@@ -37,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from hydra.core.utils import JobReturn, setup_globals
 from hydra.core.utils import JobStatus as HydraJobStatus
@@ -74,11 +77,23 @@ from llem.records import (
     write_plan,
 )
 from llem.signals import Stopped, ignore_signals, stop_on_signals
+from llem.study.forkserver import ForkServer
 from llem.study.scan import read_result
 
 KILL_GRACE_S = 10.0
 POLL_S = 0.05
 REPLACED_DIR = f"{JOBS_DIR}/replaced"  # earlier outcomes of re-run jobs (never scanned)
+FORKED = "fork server"
+FORKSERVER_LOG = "forkserver.log"
+
+
+class JobProcess(Protocol):
+    """A running job's process: a fresh :class:`subprocess.Popen` or a fork-served job."""
+
+    @property
+    def pid(self) -> int: ...
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
 class StudyFailed(CompactHydraException):
@@ -137,7 +152,8 @@ class Job:
     status: JobStatus = JobStatus.PENDING
     started: float = 0.0  # time.time() at start, s
     duration_s: float = 0.0
-    proc: subprocess.Popen[bytes] | None = None
+    proc: JobProcess | None = None
+    process: str = ""  # FORKED, or "fresh interpreter (<why not forked>)"
     slot: str | None = None  # CUDA_VISIBLE_DEVICES of the job (None: no GPU)
     log: Path | None = None
     error: str | None = None
@@ -315,8 +331,16 @@ class Scheduler:
     """Owns the GPU slots and the jobs: starts each pending job on a free slot, watches it to its
     end."""
 
-    def __init__(self, conf: LlemLauncherConf, sweep_dir: Path, task: str, jobs: list[Job]) -> None:
+    def __init__(
+        self,
+        conf: LlemLauncherConf,
+        sweep_dir: Path,
+        task: str,
+        jobs: list[Job],
+        server: ForkServer | None = None,
+    ) -> None:
         self.conf, self.sweep_dir, self.task, self.jobs = conf, sweep_dir, task, jobs
+        self.server = server
         self.slots = gpu_slots(conf.gpus_per_job, conf.max_parallel)
         self.free: list[tuple[str | None, float]] = [
             (s, 0.0) for s in self.slots
@@ -418,9 +442,20 @@ class Scheduler:
         (job.folder / ERROR_FILE).unlink(missing_ok=True)  # a previous attempt's failure record
         if self.conf.mode is LaunchMode.docker:
             self._remove_container(job)
-        argv, env = self._command(job, self._spec(job))
+        spec = self._spec(job)
+        argv, env = self._command(job, spec)
         job.log = self.sweep_dir / JOBS_DIR / f"{job.num}.log"
         job.started, job.status = time.time(), JobStatus.RUNNING
+        if job.process == FORKED and self.server is not None:
+            try:
+                job.proc = self.server.start(spec, self.task, job.log, env)
+                return
+            except OSError as exc:  # the server is gone: this job and the next start fresh
+                self.server = None
+                for j in self.jobs:
+                    if j.process == FORKED and j.status in (JobStatus.PENDING, JobStatus.RUNNING):
+                        j.process = f"fresh interpreter ({exc})"
+                _write_plan(self.sweep_dir, self.jobs, self.conf.mode.value)
         with job.log.open("w") as log:
             job.proc = subprocess.Popen(
                 argv,
@@ -563,10 +598,12 @@ class Study:
         from llem.study.summary import write_summary
 
         stopped: Stopped | None = None
+        server: ForkServer | None = None
         try:
             _resume(jobs, self.conf.resume)
+            server = self._fork_server(jobs, sweep_dir)
             _write_plan(sweep_dir, jobs, self.conf.mode.value)
-            scheduler = Scheduler(self.conf, sweep_dir, self.task, jobs)
+            scheduler = Scheduler(self.conf, sweep_dir, self.task, jobs, server)
             skipped = len(jobs) - len(scheduler.todo)
             if skipped:
                 _print(
@@ -579,9 +616,50 @@ class Study:
         except Stopped as exc:  # between jobs: nothing is running
             ignore_signals()
             stopped = exc
+        finally:
+            if server is not None:
+                server.close()
         write_summary(sweep_dir, final=True, interrupted=stopped is not None)
         _print(f"[llem] summary: {sweep_dir / SUMMARY_MD}")
         return stopped
+
+    def _fork_server(self, jobs: list[Job], sweep_dir: Path) -> ForkServer | None:
+        """Decide how each pending job starts (``job.process``); the fork server if any forks."""
+        from llem.backends.registry import get_backend
+
+        def why_fresh(job: Job) -> str | None:
+            if self.conf.mode is not LaunchMode.subprocess:
+                return f"{self.conf.mode.value} mode"
+            if not self.conf.fork:
+                return "hydra.launcher.fork=false"
+            if job.backend != "n/a" and not get_backend(job.backend).forkable:
+                return f"backend {job.backend} must not be forked"
+            return None
+
+        pending = [j for j in jobs if j.status is JobStatus.PENDING]
+        for job in pending:
+            why = why_fresh(job)
+            job.process = FORKED if why is None else f"fresh interpreter ({why})"
+        forked = [j for j in pending if j.process == FORKED]
+        if not forked:
+            return None
+        modules: set[str] = set()
+        for entry in {get_backend(j.backend) for j in forked if j.backend != "n/a"}:
+            modules |= {entry.backend.split(":")[0], *entry.preload}
+        task_module = self.task.rsplit(":", 1)[0]
+        if not task_module.endswith(".py"):  # a script's top level is the job's to run, not ours
+            modules.add(task_module)
+        if self.task.startswith("llem."):
+            modules.add("llem.harness")
+        (sweep_dir / JOBS_DIR).mkdir(parents=True, exist_ok=True)
+        server = ForkServer(sorted(modules), sweep_dir / JOBS_DIR / FORKSERVER_LOG)
+        problem = server.problem()
+        if problem is None:
+            return server
+        server.close()
+        for job in forked:
+            job.process = f"fresh interpreter ({problem})"
+        return None
 
     @staticmethod
     def _outcome(jobs: list[Job], sweep_dir: Path, stopped: Stopped | None) -> list[JobReturn]:
@@ -657,6 +735,7 @@ def _write_plan(sweep_dir: Path, jobs: list[Job], mode: str, launcher: str = "ll
                     subdir=j.folder.name,
                     overrides=j.overrides,
                     config_hash=j.config_hash,
+                    process=j.process or None,
                 )
                 for j in jobs
             ],

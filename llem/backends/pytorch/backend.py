@@ -224,21 +224,34 @@ class PyTorchBackend(HFBackend):
         from llem.flops import register_cpu_sdpa_formula
 
         register_cpu_sdpa_formula()
-        shapes, outputs, inputs, requests = [], 0, 0, 0
-        with FlopCounterMode(display=False) as counter:
-            for batch in batches:
-                new = self._run(batch)
-                shapes.append((len(batch), max(p.input_tokens for p in batch), new.shape[1]))
-                outputs += sum(self._output_counts(new))
-                inputs += sum(p.input_tokens for p in batch)
-                requests += len(batch)
+        # with a fixed output length a batch's FLOPs depend only on its shape (rows, padded input
+        # length): each distinct shape is counted once and reused for its other batches
+        counted: dict[tuple[int, int], tuple[int, int, int]] = {}  # -> (FLOPs, steps, outputs)
+        shapes, flops, outputs, inputs, requests = [], 0, 0, 0, 0
+        for batch in batches:
+            key = (len(batch), max(p.input_tokens for p in batch))
+            if key not in counted or self.experiment.stop_at_eos:
+                with FlopCounterMode(display=False) as counter:
+                    new = self._run(batch)
+                counted[key] = (
+                    counter.get_total_flops(),
+                    new.shape[1],
+                    sum(self._output_counts(new)),
+                )
+            batch_flops, steps, batch_outputs = counted[key]
+            shapes.append((*key, steps))
+            flops += batch_flops
+            outputs += batch_outputs
+            inputs += sum(p.input_tokens for p in batch)
+            requests += len(batch)
         return FlopCount(
-            counter.get_total_flops(),
+            flops,
             requests,
             outputs,
             inputs,
             shapes,
-            method="torch.utils.flop_counter.FlopCounterMode (CPU flash-attention formula added)",
+            method="torch.utils.flop_counter.FlopCounterMode (CPU flash-attention formula added; "
+            "one count per distinct batch shape)",
         )
 
     def close(self) -> None:

@@ -1,0 +1,247 @@
+"""Study jobs without paying the imports again: a pre-imported parent forks one process per job.
+
+``python -m llem.study.forkserver <module> ...`` imports the worker and each named module (the
+task's module, llem's harness, the jobs' backend engines with torch and transformers and what they
+import lazily), runs Hydra's plugin scan, then serves the launcher over its stdin/stdout, one JSON
+object a line:
+
+- the server says ``{"ready": null}`` (or ``{"ready": "<why forking is unsafe>"}``) once imported;
+- the launcher asks ``{"spec": ..., "task": ..., "log": ..., "env": {...}, "cwd": ...}``;
+- the server forks, answers ``{"pid": <pid>}`` and, when the job ends, ``{"ended": <pid>,
+  "code": <exit code, -signal when killed>}``.
+
+Each job is its own process (own CUDA context, memory and crash domain) and the leader of its own
+process group, so the launcher stops it with ``killpg`` exactly as a fresh interpreter; it then runs
+:func:`llem.study.worker.main` as ``python -m llem.study.worker`` would. The server itself never
+touches a device, runs no torch operation and starts no thread pool: it imports only. It ends when
+the launcher closes its stdin.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypedDict
+
+PRELOAD = ("llem.study.worker",)  # every job runs it; the launcher names the rest
+READY_TIMEOUT_S = 300.0
+POLL_S = 0.05
+
+
+class Request(TypedDict):
+    spec: str
+    task: str
+    log: str
+    env: dict[str, str]
+    cwd: str
+
+
+# ---------------------------------------------------------------------------- the server
+
+
+def fork_problem() -> str | None:
+    """Why forking this process would be unsafe now (``None``: it is safe)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        return "CUDA was initialised in the fork server"
+    if threading.active_count() > 1:
+        names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
+        return f"threads run in the fork server ({names})"
+    try:  # threads a native library started (a fork copies only the calling one)
+        native = len(os.listdir("/proc/self/task"))
+    except OSError:
+        native = 1
+    return f"{native - 1} native threads run in the fork server" if native > 1 else None
+
+
+def _preload(modules: Sequence[str]) -> None:
+    from hydra.core.plugins import Plugins
+
+    for name in (*PRELOAD, *modules):
+        importlib.import_module(name)
+    Plugins.instance()  # Hydra's plugin scan, done once for every job
+
+
+def _run_job(request: Request) -> int:
+    """In the forked child: become a job like ``python -m llem.study.worker`` started fresh."""
+    from llem.study import worker
+
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    os.close(null)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.chdir(request["cwd"])
+    sys.argv = [worker.__file__ or "llem.study.worker", request["spec"], request["task"]]
+    try:
+        code = worker.main([request["spec"], request["task"]])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    atexit._run_exitfuncs()  # what a fresh interpreter runs at exit (logging, meters)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return code
+
+
+def _say(message: dict[str, object]) -> None:
+    os.write(1, (json.dumps(message) + "\n").encode())
+
+
+def serve(modules: Sequence[str]) -> None:
+    """Preload, then fork one job per request until stdin closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the launcher's to handle
+    try:
+        _preload(modules)
+        problem = fork_problem()
+    except Exception as exc:  # a broken preload: the launcher falls back to fresh interpreters
+        problem = f"the fork server could not import: {type(exc).__name__}: {exc}"
+    _say({"ready": problem})
+    children: set[int] = set()
+    pending = b""
+    open_ = problem is None
+    while open_ or children:
+        readable, _, _ = select.select([0] if open_ else [], [], [], POLL_S)
+        if readable:
+            chunk = os.read(0, 65536)
+            open_ = bool(chunk)
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                request: Request = json.loads(line)
+                pid = os.fork()
+                if pid == 0:
+                    os._exit(_run_job(request))
+                children.add(pid)
+                _say({"pid": pid})
+        for pid in list(children):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                children.discard(pid)
+                _say({"ended": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+# ---------------------------------------------------------------------------- the launcher's side
+
+
+class ForkedJob:
+    """A job the fork server started: polled and waited like :class:`subprocess.Popen`."""
+
+    def __init__(self, server: ForkServer, pid: int) -> None:
+        self.server, self.pid = server, pid
+
+    def poll(self) -> int | None:
+        return self.server.exit_code(self.pid)
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.server.wait_exit(self.pid, timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(f"job {self.pid}", timeout or 0.0)
+        return code
+
+
+class ForkServer:
+    """The launcher's handle on one fork server process (started at once, ready on first use)."""
+
+    def __init__(self, modules: Sequence[str], log: Path) -> None:
+        self._log = log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llem.study.forkserver", *modules],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            start_new_session=True,
+        )
+        self._lock = threading.Condition()
+        self._pids: list[int] = []
+        self._exits: dict[int, int] = {}
+        self._ready: tuple[bool, str | None] | None = None  # (answered, problem)
+        threading.Thread(target=self._read, name="llem-forkserver", daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            message = json.loads(line)
+            with self._lock:
+                if "ready" in message:
+                    self._ready = (True, message["ready"])
+                elif "pid" in message:
+                    self._pids.append(int(message["pid"]))
+                elif "ended" in message:
+                    self._exits[int(message["ended"])] = int(message["code"])
+                self._lock.notify_all()
+        with self._lock:  # the server is gone
+            if self._ready is None:
+                self._ready = (True, f"the fork server exited (code {self.proc.wait()})")
+            self._pids.append(-1)
+            self._lock.notify_all()
+
+    def problem(self) -> str | None:
+        """``None`` once the server is ready to fork, else why jobs must start fresh instead."""
+        with self._lock:
+            self._lock.wait_for(lambda: self._ready is not None, READY_TIMEOUT_S)
+            return (
+                "the fork server did not start in time" if self._ready is None else self._ready[1]
+            )
+
+    def start(self, spec: Path, task: str, log: Path, env: dict[str, str]) -> ForkedJob:
+        request: Request = {
+            "spec": str(spec),
+            "task": task,
+            "log": str(log),
+            "env": env,
+            "cwd": os.getcwd(),
+        }
+        assert self.proc.stdin is not None
+        with self._lock:
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+            self._lock.wait_for(lambda: bool(self._pids))
+            pid = self._pids.pop(0)
+        if pid < 0:
+            raise OSError(f"the fork server exited (see {self._log.name})")
+        return ForkedJob(self, pid)
+
+    def exit_code(self, pid: int) -> int | None:
+        with self._lock:
+            return self._exits.get(pid)
+
+    def wait_exit(self, pid: int, timeout: float | None) -> int | None:
+        with self._lock:
+            self._lock.wait_for(lambda: pid in self._exits, timeout)
+            return self._exits.get(pid)
+
+    def close(self) -> None:
+        """Let the server end (it waits for its running jobs) and release its pipes."""
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1:])

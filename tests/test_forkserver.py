@@ -1,0 +1,112 @@
+"""Study jobs forked from the pre-imported fork server: same results as a fresh interpreter, own
+process group, recorded fallback."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, run_llem
+
+pytestmark = pytest.mark.e2e
+APP = REPO / "tests" / "apps" / "trivial_app.py"
+
+# what may differ between two runs of the same job: clocks, ids, durations and rates
+_VARIABLE = {
+    "experiment_id",
+    "started_at",
+    "ended_at",
+    "timing",
+    "environment",
+    "host_cpu",
+    "cpu_contention",  # what other processes did meanwhile
+}
+_TIMED = ("_s", "_ms", "_per_s", "_per_s_per_w")
+
+
+def _stable(value: object, key: str = "") -> object:
+    """``value`` without the fields a timing decides (durations, rates, timestamps)."""
+    if isinstance(value, dict):
+        return {
+            k: _stable(v, k)
+            for k, v in value.items()
+            if k not in _VARIABLE and not k.endswith(_TIMED) and "ci95" not in k
+        }
+    if isinstance(value, list):
+        return [_stable(v, key) for v in value]
+    if key == "warnings" and isinstance(value, str):  # e.g. "measured window is short (0.05 s"
+        return re.sub(r"[0-9.]+", "#", value)
+    return value
+
+
+def _plan(sweep: Path) -> list[dict]:
+    return json.loads((sweep / "study.json").read_text())["jobs"]
+
+
+@pytest.mark.slow
+def test_forked_and_fresh_jobs_give_the_same_results(tmp_path, tiny_model_dir):
+    args = ["-m", "batch=1,2", "n=3", "max_new_tokens=4", "quiet=true", "energy=none"]
+    results = {}
+    for fork in ("true", "false"):
+        sweep = tmp_path / fork
+        proc = run_llem(
+            *args, f"hydra.sweep.dir={sweep}", f"hydra.launcher.fork={fork}", cwd=tmp_path
+        )
+        assert proc.returncode == 0, proc.stderr
+        processes = {j["process"] for j in _plan(sweep)}
+        assert processes == (
+            {"fork server"} if fork == "true" else {"fresh interpreter (hydra.launcher.fork=false)"}
+        )
+        results[fork] = [
+            json.loads((sweep / j["subdir"] / "result.json").read_text()) for j in _plan(sweep)
+        ]
+    forked, fresh = results["true"], results["false"]
+    for a, b in zip(forked, fresh, strict=True):
+        assert a["flops"]["counted"] is not None and a["flops"]["counted"] > 0
+        assert a["tokens"] == b["tokens"] and a["flops"] == b["flops"]
+        # peak RSS on a CPU counts library pages a process has touched: a forked job has not
+        # touched those its server imported, so it reads lower (device memory is unaffected)
+        assert a["memory"]["measured"] == b["memory"]["measured"]
+        assert _stable(a) | {"memory": None} == _stable(b) | {"memory": None}
+        assert a["timing"].keys() == b["timing"].keys()
+        assert a["timing"]["startup_s"] is not None and a["timing"]["job_s"] > 0
+
+
+def test_forked_jobs_are_own_process_groups_with_the_job_environment(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(APP), "-m", "x=1,2", "hydra.launcher.max_parallel=1"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "SWEEP_DIR": str(tmp_path), "HF_TOKEN": "x"},
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert {j["process"] for j in _plan(tmp_path)} == {"fork server"}
+    jobs = [json.loads((tmp_path / str(i) / "job.json").read_text()) for i in range(2)]
+    assert len({j["pid"] for j in jobs}) == 2 and all(j["token_in_env"] for j in jobs)
+
+
+def test_a_server_that_is_unsafe_to_fork_says_why(tmp_path):
+    """A module that starts a thread at import makes forking unsafe: the launcher falls back."""
+    from llem.study.forkserver import ForkServer
+
+    server = ForkServer(["tests.apps.starts_thread"], tmp_path / "forkserver.log")
+    try:
+        assert server.problem() == "threads run in the fork server (started-at-import)"
+    finally:
+        server.close()
+    assert server.proc.returncode == 0
+
+
+def test_backends_that_spawn_their_own_workers_are_never_forked():
+    from llem.backends.registry import get_backend
+
+    assert get_backend("pytorch").forkable
+    assert not get_backend("vllm").forkable and not get_backend("tensorrt").forkable
