@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,55 @@ def test_backends_that_spawn_their_own_workers_are_never_forked():
 
     assert get_backend("pytorch").forkable
     assert not get_backend("vllm").forkable and not get_backend("tensorrt").forkable
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _start_study(sweep: Path) -> tuple[subprocess.Popen[str], int]:
+    """A one-job sleeping study; returns the launcher and the forked job's pid once it runs."""
+    proc = subprocess.Popen(
+        [sys.executable, str(APP), "-m", "sleep_s=60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SWEEP_DIR": str(sweep)},
+        stdin=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while not (sweep / "0" / "job.json").exists():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    return proc, int(json.loads((sweep / "0" / "job.json").read_text())["pid"])
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[1])
+
+
+def test_the_fork_server_and_its_jobs_die_with_the_launcher(tmp_path):
+    proc, job = _start_study(tmp_path)
+    server = _parent(job)
+    assert server != proc.pid and _parent(server) == proc.pid
+    proc.kill()  # SIGKILL: no handler runs in the launcher
+    proc.communicate(timeout=60)
+    deadline = time.time() + 15
+    while (_alive(server) or _alive(job)) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _alive(server) and not _alive(job)
+
+
+def test_a_job_whose_fork_server_dies_ends_and_is_recorded_at_once(tmp_path):
+    proc, job = _start_study(tmp_path)
+    started = time.time()
+    os.kill(_parent(job), signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert time.time() - started < 30  # not the job's 60 s sleep, nor its timeout
+    assert proc.returncode == 1 and not _alive(job)
+    error = json.loads((tmp_path / "0" / "error.json").read_text())
+    assert "SIGTERM" in error["error"], error

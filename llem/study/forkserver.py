@@ -1,9 +1,9 @@
 """Study jobs without paying the imports again: a pre-imported parent forks one process per job.
 
-``python -m llem.study.forkserver <module> ...`` imports the worker and each named module (the
-task's module, llem's harness, the jobs' backend engines with torch and transformers and what they
-import lazily), runs Hydra's plugin scan, then serves the launcher over its stdin/stdout, one JSON
-object a line:
+``python -m llem.study.forkserver <launcher pid> <module> ...`` imports the worker and each named
+module (the task's module, llem's harness, the jobs' backend engines with torch and transformers
+and what they import lazily), runs Hydra's plugin scan, then serves the launcher over its
+stdin/stdout, one JSON object a line:
 
 - the server says ``{"ready": null}`` (or ``{"ready": "<why forking is unsafe>"}``) once imported;
 - the launcher asks ``{"spec": ..., "task": ..., "log": ..., "env": {...}, "cwd": ...}``;
@@ -15,11 +15,17 @@ process group, so the launcher stops it with ``killpg`` exactly as a fresh inter
 :func:`llem.study.worker.main` as ``python -m llem.study.worker`` would. The server itself never
 touches a device, runs no torch operation and starts no thread pool: it imports only. It ends when
 the launcher closes its stdin.
+
+Parent death is chained: the server dies with the launcher (``PR_SET_PDEATHSIG``, even when the
+launcher is SIGKILLed), each job dies with the server and ends its own process group, exactly as a
+fresh worker dies with the launcher. When the server is gone, the launcher reports its unfinished
+jobs as ended by SIGTERM (what that chain sent them) instead of waiting for their timeout.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import json
 import os
@@ -28,6 +34,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,7 +79,7 @@ def _preload(modules: Sequence[str]) -> None:
     Plugins.instance()  # Hydra's plugin scan, done once for every job
 
 
-def _run_job(request: Request) -> int:
+def _run_job(request: Request, server_pid: int) -> int:
     """In the forked child: become a job like ``python -m llem.study.worker`` started fresh."""
     from llem.study import worker
 
@@ -90,9 +97,10 @@ def _run_job(request: Request) -> int:
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
-    sys.argv = [worker.__file__ or "llem.study.worker", request["spec"], request["task"]]
+    argv = [request["spec"], request["task"], str(server_pid)]  # the job dies with the server
+    sys.argv = [worker.__file__ or "llem.study.worker", *argv]
     try:
-        code = worker.main([request["spec"], request["task"]])
+        code = worker.main(argv)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
@@ -108,9 +116,13 @@ def _say(message: dict[str, object]) -> None:
     os.write(1, (json.dumps(message) + "\n").encode())
 
 
-def serve(modules: Sequence[str]) -> None:
-    """Preload, then fork one job per request until stdin closes."""
+def serve(launcher_pid: int, modules: Sequence[str]) -> None:
+    """Preload, then fork one job per request until stdin closes (or the launcher dies)."""
+    from llem.signals import die_with_parent
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the launcher's to handle
+    die_with_parent(launcher_pid)  # SIGTERM's default action ends the server; its jobs follow
+    server_pid = os.getpid()
     try:
         _preload(modules)
         problem = fork_problem()
@@ -131,7 +143,7 @@ def serve(modules: Sequence[str]) -> None:
                 request: Request = json.loads(line)
                 pid = os.fork()
                 if pid == 0:
-                    os._exit(_run_job(request))
+                    os._exit(_run_job(request, server_pid))
                 children.add(pid)
                 _say({"pid": pid})
         for pid in list(children):
@@ -142,6 +154,25 @@ def serve(modules: Sequence[str]) -> None:
 
 
 # ---------------------------------------------------------------------------- the launcher's side
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie awaiting its reaper counts as ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _end_orphan(pid: int, grace_s: float = 10.0) -> None:
+    """Wait for a job whose server died to end (it was sent SIGTERM); kill its group after
+    ``grace_s``."""
+    deadline = time.monotonic() + grace_s
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 class ForkedJob:
@@ -166,7 +197,7 @@ class ForkServer:
     def __init__(self, modules: Sequence[str], log: Path) -> None:
         self._log = log.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llem.study.forkserver", *modules],
+            [sys.executable, "-m", "llem.study.forkserver", str(os.getpid()), *modules],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -175,6 +206,7 @@ class ForkServer:
         self._lock = threading.Condition()
         self._pids: list[int] = []
         self._exits: dict[int, int] = {}
+        self._started: set[int] = set()
         self._ready: tuple[bool, str | None] | None = None  # (answered, problem)
         threading.Thread(target=self._read, name="llem-forkserver", daemon=True).start()
 
@@ -187,12 +219,16 @@ class ForkServer:
                     self._ready = (True, message["ready"])
                 elif "pid" in message:
                     self._pids.append(int(message["pid"]))
+                    self._started.add(int(message["pid"]))
                 elif "ended" in message:
                     self._exits[int(message["ended"])] = int(message["code"])
                 self._lock.notify_all()
         with self._lock:  # the server is gone
             if self._ready is None:
                 self._ready = (True, f"the fork server exited (code {self.proc.wait()})")
+            for pid in self._started - self._exits.keys():  # ended by the parent-death chain
+                _end_orphan(pid)
+                self._exits[pid] = -signal.SIGTERM
             self._pids.append(-1)
             self._lock.notify_all()
 
@@ -244,4 +280,4 @@ class ForkServer:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1:])
+    serve(int(sys.argv[1]), sys.argv[2:])
