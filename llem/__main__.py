@@ -1,3 +1,3 @@
-from llem.cli import main
+from llem.cli import entry
 
-main()
+entry()

@@ -109,3 +109,29 @@ def test_counting_each_distinct_shape_once_equals_the_full_count(backend_factory
     assert once.flops == sum(c.flops for c in each) > 0
     assert once.batches == [s for c in each for s in c.batches]
     assert once.output_tokens == sum(c.output_tokens for c in each) == 7 * 3
+
+
+@pytest.mark.parametrize(
+    ("batch", "n", "new"), [(1, 1, 8), (2, 4, 6), (3, 3, 33)], ids=["1x8", "2x6", "3x33"]
+)
+def test_summing_decode_steps_equals_counting_every_step(backend_factory, batch, n, new):
+    """The FLOP pass counts the prefill and first decode steps and sums the rest: the total equals
+    counting every step under torch's FLOP counter, with padded batches too."""
+    backend, prompts = backend_factory(
+        **{"n": n, "batch": batch, "max_new_tokens": new, "precision": "fp32"}
+    )
+    batches = [prompts[i : i + batch] for i in range(0, n, batch)]
+    assert backend._sampled_count(batches[0]) is not None  # the sampled path is the one tested
+    sampled = backend.count_flops(batches)
+    full = backend.count_flops(batches, every_step=True)
+    assert sampled.flops == full.flops > 0
+    assert (sampled.batches, sampled.output_tokens) == (full.batches, full.output_tokens)
+    assert "first 3 decode steps" in sampled.method and "first" not in full.method
+
+
+def test_sliding_window_attention_the_run_reaches_counts_every_step(backend_factory):
+    backend, prompts = backend_factory(**{"n": 1, "max_new_tokens": 8, "precision": "fp32"})
+    backend.hf_config.sliding_window = prompts[0].input_tokens + 4
+    assert backend._sampled_count(prompts) is None
+    backend.hf_config.sliding_window = prompts[0].input_tokens + 8
+    assert backend._sampled_count(prompts) is not None

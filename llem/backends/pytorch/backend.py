@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import time
 
 import torch
@@ -46,6 +47,9 @@ def _import_model_class(config: PretrainedConfig) -> None:
     # remote code or an unusual architecture: imported during load
     with contextlib.suppress(KeyError):
         MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+
+
+SAMPLED_STEPS = 3  # decode steps counted by the FLOP pass before the rest are summed
 
 
 class _StepClock(BaseStreamer):
@@ -218,41 +222,109 @@ class PyTorchBackend(HFBackend):
             )
         return self._peak_rss.read()
 
-    def count_flops(self, batches: list[list[Prompt]]) -> FlopCount:
+    def count_flops(self, batches: list[list[Prompt]], every_step: bool = False) -> FlopCount:
+        """FLOPs of generating ``batches`` as measured, counted by torch's FLOP counter.
+
+        With a fixed output length a batch's FLOPs depend only on its shape (rows, padded input
+        length): each distinct shape is counted once. And a decode step's FLOPs are linear in the
+        number of cached positions, so :func:`_sampled_count` counts the prefill and the first
+        :data:`SAMPLED_STEPS` decode steps and sums the rest exactly; it counts every step when
+        that cannot be shown (``every_step``, EOS may stop rows, a cache layout whose cost is not
+        linear).
+        """
         from torch.utils.flop_counter import FlopCounterMode
 
         from llem.flops import register_cpu_sdpa_formula
 
         register_cpu_sdpa_formula()
-        # with a fixed output length a batch's FLOPs depend only on its shape (rows, padded input
-        # length): each distinct shape is counted once and reused for its other batches
         counted: dict[tuple[int, int], tuple[int, int, int]] = {}  # -> (FLOPs, steps, outputs)
         shapes, flops, outputs, inputs, requests = [], 0, 0, 0, 0
+        sampled = 0
         for batch in batches:
             key = (len(batch), max(p.input_tokens for p in batch))
             if key not in counted or self.experiment.stop_at_eos:
-                with FlopCounterMode(display=False) as counter:
-                    new = self._run(batch)
-                counted[key] = (
-                    counter.get_total_flops(),
-                    new.shape[1],
-                    sum(self._output_counts(new)),
-                )
+                total = None if every_step else self._sampled_count(batch)
+                if total is None:
+                    with FlopCounterMode(display=False) as counter:
+                        new = self._run(batch)
+                    counts = self._output_counts(new)
+                    counted[key] = (counter.get_total_flops(), new.shape[1], sum(counts))
+                else:
+                    n = self.generation_config.max_new_tokens
+                    counted[key] = (total, n, n * len(batch))
+                    sampled += 1
             batch_flops, steps, batch_outputs = counted[key]
             shapes.append((*key, steps))
             flops += batch_flops
             outputs += batch_outputs
             inputs += sum(p.input_tokens for p in batch)
             requests += len(batch)
+        how = "one count per distinct batch shape"
+        if sampled:
+            how += f"; prefill + first {SAMPLED_STEPS} decode steps counted, the rest summed"
         return FlopCount(
             flops,
             requests,
             outputs,
             inputs,
             shapes,
-            method="torch.utils.flop_counter.FlopCounterMode (CPU flash-attention formula added; "
-            "one count per distinct batch shape)",
+            method=f"torch.utils.flop_counter.FlopCounterMode (CPU flash-attention formula added; "
+            f"{how})",
         )
+
+    def _sampled_count(self, batch: list[Prompt]) -> int | None:
+        """The FLOPs of generating ``batch`` at the fixed output length ``n``, from its prefill
+        and first decode steps; ``None`` when that is not exact (then every step is counted).
+
+        Generation is ``head + F_0 + sum_{t=1}^{n-1} (gap + F_t) + tail`` where ``F_t`` is forward
+        ``t`` (``F_0`` the prefill). A decode forward attends to one more cached position each
+        step, so ``F_t = F_1 + (t - 1) d``. The first decode steps are counted, and used only when
+        they show it: equal steps ``d`` and equal gaps; sliding-window attention that the run would
+        reach, or a preallocated cache (static, hybrid), count every step.
+        """
+        from torch.utils.flop_counter import FlopCounterMode
+
+        n, k = self.generation_config.max_new_tokens, SAMPLED_STEPS
+        window = getattr(self.hf_config, "sliding_window", None)
+        reach = max(p.input_tokens for p in batch) + (n or 0)
+        if (
+            self.experiment.stop_at_eos
+            or n is None
+            or n <= k + 1
+            or self.generation_config.cache_implementation is not None
+            or (isinstance(window, int) and reach > window)
+        ):
+            return None
+        short = copy.deepcopy(self.generation_config)
+        short.max_new_tokens = short.min_new_tokens = k + 1
+        before: list[int] = []
+        after: list[int] = []
+        with FlopCounterMode(display=False) as counter:
+            hooks = [
+                self.model.register_forward_pre_hook(
+                    lambda *_: before.append(counter.get_total_flops())
+                ),
+                self.model.register_forward_hook(
+                    lambda *_: after.append(counter.get_total_flops())
+                ),
+            ]
+            try:
+                self._run(batch, generation_config=short)
+            finally:
+                for hook in hooks:
+                    hook.remove()
+            total = int(counter.get_total_flops())
+        if len(before) != k + 1 or len(after) != k + 1:
+            return None  # generate did not run one forward per token
+        forwards = [b - a for a, b in zip(before, after, strict=True)]
+        gaps = {b - a for a, b in zip(after[:-1], before[1:], strict=True)}
+        steps = {b - a for a, b in itertools.pairwise(forwards[1:])}
+        if len(gaps) != 1 or len(steps) != 1:
+            return None
+        (gap,), (d,) = gaps, steps
+        head, tail = before[0], total - after[-1]
+        decodes = (n - 1) * forwards[1] + d * (n - 1) * (n - 2) // 2
+        return int(head + forwards[0] + decodes + (n - 1) * gap + tail)
 
     def close(self) -> None:
         self.model = None
