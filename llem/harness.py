@@ -58,6 +58,18 @@ from llem.stats import Interval, summarize
 log = logging.getLogger(__name__)
 
 
+def preload(cfg: ExperimentConfig) -> list[str]:
+    """What a job running ``cfg`` imports (and the caches it fills) beyond llem itself: its
+    backend's engine, its meters, plotting. A study's fork server does it once for its jobs."""
+    from llem import runplot
+    from llem.backends.registry import get_backend
+    from llem.energy.registry import meter_preload
+
+    entry = get_backend(cfg.backend.name)
+    modules = [entry.backend.split(":")[0], *entry.preload, *meter_preload(cfg.energy)]
+    return modules + list(runplot.PRELOAD if cfg.plots else ())
+
+
 def make_batches(
     prompts: list[Prompt], size: int, sort_by_length: bool = False
 ) -> list[list[Prompt]]:
@@ -114,18 +126,19 @@ class Harness:
         process_start = process_started_s()
         t_run = time.perf_counter()
         before_run = 0.0 if process_start is None else time.time() - process_start
-        env = environment.snapshot(cfg.record_hostname)
-        n_warmup = cfg.warmup_batches * cfg.batch
-        prompt_set, measured_idx, warmup_idx = load_prompts(cfg.dataset, cfg.n, n_warmup)
-        backend = load_backend(cfg)
         session = EnergySession(cfg.energy)
         timeseries = None
-        # slow meter set-up (CodeCarbon's tracker, the Zeus probe) runs beside tokenisation and
-        # model load; nothing is measured before it is done (an explicit meter that cannot work
-        # here stops the job when it is joined, before the warm-up)
+        backend: Backend | None = None
+        # slow meter set-up (CodeCarbon's tracker, the Zeus probe) runs beside the engine's
+        # imports, tokenisation and model load; nothing is measured before it is done (an explicit
+        # meter that cannot work here stops the job when it is joined, before the warm-up)
         meters = ThreadPoolExecutor(1, thread_name_prefix="llem-meters")
         opening = meters.submit(session.open)
         try:
+            env = environment.snapshot(cfg.record_hostname)
+            n_warmup = cfg.warmup_batches * cfg.batch
+            prompt_set, measured_idx, warmup_idx = load_prompts(cfg.dataset, cfg.n, n_warmup)
+            backend = load_backend(cfg)
             log.info("tokenising %d prompts (%s)", cfg.n + len(warmup_idx), prompt_set.source)
             prompts = backend.prepare(prompt_set, measured_idx + warmup_idx)
             measured, warm = prompts[: cfg.n], prompts[cfg.n :]
@@ -191,7 +204,8 @@ class Harness:
         finally:
             meters.shutdown(wait=True)  # never leave the meters half-opened behind an error
             t_write = time.perf_counter()
-            backend.close()
+            if backend is not None:
+                backend.close()
             timeseries = session.close(self.run_dir / TIMESERIES_FILE)
         if timeseries and cfg.plots:
             self._plot(self.run_dir / timeseries)

@@ -27,6 +27,7 @@ _PHASE_COLOURS = {
 }
 _WINDOW_COLOUR = "#cfe3f7"
 MAX_POINTS = 2000  # samples drawn per line (2 per pixel column)
+PRELOAD = ("matplotlib.figure", "matplotlib.backends.backend_agg")  # what drawing imports
 
 
 def _line(points: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
@@ -54,10 +55,8 @@ def write_run_plot(parquet: Path, out: Path) -> Path | None:
     table = pq.ParquetFile(parquet).read()  # not read_table: it imports pyarrow.dataset
     if table.num_rows == 0:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     cols = table.to_pydict()
     t_abs: list[float] = cols["time_unix_s"]
@@ -83,7 +82,9 @@ def write_run_plot(parquet: Path, out: Path) -> Path | None:
     devices = sorted({r[2] for r in rows})
     proc = [r for r in rows if r[2] == "process"]
 
-    fig, (ax_p, ax_u, ax_m) = plt.subplots(3, 1, figsize=(10, 7), sharex=True, dpi=100)
+    fig = Figure(figsize=(10, 7), dpi=100)
+    FigureCanvasAgg(fig)
+    ax_p, ax_u, ax_m = fig.subplots(3, 1, sharex=True)
     has_power = False
     for dev in devices:
         pts = [(r[0], r[3]) for r in rows if r[2] == dev and r[3] is not None]
@@ -147,6 +148,5 @@ def write_run_plot(parquet: Path, out: Path) -> Path | None:
     fig.tight_layout()
     tmp = out.with_name(f".{out.name}.tmp")
     fig.savefig(tmp, format="png")
-    plt.close(fig)
     tmp.replace(out)
     return out

@@ -35,6 +35,20 @@ def _quiet_import() -> type:
     return OfflineEmissionsTracker
 
 
+def prewarm() -> None:
+    """Fill CodeCarbon's process-wide caches of the CPU model and its TDP (a ``cpuinfo``
+    subprocess and a table read, ~1.5 s), so that processes forked afterwards (study jobs from the
+    fork server) start their tracker without redoing them. Nothing is measured; a CodeCarbon
+    without these caches is left alone."""
+    _quiet_import()
+    with contextlib.suppress(ImportError, AttributeError):
+        from codecarbon.core import cpu
+        from codecarbon.core.hardware_cache import get_cached_tdp
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            get_cached_tdp(cpu)  # type: ignore[no-untyped-call]  # untyped in CodeCarbon
+
+
 def open_meter(ctx: MeterContext) -> CodeCarbonMeter:
     why = codecarbon_status()
     if why is not None:

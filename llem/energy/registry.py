@@ -59,6 +59,8 @@ class MeterSpec:
     requires: tuple[str, ...] = ()  # importable modules it needs (checked before status/factory)
     fix: str = "Use energy=auto (or energy=none)"  # the advice after a failed pre-flight check
     in_auto: Callable[[EnergyConfig], bool] = _always  # whether energy=auto tries it
+    # what a study's fork server imports for it (``module:function``: also called, to warm caches)
+    preload: tuple[str, ...] = ()
 
     @property
     def hardware(self) -> bool:
@@ -135,6 +137,11 @@ def _candidates(cfg: EnergyConfig) -> Iterator[MeterSpec]:
         yield from (s for s in meters() if s.in_auto(cfg))
     elif cfg.meter != NONE:
         yield meter_spec(cfg.meter)
+
+
+def meter_preload(cfg: EnergyConfig) -> list[str]:
+    """The preloads of every installed meter ``cfg`` may open."""
+    return [m for spec in _candidates(cfg) if spec.missing() is None for m in spec.preload]
 
 
 def open_meters(ctx: MeterContext) -> tuple[list[Meter], list[str]]:
@@ -239,6 +246,7 @@ for _spec in (
         requires=("codecarbon",),
         fix="",
         in_auto=lambda cfg: cfg.codecarbon,
+        preload=("llem.energy.codecarbon:prewarm",),
     ),
 ):
     register_meter(_spec)

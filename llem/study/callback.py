@@ -4,8 +4,10 @@
 ``on_job_end`` runs where the job ran (the child process with joblib/submitit): it writes
 ``error.json`` for a failed job that has none and rebuilds the summary, so the summary is current
 even when Hydra skips ``on_multirun_end`` (it does whenever a job failed). ``on_multirun_end``
-writes the final summary. Hydra turns a callback's exception into a warning; here every error is
-logged with its traceback instead and never fails the job or the study.
+writes the final summary. llem's own launchers (local and SLURM) write the summary themselves, as
+each job ends and at the end, so under them the callback does nothing. Hydra turns a callback's
+exception into a warning; here every error is logged with its traceback instead and never fails
+the job or the study.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("llem.study")
+LLEM_LAUNCHERS = "hydra_plugins.llem_plugins."
 
 
 def _hydra(config: DictConfig) -> DictConfig | HydraConf:
@@ -35,6 +38,14 @@ def _hydra(config: DictConfig) -> DictConfig | HydraConf:
 def _is_multirun(hc: DictConfig | HydraConf) -> bool:
     mode = OmegaConf.select(hc, "mode") if isinstance(hc, DictConfig) else getattr(hc, "mode", None)
     return mode == RunMode.MULTIRUN or str(mode).rsplit(".", 1)[-1] == "MULTIRUN"
+
+
+def _llem_launched(hc: DictConfig | HydraConf) -> bool:
+    """Whether one of llem's launchers runs the study (it writes the summary itself)."""
+    target = OmegaConf.select(hc, "launcher._target_") if isinstance(hc, DictConfig) else None
+    if target is None and not isinstance(hc, DictConfig):
+        target = getattr(hc.launcher, "_target_", None)
+    return str(target).startswith(LLEM_LAUNCHERS)
 
 
 def sweep_dir_of_job(hc: DictConfig | HydraConf) -> Path:
@@ -79,7 +90,7 @@ class StudySummaryCallback(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: object) -> None:
         try:
             hc = _hydra(config)
-            if not _is_multirun(hc):
+            if not _is_multirun(hc) or _llem_launched(hc):
                 return
             from llem.study.summary import write_summary
 
@@ -95,7 +106,7 @@ class StudySummaryCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: object) -> None:
         try:
             hc = _hydra(config)
-            if not _is_multirun(hc):
+            if not _is_multirun(hc) or _llem_launched(hc):
                 return
             sweep_dir = Path(str(hc.sweep.dir)).resolve()
             if not sweep_dir.is_dir():  # no job ran

@@ -2,8 +2,9 @@
 
 ``python -m llem.study.forkserver <launcher pid> <module> ...`` imports the worker and each named
 module (the task's module, llem's harness, the jobs' backend engines with torch and transformers
-and what they import lazily), runs Hydra's plugin scan, then serves the launcher over its
-stdin/stdout, one JSON object a line:
+and what they import lazily, their meters and plotting; a ``module:function`` entry is also
+called, to fill a cache every job would fill), runs Hydra's plugin scan, then serves the launcher
+over its stdin/stdout, one JSON object a line:
 
 - the server says ``{"ready": null}`` (or ``{"ready": "<why forking is unsafe>"}``) once imported;
 - the launcher asks ``{"spec": ..., "task": ..., "log": ..., "env": {...}, "cwd": ...}``;
@@ -42,6 +43,9 @@ from typing import TypedDict
 
 PRELOAD = ("llem.study.worker",)  # every job runs it; the launcher names the rest
 READY_TIMEOUT_S = 300.0
+# pyarrow's bundled jemalloc starts a background purge thread when imported (by the meters'
+# pandas), which would make forking unsafe: in the server (and so in its jobs) it purges inline
+SERVER_ENV = {"JE_ARROW_MALLOC_CONF": "background_thread:false"}
 POLL_S = 0.05
 
 
@@ -72,10 +76,15 @@ def fork_problem() -> str | None:
 
 
 def _preload(modules: Sequence[str]) -> None:
+    """Import each ``module``; a ``module:function`` entry is imported and called (no arguments)
+    to fill that module's process-wide caches once for every job."""
     from hydra.core.plugins import Plugins
 
     for name in (*PRELOAD, *modules):
-        importlib.import_module(name)
+        module, _, function = name.partition(":")
+        imported = importlib.import_module(module)
+        if function:
+            getattr(imported, function)()
     Plugins.instance()  # Hydra's plugin scan, done once for every job
 
 
@@ -202,6 +211,7 @@ class ForkServer:
             stdout=subprocess.PIPE,
             stderr=self._log,
             start_new_session=True,
+            env={**SERVER_ENV, **os.environ},
         )
         self._lock = threading.Condition()
         self._pids: list[int] = []
@@ -281,3 +291,5 @@ class ForkServer:
 
 if __name__ == "__main__":
     serve(int(sys.argv[1]), sys.argv[2:])
+    sys.stdout.flush()
+    os._exit(0)  # every job has ended: skip tearing down torch's modules (~1 s)

@@ -81,6 +81,7 @@ from llem.study.forkserver import ForkServer
 from llem.study.scan import read_result
 
 KILL_GRACE_S = 10.0
+REPLOT_S = 30.0  # the study's charts are redrawn after a job at most this often (and at the end)
 POLL_S = 0.05
 REPLACED_DIR = f"{JOBS_DIR}/replaced"  # earlier outcomes of re-run jobs (never scanned)
 FORKED = "fork server"
@@ -149,6 +150,7 @@ class Job:
     folder: Path
     config_hash: str
     backend: str
+    preload: tuple[str, ...] = ()  # what the fork server imports for it (llem.harness.preload)
     status: JobStatus = JobStatus.PENDING
     started: float = 0.0  # time.time() at start, s
     duration_s: float = 0.0
@@ -192,6 +194,7 @@ def prepare_jobs(
     run as they are.
     """
     from llem.config import validate
+    from llem.harness import preload
     from llem.preflight import validated
 
     jobs, problems = [], []
@@ -213,7 +216,17 @@ def prepare_jobs(
         except UsageError as exc:
             problems.append(f"  [{' '.join(overrides)}] {exc}")
             continue
-        jobs.append(Job(num, list(overrides), cfg, folder, exp.config_hash(), exp.backend.name))
+        jobs.append(
+            Job(
+                num,
+                list(overrides),
+                cfg,
+                folder,
+                exp.config_hash(),
+                exp.backend.name,
+                tuple(preload(exp)),
+            )
+        )
     if problems:
         _usage_exit(
             f"{len(problems)} of {len(job_overrides)} jobs are invalid; nothing was run:\n"
@@ -349,6 +362,7 @@ class Scheduler:
         self.running: list[Job] = []
         self.durations: list[float] = []
         self.t_start = time.time()
+        self.plotted = time.monotonic()  # when the study's charts were last drawn
 
     @property
     def where(self) -> str:
@@ -371,7 +385,9 @@ class Scheduler:
                 for job in list(self.running):
                     if self._finished(job):
                         self._settle(job)
-                        write_summary(self.sweep_dir)
+                        plot = time.monotonic() >= self.plotted + REPLOT_S
+                        write_summary(self.sweep_dir, plot=plot)
+                        self.plotted = time.monotonic() if plot else self.plotted
                         stop |= job.status is not JobStatus.OK and (
                             self.conf.on_failure is OnFailure["stop"]
                         )
@@ -643,9 +659,7 @@ class Study:
         forked = [j for j in pending if j.process == FORKED]
         if not forked:
             return None
-        modules: set[str] = set()
-        for entry in {get_backend(j.backend) for j in forked if j.backend != "n/a"}:
-            modules |= {entry.backend.split(":")[0], *entry.preload}
+        modules = {m for j in forked for m in j.preload}
         task_module = self.task.rsplit(":", 1)[0]
         if not task_module.endswith(".py"):  # a script's top level is the job's to run, not ours
             modules.add(task_module)
