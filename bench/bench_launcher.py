@@ -19,7 +19,9 @@ into the next. The cost of the study summary itself for a large sweep (10,000 jo
 ``--workload tiny`` runs llem's own study instead: ``llem -m seed=0..jobs-1`` on the built-in tiny
 model (20 prompts, 32 tokens in / 32 out, batch 1, defaults otherwise); the llem launcher forks
 each job from its pre-imported fork server, the basic launcher runs them all in the ``llem``
-process (goal: llem / basic wall <= 1.3). ``--fork false`` measures fresh interpreters instead.
+process, without the study-summary callback (``~hydra/callbacks``): the summaries llem's launcher
+writes count as its overhead (goal: llem / basic wall <= 1.3). ``--fork false`` measures fresh
+interpreters instead.
 
 A report, not a test: nothing is asserted, the exit code is 0 (1 if a sweep itself fails).
 """
@@ -53,6 +55,8 @@ def sweep_command(
         args = [str(llem), "-m", f"seed=range(0,{jobs})", *TINY, f"hydra.sweep.dir={sweep_dir}"]
     if launcher == "basic":
         args.append("hydra/launcher=basic")
+        if workload == "tiny":  # the bare jobs: no study summary at all
+            args.append("~hydra/callbacks")
     elif not fork:
         args.append("hydra.launcher.fork=false")
     return args
