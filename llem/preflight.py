@@ -88,6 +88,7 @@ class Plan:
     docker_executable: str = "docker"  # hydra.launcher.docker.executable
     docker_host: str | None = None  # hydra.launcher.docker.host
     slurm_partition: str | None = None  # a SLURM launcher's partition (None: the default one)
+    fork: bool = True  # hydra.launcher.fork (llem's launcher)
 
 
 def compose_jobs(cl: CommandLine) -> Plan:
@@ -152,6 +153,7 @@ def compose_jobs(cl: CommandLine) -> Plan:
         mode.value if isinstance(mode, Enum) else str(mode),
         str(launcher.docker.executable),
         None if host is None else str(host),
+        fork=bool(launcher.get("fork", True)),
     )
 
 
@@ -304,7 +306,29 @@ def check(args: list[str]) -> list[ExperimentConfig]:
         lines = [f"{len(problems)} of {len(plan.jobs)} jobs are invalid; nothing was run:"]
         lines += [f"  [{' '.join(_user_part(j)) or 'defaults'}] {exc}" for j, exc in problems]
         raise ConfigError("\n".join(lines))
+    if (
+        cl.multirun
+        and plan.launcher_mode in ("auto", "subprocess")
+        and mode == "subprocess"
+        and plan.fork
+    ):
+        _start_fork_server(experiments)
     return experiments
+
+
+APP_TASK = "llem.app:hydra_app"  # the task llem's launcher receives from the llem command
+
+
+def _start_fork_server(experiments: list[ExperimentConfig]) -> None:
+    """Every job is valid: start the study's fork server now, so that its imports run beside
+    Hydra's set-up and composition of the jobs (the launcher claims it)."""
+    from llem.backends.registry import get_backend
+    from llem.harness import preload
+    from llem.study.forkserver import server_modules, start_early
+
+    forkable = [e for e in experiments if get_backend(e.backend.name).forkable]
+    if forkable:
+        start_early(server_modules(APP_TASK, (m for e in forkable for m in preload(e))))
 
 
 class _SectionChecks:

@@ -37,9 +37,9 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TypedDict
+from typing import IO, TypedDict
 
 PRELOAD = ("llem.study.worker",)  # every job runs it; the launcher names the rest
 READY_TIMEOUT_S = 300.0
@@ -201,15 +201,18 @@ class ForkedJob:
 
 
 class ForkServer:
-    """The launcher's handle on one fork server process (started at once, ready on first use)."""
+    """The launcher's handle on one fork server process (started at once, ready on first use).
 
-    def __init__(self, modules: Sequence[str], log: Path) -> None:
-        self._log = log.open("w")
+    Its stderr is kept in memory until :meth:`keep_log` names the file (a server started before
+    the study folder is locked writes nothing there until then)."""
+
+    def __init__(self, modules: Sequence[str], log: Path | None = None) -> None:
+        self.modules = sorted(modules)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llem.study.forkserver", str(os.getpid()), *modules],
+            [sys.executable, "-m", "llem.study.forkserver", str(os.getpid()), *self.modules],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=self._log,
+            stderr=subprocess.PIPE,
             start_new_session=True,
             env={**SERVER_ENV, **os.environ},
         )
@@ -218,7 +221,33 @@ class ForkServer:
         self._exits: dict[int, int] = {}
         self._started: set[int] = set()
         self._ready: tuple[bool, str | None] | None = None  # (answered, problem)
+        self._log: IO[bytes] | None = None
+        self._log_name = "the fork server's log"
+        self._early: list[bytes] = []  # stderr before keep_log()
         threading.Thread(target=self._read, name="llem-forkserver", daemon=True).start()
+        self._pump = threading.Thread(target=self._copy_stderr, name="llem-forkserver-log")
+        self._pump.daemon = True
+        self._pump.start()
+        if log is not None:
+            self.keep_log(log)
+
+    def keep_log(self, log: Path) -> None:
+        """Write the server's stderr (so far and from now on) to ``log``."""
+        with self._lock:
+            self._log, self._log_name = log.open("wb"), log.name
+            self._log.write(b"".join(self._early))
+            self._log.flush()
+            self._early.clear()
+
+    def _copy_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._lock:
+                if self._log is None:
+                    self._early.append(line)
+                else:
+                    self._log.write(line)
+                    self._log.flush()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -265,7 +294,7 @@ class ForkServer:
             self._lock.wait_for(lambda: bool(self._pids))
             pid = self._pids.pop(0)
         if pid < 0:
-            raise OSError(f"the fork server exited (see {self._log.name})")
+            raise OSError(f"the fork server exited (see {self._log_name})")
         return ForkedJob(self, pid)
 
     def exit_code(self, pid: int) -> int | None:
@@ -286,7 +315,42 @@ class ForkServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self._log.close()
+        self._pump.join(5)
+        if self._log is not None:
+            self._log.close()
+
+
+def server_modules(task: str, preloads: Iterable[str]) -> list[str]:
+    """What a fork server for jobs of ``task`` (``module:function``) preloads: the jobs' preloads
+    (:func:`llem.harness.preload`), the task's module (not a script's: its top level is the job's
+    to run) and, for llem's own task, the harness."""
+    modules = set(preloads)
+    task_module = task.rsplit(":", 1)[0]
+    if not task_module.endswith(".py"):
+        modules.add(task_module)
+    if task.startswith("llem."):
+        modules.add("llem.harness")
+    return sorted(modules)
+
+
+_EARLY: list[ForkServer] = []  # a server started by the pre-flight, for the launcher to claim
+
+
+def start_early(modules: Sequence[str]) -> None:
+    """Start the study's fork server now (the pre-flight has validated every job), so that its
+    imports run beside Hydra's composition of the jobs; :func:`claim` hands it to the launcher."""
+    _EARLY.append(ForkServer(modules))
+
+
+def claim(modules: Sequence[str], log: Path) -> ForkServer:
+    """The server started early if it preloads exactly ``modules``, else a new one."""
+    while _EARLY:
+        early = _EARLY.pop()
+        if early.modules == sorted(modules):
+            early.keep_log(log)
+            return early
+        early.close()
+    return ForkServer(modules, log)
 
 
 if __name__ == "__main__":

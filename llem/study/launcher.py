@@ -77,7 +77,7 @@ from llem.records import (
     write_plan,
 )
 from llem.signals import Stopped, ignore_signals, stop_on_signals
-from llem.study.forkserver import ForkServer
+from llem.study.forkserver import ForkServer, claim, server_modules
 from llem.study.scan import read_result
 
 KILL_GRACE_S = 10.0
@@ -652,21 +652,17 @@ class Study:
                 return f"backend {job.backend} must not be forked"
             return None
 
-        pending = [j for j in jobs if j.status is JobStatus.PENDING]
-        for job in pending:
-            why = why_fresh(job)
-            job.process = FORKED if why is None else f"fresh interpreter ({why})"
-        forked = [j for j in pending if j.process == FORKED]
+        forkable = [j for j in jobs if why_fresh(j) is None]  # resumed ones too: as the pre-flight
+        for job in jobs:
+            if job.status is JobStatus.PENDING:
+                why = why_fresh(job)
+                job.process = FORKED if why is None else f"fresh interpreter ({why})"
+        forked = [j for j in jobs if j.status is JobStatus.PENDING and j.process == FORKED]
         if not forked:
             return None
-        modules = {m for j in forked for m in j.preload}
-        task_module = self.task.rsplit(":", 1)[0]
-        if not task_module.endswith(".py"):  # a script's top level is the job's to run, not ours
-            modules.add(task_module)
-        if self.task.startswith("llem."):
-            modules.add("llem.harness")
+        modules = server_modules(self.task, (m for j in forkable for m in j.preload))
         (sweep_dir / JOBS_DIR).mkdir(parents=True, exist_ok=True)
-        server = ForkServer(sorted(modules), sweep_dir / JOBS_DIR / FORKSERVER_LOG)
+        server = claim(modules, sweep_dir / JOBS_DIR / FORKSERVER_LOG)
         problem = server.problem()
         if problem is None:
             return server
