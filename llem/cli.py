@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -119,8 +120,9 @@ def entry() -> NoReturn:
     """The ``llem`` console script: :func:`main`, then end the process without tearing down every
     module one by one (about 1 s once torch is imported, and nothing is left to do by then).
 
-    What a normal exit does that matters still happens: non-daemon threads are joined, exit
-    handlers run (logging flushed and closed), stdout and stderr flushed. Every file llem writes is
+    What a normal exit does that matters still happens: non-daemon threads are joined and thread
+    pools shut down (their worker processes end), exit handlers run (logging flushed and closed),
+    stdout and stderr flushed. Every file llem writes is
     closed (and renamed into place) before :func:`main` returns, and every process llem starts is
     stopped by then. An uncaught exception keeps Python's usual exit and traceback.
     """
@@ -138,9 +140,11 @@ def _exit_now(code: int) -> NoReturn:
     import atexit
     import threading
 
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    # what the interpreter's own exit does first: join non-daemon threads and run the hooks
+    # thread-pool users registered (joblib's and concurrent.futures' workers stop there)
+    shutdown: Callable[[], None] | None = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
