@@ -1,5 +1,7 @@
 """llem's packaged Hydra configs (``pkg://llem.conf``). Hydra imports this package before it
-composes, so importing the registries here makes their generated group choices known in every
-process: ``energy/<meter>`` (:mod:`llem.energy.registry`)."""
+composes, so storing the registries' options here (:mod:`llem.hydra_options`) makes ``backend=``,
+``energy=`` and ``load=`` known in every process that composes it."""
 
-import llem.energy.registry  # noqa: F401
+from llem import hydra_options
+
+hydra_options.store()

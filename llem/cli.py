@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> None:
         if args and args[0] in ("--version", "-V"):
             print_version()
             return
+        if args in (["--help"], ["-h"]):  # Hydra's text for the packaged experiment, sans Hydra
+            from llem.apphelp import render
+
+            print(render())
+            return
         if args and args[0] == "config":
             from llem.envreport import main as config_main
 

@@ -28,7 +28,6 @@ from llem.backends.registry import validate_backend
 from llem.energy.config import EnergyConfig
 from llem.errors import ConfigError
 from llem.load.config import BatchLoad, LoadConfig
-from llem.load.options import store_hydra_options
 from llem.strict import PositiveInt
 from llem.strict import Strict as _Strict
 
@@ -346,6 +345,3 @@ def _show(value: object) -> str:
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
     return repr(value) if isinstance(value, str) else str(value)
-
-
-store_hydra_options()  # options of group load (load=batch|poisson|concurrency) from the schema

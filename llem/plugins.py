@@ -1,4 +1,5 @@
-"""Start-up hook of every llem process: load plugins, then make llem's Hydra parts known.
+"""Start-up hook of every llem process: load plugins; before Hydra composes, also make llem's Hydra
+parts known (the registries' options, llem's launchers).
 
 Plugins are modules that register backends (:func:`llem.backends.registry.register_backend`) or
 meters when imported. They are named by the ``LLEM_PLUGINS`` environment variable (comma-separated
@@ -36,13 +37,17 @@ def load_plugins() -> None:
 
 
 def register_plugins() -> None:
-    """Load plugins, then register the llem launcher (once)."""
+    """Load plugins, store the registries' options in Hydra's ConfigStore, then register the llem
+    launcher (once)."""
     load_plugins()  # first: the launcher's default images come from the backend registry
     import contextlib
 
     from hydra.core.plugins import Plugins
 
     from hydra_plugins.llem_plugins.llem_launcher import LlemLauncher
+    from llem import hydra_options
+
+    hydra_options.store()
 
     plugins = Plugins.instance()
     if f"{LlemLauncher.__module__}.{LlemLauncher.__name__}" not in plugins.class_name_to_class:

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from llem.backends.registry import backends
 from llem.config import ExperimentConfig, ModelConfig
-from llem.load.options import LOADS
+from llem.load.config import LOADS
 from llem.result import Result
 
 _GROUPS = ("backend", "model", "dataset", "energy", "load")

@@ -41,9 +41,10 @@ def run_llem(
 
 def compose_config(*overrides: str) -> DictConfig:
     """The packaged experiment config composed by Hydra with ``overrides`` (not validated)."""
-    from llem import resolvers
+    from llem import hydra_options, resolvers
 
     resolvers.register()
+    hydra_options.store()
     with initialize_config_module("llem.conf", version_base="1.3"):
         return compose("llem", overrides=list(overrides))
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 from llem.result import result_schema
-from tests.helpers import run_llem
+from tests.helpers import REPO, run_llem
 
 pytestmark = pytest.mark.e2e
 
@@ -50,6 +51,41 @@ def test_help_lists_groups_and_examples(tmp_path):
         "dataset: aienergyscore",
     ):
         assert text in proc.stdout
+
+
+# Hydra's own rendering of the app help (llem --help answers a plain --help without Hydra)
+HYDRA_HELP = (
+    "import sys\nfrom llem.app import hydra_app\nsys.argv = ['llem', '--help']\nhydra_app()"
+)
+PLUGINS = {
+    "LLEM_PLUGINS": "llem_echo,tests.stand_ins.constant_meter",
+    "PYTHONPATH": f"{REPO}:{REPO / 'tests' / 'stand_ins'}",
+}
+
+
+@pytest.mark.parametrize("env", [{}, PLUGINS], ids=["packaged", "plugin backend and meter"])
+def test_help_without_hydra_is_hydras_help(tmp_path, env):
+    hydra = subprocess.run(
+        [sys.executable, "-c", HYDRA_HELP],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+    )
+    assert hydra.returncode == 0, hydra.stderr
+    if env:
+        assert "backend: echo, echo_missing, openai" in hydra.stdout and "constant" in hydra.stdout
+    for flag in ("--help", "-h"):
+        proc = run_llem(flag, cwd=tmp_path, env=env)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, hydra.stdout, hydra.stderr)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_with_overrides_goes_through_hydra(tmp_path):
+    proc = run_llem("backend=vllm", "n=8", "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "backend:\n  name: vllm\n" in proc.stdout and "\n'n': 8\n" in proc.stdout
 
 
 def test_config_reports_backends_nvml_and_docker(tmp_path):

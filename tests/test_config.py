@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from llem.backends.registry import backends
 from llem.config import ExperimentConfig, validate
 from llem.errors import ConfigError
-from llem.load.options import LOADS
+from llem.load.config import LOADS
 from tests.helpers import REPO, base
 from tests.helpers import compose_config as _compose
 

@@ -3,6 +3,9 @@ Zeus/CodeCarbon on this (GPU-less) machine."""
 
 from __future__ import annotations
 
+import sys
+from types import SimpleNamespace
+
 import pytest
 
 from llem.energy import EnergySession
@@ -303,6 +306,26 @@ def test_zeus_zero_joules_is_not_a_measurement(monkeypatch):
     assert (
         zero.energy_j is None and "0 J is not a measurement" in zero.reason and ok.energy_j == 12.5
     )
+
+
+def test_zeus_is_imported_only_where_a_gpu_driver_is(monkeypatch, tmp_path):
+    """No NVML and no amdgpu driver: Zeus could see no GPU, so it is not imported to say so."""
+    from llem.energy import zeus
+
+    monkeypatch.setitem(sys.modules, "zeus", None)  # importing Zeus would now fail
+    monkeypatch.setattr(zeus, "load_nvml", lambda: (None, "NVML unavailable: no driver"))
+    monkeypatch.setattr(zeus, "AMDGPU_DRIVER", str(tmp_path / "absent"))
+    assert (
+        zeus.zeus_status()
+        == "no GPU for Zeus (NVML unavailable: no driver; no amdgpu driver loaded)"
+    )
+    not_installed = "zeus is not installed (pip install llenergymeasure[zeus])"
+    monkeypatch.setattr(zeus, "AMDGPU_DRIVER", str(tmp_path))  # an AMD driver: Zeus decides
+    assert zeus.zeus_status() == not_installed
+    monkeypatch.setattr(zeus, "AMDGPU_DRIVER", str(tmp_path / "absent"))
+    nvml = SimpleNamespace(nvmlShutdown=lambda: None)
+    monkeypatch.setattr(zeus, "load_nvml", lambda: (nvml, None))  # NVML works: Zeus decides
+    assert zeus.zeus_status() == not_installed
 
 
 def test_real_zeus_here_is_unavailable():

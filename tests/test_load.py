@@ -90,9 +90,9 @@ def test_hydra_options_hold_the_schema_defaults() -> None:
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
-    from llem.load.options import store_hydra_options
+    from llem import hydra_options
 
-    store_hydra_options()
+    hydra_options.store()
     names = {entry.split(".")[0] for entry in ConfigStore.instance().list("load")}
     assert names == {"batch", "poisson", "concurrency"}
     node = ConfigStore.instance().load("load/poisson.yaml").node

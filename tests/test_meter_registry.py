@@ -6,27 +6,20 @@ from __future__ import annotations
 import json
 
 import pytest
-from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from llem import resolvers
 from llem.config import validate
 from llem.energy import registry
 from llem.energy.config import EnergyConfig
 from llem.errors import ConfigError
 from tests.helpers import REPO, run_llem
+from tests.helpers import compose_config as _compose
 
 # the stand-in is only imported by the llem subprocesses (imported here, it would stay registered
 # for every later test of the session): its constants, as tests/stand_ins/constant_meter.py has them
 PLUGIN = {"LLEM_PLUGINS": "tests.stand_ins.constant_meter", "PYTHONPATH": str(REPO)}
 NAME, WATTS = "constant", 42.0
 COVERS, METHOD = "stand-in constant power", "constant power x window time"
-
-
-def _compose(*overrides: str):
-    resolvers.register()
-    with initialize_config_module("llem.conf", version_base="1.3"):
-        return compose("llem", overrides=list(overrides))
 
 
 # ---------------------------------------------------------------- in process

@@ -611,9 +611,10 @@ def test_callback_logs_its_own_errors(tmp_path, caplog):
 def test_callback_config_composes():
     from hydra import compose, initialize_config_module
 
-    from llem import resolvers
+    from llem import hydra_options, resolvers
 
     resolvers.register()
+    hydra_options.store()
     with initialize_config_module("llem.conf", version_base="1.3"):
         cfg = compose("llem", overrides=["hydra/callbacks=llem_summary"], return_hydra_config=True)
     assert cfg.hydra.callbacks.llem_summary._target_ == "llem.study.callback.StudySummaryCallback"

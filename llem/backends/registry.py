@@ -3,11 +3,11 @@
 An entry says what a backend is called, its typed config, where its engine lives (imported only by
 the job that runs it: engines cannot share a process), how to install it and its container image.
 From it derive: validation of ``backend.*`` (dispatch on ``backend.name``), the Hydra options of
-group ``backend`` (stored in Hydra's ConfigStore from the config's defaults: the schema is the only
-copy), ``llem config``, the pre-flight install hints, the launcher's default images, the
-environment's package versions and the backend table of docs/configuration.md. Code outside llem
-adds a backend with :func:`register_backend` in a module named by ``LLEM_PLUGINS`` or the
-``llem.plugins`` entry-point group (see :mod:`llem.plugins`)."""
+group ``backend`` (the config's defaults: the schema is the only copy, see
+:mod:`llem.hydra_options`), ``llem config``, the pre-flight install hints, the launcher's default
+images, the environment's package versions and the backend table of docs/configuration.md. Code
+outside llem adds a backend with :func:`register_backend` in a module named by ``LLEM_PLUGINS`` or
+the ``llem.plugins`` entry-point group (see :mod:`llem.plugins`)."""
 
 from __future__ import annotations
 
@@ -69,16 +69,12 @@ _REGISTRY: dict[str, BackendEntry] = {}
 
 
 def register_backend(entry: BackendEntry) -> BackendEntry:
-    """Add ``entry`` and store its defaults as Hydra option ``backend=<name>`` (re-registering a
-    name replaces it: a plugin module imported twice)."""
-    from hydra.core.config_store import ConfigStore
-
+    """Add ``entry``, whose defaults become Hydra option ``backend=<name>`` (re-registering a name
+    replaces it: a plugin module imported twice)."""
     fields = entry.config.model_fields
     if "name" not in fields or fields["name"].default != entry.name:
         raise ValueError(f"{entry.config.__name__}.name must default to {entry.name!r}")
     _REGISTRY[entry.name] = entry
-    node = entry.defaults().model_dump(mode="json")
-    ConfigStore.instance().store(group="backend", name=entry.name, node=node, provider="llem")
     return entry
 
 

@@ -6,8 +6,9 @@ code outside llem adds a meter with :func:`register_meter` from a module named i
 (an example: ``tests/stand_ins/constant_meter.py``, one class and one call).
 
 Derived from the list: the valid ``energy.meter`` values (names + ``auto`` + ``none``), the Hydra
-group choices ``energy/<name>`` (each node is the schema's defaults with ``meter`` set), the
-pre-flight check of an explicit meter, ``energy=auto``'s choice and ``llem config``'s meter lines.
+group choices ``energy=<name>`` (each node is the schema's defaults with ``meter`` set, see
+:mod:`llem.hydra_options`), the pre-flight check of an explicit meter, ``energy=auto``'s choice and
+``llem config``'s meter lines.
 
 ``energy=auto``: for each hardware device kind (gpu, cpu) the first meter, in registration order,
 whose factory succeeds here (Zeus before NVML: when Zeus works it owns NVML energy reads and llem's
@@ -83,7 +84,7 @@ _METERS: dict[str, MeterSpec] = {}
 
 
 def register_meter(spec: MeterSpec) -> None:
-    """Add a meter (lowest preference so far) and its Hydra group choice ``energy/<name>``.
+    """Add a meter (lowest preference so far), and so its Hydra group choice ``energy=<name>``.
 
     An estimate's readings cover exactly :data:`~llem.energy.base.ESTIMATE` and a hardware meter's
     never do: results tell the two apart by ``covers``."""
@@ -96,7 +97,6 @@ def register_meter(spec: MeterSpec) -> None:
             f"meter never covers {ESTIMATE!r}"
         )
     _METERS[spec.name] = spec
-    _store_choice(spec.name)
 
 
 def meters() -> list[MeterSpec]:
@@ -111,14 +111,6 @@ def meter_spec(name: str) -> MeterSpec:
 def choices() -> list[str]:
     """The valid values of ``energy.meter``."""
     return [AUTO, *_METERS, NONE]
-
-
-def _store_choice(name: str) -> None:
-    """Make ``energy=<name>`` a Hydra group choice whose values are the schema's defaults."""
-    from hydra.core.config_store import ConfigStore
-
-    node = EnergyConfig(meter=name).model_dump(mode="json")
-    ConfigStore.instance().store(group="energy", name=name, node=node)
 
 
 def check_meter(cfg: EnergyConfig) -> None:
@@ -250,5 +242,3 @@ for _spec in (
     ),
 ):
     register_meter(_spec)
-_store_choice(AUTO)
-_store_choice(NONE)

@@ -9,13 +9,34 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import time
 
 from llem.energy.base import COUNTER, GPU_BOARD, MeterContext, MeterUnavailable, Reading
+from llem.energy.nvml import load_nvml
+
+# present while the amdgpu kernel driver is loaded: Zeus's AMD path (amdsmi) needs it
+AMDGPU_DRIVER = "/sys/module/amdgpu"
+
+
+def no_gpu_driver() -> str | None:
+    """Why Zeus can see no GPU here, from the checks Zeus itself starts with (NVML first, then AMD
+    SMI, which needs the amdgpu driver), without importing Zeus; None when it might see one."""
+    if os.path.exists(AMDGPU_DRIVER):
+        return None
+    nv, why = load_nvml()
+    if nv is not None:
+        nv.nvmlShutdown()
+        return None
+    return f"no GPU for Zeus ({why}; no amdgpu driver loaded)"
 
 
 def zeus_status() -> str | None:
-    """None when Zeus is installed and sees at least one GPU, else why not."""
+    """None when Zeus is installed and sees at least one GPU, else why not (Zeus, ~0.1 s to
+    import, is imported only when a GPU driver is there)."""
+    why = no_gpu_driver()
+    if why is not None:
+        return why
     logging.getLogger("zeus").setLevel(logging.ERROR)  # its AMD probe warns on NVIDIA/CPU machines
     try:
         with contextlib.redirect_stdout(io.StringIO()):

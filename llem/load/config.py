@@ -64,4 +64,5 @@ class ConcurrencyLoad(_ServerLoad):
 
 
 LoadConfig = Annotated[BatchLoad | PoissonLoad | ConcurrencyLoad, Field(discriminator="name")]
+LOADS = (BatchLoad, PoissonLoad, ConcurrencyLoad)  # the options of group load, in this order
 ServerLoad = PoissonLoad | ConcurrencyLoad
