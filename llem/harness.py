@@ -40,6 +40,7 @@ from llem.energy.baseline import IdlePower
 from llem.energy.codecarbon import CodeCarbonMeter
 from llem.energy.report import energy_metrics, hardware_total
 from llem.flops import analytic_flops
+from llem.plotworker import PlotWorker, plot_worker
 from llem.records import TIMESERIES_FILE, TIMESERIES_PNG
 from llem.result import (
     ENERGY_NOT_MEASURED,
@@ -134,6 +135,7 @@ class Harness:
         # meter that cannot work here stops the job when it is joined, before the warm-up)
         meters = ThreadPoolExecutor(1, thread_name_prefix="llem-meters")
         opening = meters.submit(session.open)
+        plotter = plot_worker() if cfg.plots else None  # imports matplotlib beside all that
         try:
             env = environment.snapshot(cfg.record_hostname)
             n_warmup = cfg.warmup_batches * cfg.batch
@@ -149,6 +151,8 @@ class Harness:
             backend.synchronize()
             load_s = time.perf_counter() - t0
             opening.result()
+            if plotter is not None and not plotter.ready():
+                plotter = None  # drawn in this process, after the run
             session.start_sampling()
             baseline, baseline_reason = session.baseline(backend.synchronize)
 
@@ -207,8 +211,14 @@ class Harness:
             if backend is not None:
                 backend.close()
             timeseries = session.close(self.run_dir / TIMESERIES_FILE)
-        if timeseries and cfg.plots:
-            self._plot(self.run_dir / timeseries)
+            if plotter is not None and sys.exc_info()[0] is not None:
+                plotter.close()  # the run failed: no picture
+        try:
+            if timeseries and cfg.plots:
+                self._plot(self.run_dir / timeseries, plotter)
+        finally:
+            if plotter is not None:
+                plotter.close()
         write_s = time.perf_counter() - t_write
 
         tokens = metrics.token_counts(records)
@@ -260,12 +270,16 @@ class Harness:
             benchmark=benchmark_report(cfg, model, energy_section, tokens.requests),
         )
 
-    def _plot(self, parquet: Path) -> None:
-        """Draw ``timeseries.png`` beside the series; a failure costs the picture, not the run."""
+    def _plot(self, parquet: Path, plotter: PlotWorker | None) -> None:
+        """Draw ``timeseries.png`` beside the series (in ``plotter`` when given); a failure costs
+        the picture, not the run."""
         from llem.runplot import write_run_plot
 
         try:
-            write_run_plot(parquet, parquet.with_name(TIMESERIES_PNG))
+            if plotter is not None:
+                plotter.draw(parquet, parquet.with_name(TIMESERIES_PNG))
+            else:
+                write_run_plot(parquet, parquet.with_name(TIMESERIES_PNG))
         except Exception:
             log.exception("could not draw %s (the series is written)", TIMESERIES_PNG)
 
