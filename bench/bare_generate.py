@@ -1,15 +1,18 @@
 """The bare baseline of ``bench_overhead.py --process``: a script doing only what any user would —
 import transformers, load the model, generate — on the workload llem ran (no llem import).
 
-    python bench/bare_generate.py workload.json
+    python bench/bare_generate.py workload.json [--fast-exit]
 
 ``workload.json``: ``{"model": path, "dtype": "float32", "max_new_tokens": 32, "warmup": [[ids]],
 "measured": [[ids]]}`` (batch 1). Prints ``{"output_tokens": N, "window_s": S}`` (measured loop).
+``--fast-exit`` ends the process as the ``llem`` console script does (``os._exit`` after flushing,
+skipping the interpreter's teardown of torch's modules): the stricter baseline.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -43,3 +46,6 @@ def main(path: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    if "--fast-exit" in sys.argv[2:]:
+        sys.stdout.flush()
+        os._exit(0)

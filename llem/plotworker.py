@@ -57,6 +57,8 @@ class PlotWorker:
             assert self.proc.stderr is not None
             lines = self.proc.stderr.read().strip().splitlines() if answer is not None else []
             raise RuntimeError(lines[-1] if lines else "the plot worker gave no answer")
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(READY_TIMEOUT_S)  # it ends right after drawing
 
     def close(self) -> None:
         """End the worker (it is killed if it has not ended by itself); stderr stays readable."""

@@ -164,3 +164,44 @@ def test_a_job_whose_fork_server_dies_ends_and_is_recorded_at_once(tmp_path):
     assert proc.returncode == 1 and not _alive(job)
     error = json.loads((tmp_path / "0" / "error.json").read_text())
     assert "SIGTERM" in error["error"], error
+
+
+def test_the_launcher_claims_the_server_the_preflight_started(tmp_path):
+    from llem.study import forkserver
+
+    forkserver.start_early(["json"])
+    early = forkserver._EARLY[-1]
+    try:
+        assert forkserver.claim(["json"], tmp_path / "a.log") is early and not forkserver._EARLY
+        assert early.problem() is None
+    finally:
+        early.close()
+    forkserver.start_early(["json"])
+    other = forkserver._EARLY[-1]
+    fresh = forkserver.claim(["csv"], tmp_path / "b.log")
+    try:
+        assert fresh is not other and fresh.modules == ["csv"] and other.proc.poll() is not None
+        assert fresh.problem() is None
+    finally:
+        fresh.close()
+    assert (tmp_path / "b.log").exists()
+
+
+def test_a_study_job_preloads_its_engine_meters_and_plotting():
+    from llem.harness import preload
+    from llem.preflight import experiment
+
+    default = preload(experiment())
+    assert "llem.backends.pytorch.backend" in default
+    assert "llem.energy.codecarbon:prewarm" in default and "matplotlib.figure" in default
+    bare = preload(experiment("energy=none", "plots=false"))
+    assert "llem.energy.codecarbon:prewarm" not in bare and "matplotlib.figure" not in bare
+    assert "llem.backends.pytorch.backend" in bare
+
+
+def test_the_preflight_names_the_task_the_launcher_receives():
+    from llem.app import hydra_app
+    from llem.preflight import APP_TASK
+    from llem.study.launcher import task_path
+
+    assert task_path(hydra_app) == APP_TASK

@@ -147,8 +147,10 @@ def test_gres_gpu_is_the_jobs_only_measured_device(tmp_path, monkeypatch, tiny_m
     readings = [r for r in e.readings if r.window.startswith("repeat-")]
     assert len(readings) == 2 and all(uuids[2] in r.device for r in readings)
     assert not any(u in r.device for r in e.readings for u in uuids if u != uuids[2])
-    for r in readings:  # GPU 2's 300 W only, never the node's 1,000 W
-        assert r.energy_j == pytest.approx(300.0 * r.duration_s, rel=1e-3, abs=2e-3)
+    for r in readings:  # GPU 2's 300 W only, never the node's 1,000 W (nor another GPU's)
+        # the counter and the window's clock are read microseconds apart: a preempted read on a
+        # loaded machine moves them by up to ~0.5%, far from the 33% another GPU would add
+        assert r.energy_j == pytest.approx(300.0 * r.duration_s, rel=1e-2)
     assert e.total_j == pytest.approx(sum(r.energy_j for r in readings))
 
 

@@ -596,6 +596,33 @@ def test_callback_records_a_failed_job_and_rebuilds(tmp_path, template):
     assert not (sweep / SUMMARY_JSON).exists()
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "hydra_plugins.llem_plugins.llem_launcher.LlemLauncher",
+        "hydra_plugins.llem_plugins.llem_slurm_launcher.LlemSlurmLauncher",
+    ],
+)
+def test_callback_leaves_the_summary_to_llem_launchers(tmp_path, template, target):
+    """llem's launchers write the summary themselves: the callback must not write it again."""
+    from omegaconf import OmegaConf
+
+    from llem.study.callback import StudySummaryCallback
+
+    sweep = tmp_path / "study"
+    make_job(sweep, 0, ["batch=1"], result=variant(template, ["batch=1"], tps=5.0))
+    failed = make_job(sweep, 1, ["batch=2"])
+    config = _job_config(sweep, failed.name)
+    OmegaConf.update(config, "hydra.launcher", {"_target_": target})
+    cb = StudySummaryCallback()
+    cb.on_job_end(config, _failed_return(["batch=2"]))
+    cb.on_multirun_end(config)
+    assert not (sweep / SUMMARY_JSON).exists() and not (failed / "error.json").exists()
+    OmegaConf.update(config, "hydra.launcher._target_", "hydra._internal.core_plugins.BasicLauncher")
+    cb.on_multirun_end(config)
+    assert load_summary(sweep)["final"] is True
+
+
 def test_callback_logs_its_own_errors(tmp_path, caplog):
     from hydra.core.utils import JobReturn, JobStatus
 
