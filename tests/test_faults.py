@@ -114,15 +114,37 @@ def test_sigterm_stops_a_single_run_and_leaves_nothing(tmp_path):
         text=True,
         stdin=subprocess.DEVNULL,
     )
-    deadline = time.time() + 120
-    while not list(tmp_path.glob("results/*/llem.log")) and time.time() < deadline:
-        time.sleep(0.1)
-    time.sleep(3)  # the model is loaded and generating
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=WAIT_S)
+    try:
+        deadline = time.time() + 120
+        while not list(tmp_path.glob("results/*/llem.log")) and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(3)  # the model is loading or generating
+        while not _started_by(proc.pid) and time.time() < deadline:
+            time.sleep(0.1)  # the helper drawing timeseries.png, waiting for the end
+        assert _started_by(proc.pid), "no plot helper started"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=WAIT_S)
+    finally:
+        proc.kill()
+        proc.communicate()
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1].startswith("Error: stopped by SIGTERM")
     assert "Traceback" not in err and not (tmp_path / "results").exists()
+    assert not _started_by(proc.pid)  # the plot helper included
+
+
+def _started_by(pid: int) -> list[str]:
+    """Command lines of live llem helpers started for the llem process ``pid`` (they are given
+    its pid as their argument)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"llem.plotworker" in argv and str(pid).encode() in argv:
+            found.append(" ".join(a.decode() for a in argv))
+    return found
 
 
 # ------------------------------------------------------------------------- counts and resume
