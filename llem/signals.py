@@ -11,16 +11,23 @@ stopping are ignored (a second Ctrl-C gives no traceback). The process then exit
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import ctypes
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sys import UnraisableHookArgs
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _PR_SET_PDEATHSIG = 1
+REDELIVER_S = 0.05  # a swallowed stop is raised again this much later
 
 
 class Stopped(BaseException):
@@ -42,7 +49,13 @@ class Stopped(BaseException):
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Raise :class:`Stopped` on the first handled signal; ignore the rest until the block ends."""
+    """Raise :class:`Stopped` on the first handled signal; ignore the rest until the block ends.
+
+    Python runs the handler wherever the main thread is, and a :class:`Stopped` raised inside a
+    finaliser or a weakref callback (run by the garbage collector) cannot propagate: Python passes
+    it to ``sys.unraisablehook`` and carries on. The hook installed here delivers that signal again
+    (``_thread.interrupt_main``, :data:`REDELIVER_S` later), so it is raised where the run can
+    stop."""
     stopping = False
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -52,10 +65,29 @@ def stop_on_signals() -> Iterator[None]:
         stopping = True
         raise Stopped(signum)
 
+    previous_hook = sys.unraisablehook
+
+    def redeliver(signum: int) -> None:
+        nonlocal stopping
+        stopping = False
+        _thread.interrupt_main(signal.Signals(signum))
+
+    def unraisable(args: UnraisableHookArgs) -> None:
+        if not isinstance(args.exc_value, Stopped):
+            previous_hook(args)
+            return
+        # swallowed: deliver it again once the finaliser has returned (a later one that lands in
+        # another finaliser comes back here)
+        again = threading.Timer(REDELIVER_S, redeliver, [args.exc_value.signum])
+        again.daemon = True
+        again.start()
+
     previous = {s: signal.signal(s, handler) for s in HANDLED}
+    sys.unraisablehook = unraisable
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for s, h in previous.items():
             signal.signal(s, h)
 

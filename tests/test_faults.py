@@ -413,3 +413,21 @@ def test_a_result_that_cannot_be_written_goes_to_a_fallback_folder(
     assert path.parent.parent == tmp_path / "cache" / "unsaved"
     assert Result.model_validate_json(path.read_bytes()) == result
     assert str(path) in capsys.readouterr().err
+
+
+def test_a_stop_swallowed_by_a_finaliser_is_raised_again():
+    """A signal whose handler runs inside a finaliser (as the garbage collector runs them) would be
+    lost: Python cannot propagate an exception from there. It is delivered again."""
+    from llem.signals import Stopped, stop_on_signals
+
+    class SignalledWhileFinalised:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10_000):  # the handler runs here, inside the finaliser
+                pass
+
+    with pytest.raises(Stopped), stop_on_signals():
+        SignalledWhileFinalised()
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            pass
