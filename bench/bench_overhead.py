@@ -17,8 +17,9 @@ Two measurements, one process:
    ``bench/bare_generate.py`` (imports transformers, loads the same model, generates the same
    token ids with the same warm-up); wall ratio (goal <= 1.10) and measured output tok/s ratio
    (goal >= 0.97); the same bare script ending with ``os._exit`` as the ``llem`` command does
-   (``--fast-exit``) gives the stricter ratio of what llem adds to the work itself; then ``llem --help`` (goal <= 0.8 s) and ``llem config`` (goal <= 0.5 s) wall
-   and whether either imported torch.
+   (``--fast-exit``) gives the stricter ratio of what llem adds to the work itself; then
+   ``llem --help`` (goal <= 0.8 s) and ``llem config`` (goal <= 0.5 s) wall and whether either
+   imported torch.
 
 A report, not a test: nothing is asserted and the exit code is 0.
 

@@ -618,7 +618,8 @@ def test_callback_leaves_the_summary_to_llem_launchers(tmp_path, template, targe
     cb.on_job_end(config, _failed_return(["batch=2"]))
     cb.on_multirun_end(config)
     assert not (sweep / SUMMARY_JSON).exists() and not (failed / "error.json").exists()
-    OmegaConf.update(config, "hydra.launcher._target_", "hydra._internal.core_plugins.BasicLauncher")
+    basic = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+    OmegaConf.update(config, "hydra.launcher._target_", basic)
     cb.on_multirun_end(config)
     assert load_summary(sweep)["final"] is True
 
