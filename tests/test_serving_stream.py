@@ -82,9 +82,11 @@ def test_each_token_gets_its_chunks_arrival_time(slow_url: str) -> None:
     t = r.token_times_s
     assert t[0] == t[1] == t[2] and t[3] == t[4] == t[5] and t[6] == t[7] == t[8]
     assert t == sorted(t)
-    # the server waits 50 ms before the first token and 20 ms before each later chunk
+    # the server waits 50 ms before the first token and 20 ms before each later chunk: a chunk
+    # never arrives before it was sent (a late arrival can shorten the next gap, so gaps between
+    # arrivals are only ordered, the bounds are from the request's send time)
     assert t[0] - r.sent_s >= 0.050
-    assert t[3] - t[2] >= 0.020 and t[9] - t[8] >= 0.020
+    assert t[2] < t[3] < t[6] < t[9] and t[9] - r.sent_s >= 0.050 + 3 * 0.020
     assert r.end_s is not None and r.end_s >= t[-1]
     assert r.last_s == t[-1]
     assert r.send_lag_s == r.sent_s  # scheduled at 0.0 in this test
