@@ -49,7 +49,9 @@ class Stopped(BaseException):
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Raise :class:`Stopped` on the first handled signal; ignore the rest until the block ends.
+    """Raise :class:`Stopped` on the first handled signal; ignore the rest, also after the block
+    (the process is on its way out: Python would otherwise reset the handlers while exiting and a
+    second Ctrl-C would kill it with no exit code of llem's).
 
     Python runs the handler wherever the main thread is, and a :class:`Stopped` raised inside a
     finaliser or a weakref callback (run by the garbage collector) cannot propagate: Python passes
@@ -88,8 +90,11 @@ def stop_on_signals() -> Iterator[None]:
         yield
     finally:
         sys.unraisablehook = previous_hook
-        for s, h in previous.items():
-            signal.signal(s, h)
+        if stopping:  # the process is ending: a later signal (a 2nd Ctrl-C) must not kill it
+            ignore_signals()
+        else:
+            for s, h in previous.items():
+                signal.signal(s, h)
 
 
 def ignore_signals() -> None:

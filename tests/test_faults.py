@@ -426,8 +426,14 @@ def test_a_stop_swallowed_by_a_finaliser_is_raised_again():
             for _ in range(10_000):  # the handler runs here, inside the finaliser
                 pass
 
-    with pytest.raises(Stopped), stop_on_signals():
-        SignalledWhileFinalised()
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            pass
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with pytest.raises(Stopped), stop_on_signals():
+            SignalledWhileFinalised()
+            deadline = time.time() + 5
+            while time.time() < deadline:
+                pass
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # stopping: until the exit
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
