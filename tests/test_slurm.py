@@ -212,12 +212,15 @@ def test_sbatch_refusal_and_pending_past_the_wait(tmp_path):
     ]
     assert time.time() - t0 < 60
     assert _nothing_left(tmp_path)
-    assert (
-        "PENDING"
-        not in subprocess.run(
-            ["squeue", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30, check=True
-        ).stdout
-    )
+    # no job still waits for its begin time (other tests' jobs may pend for a moment meanwhile)
+    pending = subprocess.run(
+        ["squeue", "-h", "-t", "PENDING", "-o", "%r"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "BeginTime" not in pending
 
 
 # ---------------------------------------------------------------- a real study through sbatch
