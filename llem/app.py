@@ -17,26 +17,22 @@ from omegaconf import DictConfig
 from llem import resolvers
 from llem.errors import EXIT_USAGE, UsageError
 from llem.plugins import register_plugins
-from llem.records import RESULT_FILE
+from llem.records import RESULT_FILE, discard_run
 
 if TYPE_CHECKING:
+    from hydra.conf import HydraConf
+
     from llem.result import Result
 
 resolvers.register()
 register_plugins()
 
 
-def _discard(run_dir: Path, output_root: Path) -> None:
-    """Remove a run folder that holds no result (bad input found inside the job), and an emptied
-    root."""
-    import contextlib
-    import shutil
-
-    if run_dir.is_dir() and not (run_dir / RESULT_FILE).exists():
-        shutil.rmtree(run_dir, ignore_errors=True)
-    for parent in (run_dir.parent, output_root):
-        with contextlib.suppress(OSError):
-            parent.rmdir()  # only when empty
+def _discard(hc: HydraConf, output_root: Path) -> None:
+    """Remove what the run ``hc`` wrote into its folder, which holds no result (bad input found
+    inside the job, a stop)."""
+    run_dir = Path(hc.runtime.output_dir)
+    discard_run(run_dir, output_root, f"{hc.job.name}.log", hc.output_subdir)
 
 
 def run_job(cfg: DictConfig) -> dict[str, str | float]:
@@ -65,11 +61,11 @@ def run_job(cfg: DictConfig) -> dict[str, str | float]:
             result = Harness(experiment, run_dir, overrides=list(hc.overrides.task)).run()
     except Stopped as stopped:
         ignore_signals()
-        _discard(run_dir, Path(str(cfg.output_dir)))
+        _discard(hc, Path(str(cfg.output_dir)))
         sys.stderr.write(f"Error: stopped by {stopped.description}; nothing was recorded\n")
         raise SystemExit(stopped.exit_code) from None
     except UsageError as exc:
-        _discard(run_dir, Path(str(cfg.output_dir)))
+        _discard(hc, Path(str(cfg.output_dir)))
         sys.stderr.write(f"Error: {exc}\n")
         raise SystemExit(EXIT_USAGE) from None
     finally:

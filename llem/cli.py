@@ -131,13 +131,28 @@ def entry() -> NoReturn:
     closed (and renamed into place) before :func:`main` returns, and every process llem starts is
     stopped by then. An uncaught exception keeps Python's usual exit and traceback.
     """
+    from llem.signals import Stopped, stop_on_signals
+
     try:
-        main()
+        with stop_on_signals():  # from the first line: no moment where a signal kills llem bare
+            main()
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if isinstance(exc.code, str):
             sys.stderr.write(f"{exc.code}\n")
+    except Stopped as stopped:  # outside a run's or a study's own handling (start-up, Hydra)
+        code = stopped.exit_code
+        kept = False
+        if "llem.records" in sys.modules:  # the run's folder may be made (by Hydra's resolver)
+            from llem.paths import CLAIMED
+            from llem.records import discard_run
+
+            kept = not all([discard_run(d, d.parent) for d in CLAIMED])
+        sys.stderr.write(
+            f"Error: stopped by {stopped.description}"
+            + ("\n" if kept else "; nothing was recorded\n")
+        )
     _exit_now(code)
 
 

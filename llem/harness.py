@@ -134,9 +134,10 @@ class Harness:
         # imports, tokenisation and model load; nothing is measured before it is done (an explicit
         # meter that cannot work here stops the job when it is joined, before the warm-up)
         meters = ThreadPoolExecutor(1, thread_name_prefix="llem-meters")
-        opening = meters.submit(session.open)
-        plotter = plot_worker() if cfg.plots else None  # imports matplotlib beside all that
-        try:
+        plotter: PlotWorker | None = None
+        try:  # from the meter thread's start: a stop anywhere after it waits for it
+            opening = meters.submit(session.open)
+            plotter = plot_worker() if cfg.plots else None  # imports matplotlib beside all that
             env = environment.snapshot(cfg.record_hostname)
             n_warmup = cfg.warmup_batches * cfg.batch
             prompt_set, measured_idx, warmup_idx = load_prompts(cfg.dataset, cfg.n, n_warmup)

@@ -39,13 +39,18 @@ def slugify(name: str) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", base.lower()).strip("-") or "model"
 
 
+CLAIMED: list[Path] = []  # the folders claim_unique_dir made in this process, in order
+
+
 def claim_unique_dir(path: str) -> str:
-    """Create ``path`` (or ``path-2``, ``path-3`` …) exclusively and return the one created."""
+    """Create ``path`` (or ``path-2``, ``path-3`` …) exclusively and return the one created
+    (recorded in :data:`CLAIMED`)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     candidate, i = path, 1
     while True:
         try:
             os.mkdir(candidate)
+            CLAIMED.append(Path(candidate).absolute())
             return candidate
         except FileExistsError:
             i += 1

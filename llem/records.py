@@ -33,6 +33,36 @@ LATENCY_PNG = "study_latency.png"
 SUMMARY_LOCK = ".study_summary.lock"
 
 
+def discard_run(
+    run_dir: Path,
+    output_root: Path,
+    log_name: str = "llem.log",
+    hydra_subdir: str | None = ".hydra",
+) -> bool:
+    """Remove what a run that ends without a result (bad input found inside the job, a stop)
+    wrote into ``run_dir``, then ``run_dir`` and ``output_root`` once empty. Only llem's and
+    Hydra's own files: a folder given as ``hydra.run.dir`` (even ``.``) may hold the user's, and
+    the working folder itself stays. False when ``run_dir`` holds a result (nothing is removed)."""
+    import contextlib
+    import shutil
+
+    from llem.lock import LOCK_FILE
+
+    if (run_dir / RESULT_FILE).exists():
+        return False
+    if hydra_subdir:  # Hydra's saved config
+        shutil.rmtree(run_dir / hydra_subdir, ignore_errors=True)
+    for name in (log_name, LOCK_FILE, TIMESERIES_FILE, TIMESERIES_PNG):
+        for path in (run_dir / name, *run_dir.glob(f".{name}.*tmp")):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+    for folder in (run_dir, run_dir.parent, output_root):
+        if folder.absolute() != Path.cwd():
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+    return True
+
+
 class JobStatus(str, Enum):
     """Where a study job stands; the values are the strings written in the study's files."""
 

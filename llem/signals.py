@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _PR_SET_PDEATHSIG = 1
-REDELIVER_S = 0.05  # a swallowed stop is raised again this much later
+REDELIVER_S = 0.05  # a swallowed or deferred stop is raised again this much later
+_IMPORT_MACHINERY = "<frozen importlib"  # the code of Python's import system
+_ENDING = [False]  # a stop was raised in this process (in any, nested, stop_on_signals block)
 
 
 class Stopped(BaseException):
@@ -57,22 +59,35 @@ def stop_on_signals() -> Iterator[None]:
     finaliser or a weakref callback (run by the garbage collector) cannot propagate: Python passes
     it to ``sys.unraisablehook`` and carries on. The hook installed here delivers that signal again
     (``_thread.interrupt_main``, :data:`REDELIVER_S` later), so it is raised where the run can
-    stop."""
+    stop. A signal that lands inside Python's import machinery is delivered again the same way:
+    raised there it could leave the import lock held (the meter thread, importing, would then
+    wait forever and so would the stop)."""
     stopping = False
+
+    def deliver_later(signum: int, again: bool) -> None:
+        def deliver() -> None:
+            nonlocal stopping
+            if again:
+                stopping = False
+            _thread.interrupt_main(signal.Signals(signum))
+
+        timer = threading.Timer(REDELIVER_S, deliver)
+        timer.daemon = True
+        timer.start()
 
     def handler(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         if stopping:
             return
-        stopping = True
+        if frame is not None and frame.f_code.co_filename.startswith(_IMPORT_MACHINERY):
+            # inside importlib itself (between taking the import lock and its ``try``): raising
+            # here can leave the lock held and any thread that imports later waits forever
+            deliver_later(signum, again=False)
+            return
+        stopping = _ENDING[0] = True
         raise Stopped(signum)
 
     previous_hook = sys.unraisablehook
-
-    def redeliver(signum: int) -> None:
-        nonlocal stopping
-        stopping = False
-        _thread.interrupt_main(signal.Signals(signum))
 
     def unraisable(args: UnraisableHookArgs) -> None:
         if not isinstance(args.exc_value, Stopped):
@@ -80,9 +95,7 @@ def stop_on_signals() -> Iterator[None]:
             return
         # swallowed: deliver it again once the finaliser has returned (a later one that lands in
         # another finaliser comes back here)
-        again = threading.Timer(REDELIVER_S, redeliver, [args.exc_value.signum])
-        again.daemon = True
-        again.start()
+        deliver_later(args.exc_value.signum, again=True)
 
     previous = {s: signal.signal(s, handler) for s in HANDLED}
     sys.unraisablehook = unraisable
@@ -90,7 +103,7 @@ def stop_on_signals() -> Iterator[None]:
         yield
     finally:
         sys.unraisablehook = previous_hook
-        if stopping:  # the process is ending: a later signal (a 2nd Ctrl-C) must not kill it
+        if _ENDING[0]:  # the process is ending: a later signal (a 2nd Ctrl-C) must not kill it
             ignore_signals()
         else:
             for s, h in previous.items():

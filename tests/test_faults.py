@@ -106,14 +106,7 @@ def test_workers_die_when_the_launcher_is_killed(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_stops_a_single_run_and_leaves_nothing(tmp_path):
-    proc = subprocess.Popen(
-        [str(LLEM), "dataset=synthetic", "n=100000", "max_new_tokens=64", "batch=1"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = _start_long_run(tmp_path)
     try:
         deadline = time.time() + 120
         while not list(tmp_path.glob("results/*/llem.log")) and time.time() < deadline:
@@ -415,7 +408,20 @@ def test_a_result_that_cannot_be_written_goes_to_a_fallback_folder(
     assert str(path) in capsys.readouterr().err
 
 
-def test_a_stop_swallowed_by_a_finaliser_is_raised_again():
+@pytest.fixture
+def signal_state():
+    """The pytest process's signal handlers (and llem's process-wide 'stopping' mark) as they
+    were."""
+    import llem.signals
+
+    handlers = {s: signal.getsignal(s) for s in llem.signals.HANDLED}
+    yield
+    llem.signals._ENDING[0] = False
+    for s, h in handlers.items():
+        signal.signal(s, h)
+
+
+def test_a_stop_swallowed_by_a_finaliser_is_raised_again(signal_state):
     """A signal whose handler runs inside a finaliser (as the garbage collector runs them) would be
     lost: Python cannot propagate an exception from there. It is delivered again."""
     from llem.signals import Stopped, stop_on_signals
@@ -426,14 +432,82 @@ def test_a_stop_swallowed_by_a_finaliser_is_raised_again():
             for _ in range(10_000):  # the handler runs here, inside the finaliser
                 pass
 
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    with pytest.raises(Stopped), stop_on_signals():
+        SignalledWhileFinalised()
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            pass
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # stopping: until the exit
+
+
+def test_a_stop_inside_the_import_machinery_is_raised_just_after_it(signal_state):
+    """Raised inside importlib's own code, a stop can leave the import lock held, and the meter
+    thread, importing, then waits forever (and the stop with it): it is delivered again once the
+    main thread is out of there."""
+    from llem.signals import Stopped, stop_on_signals
+
+    where: dict[str, object] = {}
+    exec(
+        compile("import sys; frame = sys._getframe()", "<frozen importlib._bootstrap>", "exec"),
+        where,
+    )
+    returned = False
+    with pytest.raises(Stopped), stop_on_signals():
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler)
+        handler(signal.SIGTERM, where["frame"])  # as if it landed there: nothing raised
+        returned = True
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            pass
+    assert returned
+
+
+def _start_long_run(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(LLEM), "dataset=synthetic", "n=100000", "max_new_tokens=64", "batch=1", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _when(path_glob: Path) -> None:
+    deadline = time.time() + 120
+    while not list(path_glob.parent.glob(path_glob.name)) and time.time() < deadline:
+        time.sleep(0.01)
+
+
+@pytest.mark.slow
+def test_a_signal_while_the_run_starts_leaves_nothing(tmp_path):
+    """SIGTERM as soon as Hydra has made the run folder, before llem's run has begun (Hydra is
+    still writing .hydra/ and the log): exit 143, one line, no folder left."""
+    proc = _start_long_run(tmp_path)
     try:
-        with pytest.raises(Stopped), stop_on_signals():
-            SignalledWhileFinalised()
-            deadline = time.time() + 5
-            while time.time() < deadline:
-                pass
-        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # stopping: until the exit
+        _when(tmp_path / "results" / "*" / "llem.log")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=WAIT_S)
     finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "Error: stopped by SIGTERM; nothing was recorded"
+    assert "Traceback" not in err and not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_a_stopped_run_in_the_users_own_folder_removes_only_its_own_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("the user's")
+    proc = _start_long_run(tmp_path, "hydra.run.dir=.")
+    try:
+        _when(tmp_path / "llem.log")
+        time.sleep(3)  # the model is loading or generating
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=WAIT_S)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 130, err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

@@ -331,7 +331,7 @@ def test_sigterm_to_the_submitting_llem_cancels_the_study(tmp_path):
     )
     lines: list[str] = []
     try:
-        _wait_for(proc, r"started: .*\(SLURM job (\d+)_\d+ on", lines)
+        array = _wait_for(proc, r"started: .*\(SLURM job (\d+)_\d+ on", lines).group(1)
         proc.send_signal(15)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -342,14 +342,16 @@ def test_sigterm_to_the_submitting_llem_cancels_the_study(tmp_path):
     summary = _summary(sweep)
     assert summary["interrupted"] is True and summary["counts"]["interrupted"] == 2
     deadline = time.time() + 60
+    ours: list[str] = []
     while time.time() < deadline:  # SLURM ends the cancelled jobs (KillWait 10 s here)
         queue = subprocess.run(
             ["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, timeout=30, check=True
-        )
-        if not queue.stdout.strip():
+        )  # this study's jobs only: another test (another pytest-xdist worker) may queue its own
+        ours = [line for line in queue.stdout.splitlines() if line.startswith(f"{array}_")]
+        if not ours:
             break
         time.sleep(1)
-    assert not queue.stdout.strip()
+    assert not ours
 
 
 def _job_pids(sweep: Path) -> list[int]:

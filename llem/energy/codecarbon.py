@@ -9,11 +9,11 @@ console noise is silenced and it writes no files."""
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import time
 
 from llem.energy.base import ESTIMATE, MODELLED, MeterContext, MeterUnavailable, Reading
+from llem.quiet import quiet
 
 KWH_TO_J = 3.6e6
 
@@ -29,7 +29,7 @@ def codecarbon_status() -> str | None:
 
 def _quiet_import() -> type:
     logging.getLogger("codecarbon").setLevel(logging.ERROR)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with quiet():
         from codecarbon import OfflineEmissionsTracker
     logging.getLogger("codecarbon").setLevel(logging.ERROR)
     return OfflineEmissionsTracker
@@ -45,7 +45,7 @@ def prewarm() -> None:
         from codecarbon.core import cpu
         from codecarbon.core.hardware_cache import get_cached_tdp
 
-        with contextlib.redirect_stdout(io.StringIO()):
+        with quiet():
             get_cached_tdp(cpu)  # type: ignore[no-untyped-call]  # untyped in CodeCarbon
 
 
@@ -75,7 +75,7 @@ class CodeCarbonMeter:
             or "output_methods" in inspect.signature(tracker_cls.__mro__[1]).parameters
             else {"save_to_file": False, "save_to_api": False}
         )
-        with contextlib.redirect_stdout(io.StringIO()):
+        with quiet():
             self._tracker = tracker_cls(
                 country_iso_code=self.country,
                 log_level="error",
@@ -93,13 +93,13 @@ class CodeCarbonMeter:
         self._cumulative()  # prime: discard the first (slow) window
 
     def start(self) -> None:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with quiet():
             self._tracker.start()
         self._t0 = time.time()
 
     def _cumulative(self) -> dict[str, float]:
         """Stop the tracker; this window's figures (differences of CodeCarbon's running totals)."""
-        with contextlib.redirect_stdout(io.StringIO()):
+        with quiet():
             self._tracker.stop()
         d = self._tracker.final_emissions_data
         now: dict[str, float] = {

@@ -6,14 +6,13 @@ any: that is detected and reported as unavailable, never as 0 J."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import time
 
 from llem.energy.base import COUNTER, GPU_BOARD, MeterContext, MeterUnavailable, Reading
 from llem.energy.nvml import load_nvml
+from llem.quiet import quiet
 
 # present while the amdgpu kernel driver is loaded: Zeus's AMD path (amdsmi) needs it
 AMDGPU_DRIVER = "/sys/module/amdgpu"
@@ -39,13 +38,13 @@ def zeus_status() -> str | None:
         return why
     logging.getLogger("zeus").setLevel(logging.ERROR)  # its AMD probe warns on NVIDIA/CPU machines
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with quiet():
             from zeus.device import get_gpus
             from zeus.device.gpu.common import ZeusGPUInitError
     except ImportError:
         return "zeus is not installed (pip install llenergymeasure[zeus])"
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with quiet():
             gpus = get_gpus()
     except ZeusGPUInitError as exc:
         return f"Zeus found no usable GPU ({exc})"
