@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import LLEM, REPO, run_llem
+from tests.helpers import LLEM, REPO, gone_within, run_llem
 
 pytestmark = pytest.mark.e2e
 APP = REPO / "tests" / "apps" / "trivial_app.py"
@@ -41,22 +41,6 @@ def _wait_for(path: Path) -> None:
         assert time.time() < deadline, f"{path} never appeared"
         time.sleep(0.05)
     time.sleep(0.3)
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie waiting for its reaper is dead)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
-
-
-def _gone_within(pid: int, seconds: float = 15.0) -> bool:
-    deadline = time.time() + seconds
-    while _alive(pid) and time.time() < deadline:
-        time.sleep(0.05)
-    return not _alive(pid)
 
 
 def _worker_pid(job_folder: Path) -> int:
@@ -88,7 +72,7 @@ def test_a_signal_stops_the_study_like_ctrl_c(tmp_path, sig, times):
     _, err = proc.communicate(timeout=WAIT_S)
     assert proc.returncode == 128 + sig, err
     assert "Traceback" not in err
-    assert _gone_within(_worker_pid(tmp_path / "1"))
+    assert gone_within(_worker_pid(tmp_path / "1"))
     error = json.loads((tmp_path / "1" / "error.json").read_text())
     assert (error["status"] == "interrupted" and sig.name in error["error"]) or sig == signal.SIGINT
     summary = _summary(tmp_path)
@@ -101,25 +85,19 @@ def test_workers_die_when_the_launcher_is_killed(tmp_path):
     _wait_for(tmp_path / "0" / "job.json")
     proc.kill()  # SIGKILL: no handler runs in the launcher
     proc.communicate(timeout=WAIT_S)
-    assert _gone_within(_worker_pid(tmp_path / "0"))
+    assert gone_within(_worker_pid(tmp_path / "0"))
 
 
 @pytest.mark.slow
 def test_sigterm_stops_a_single_run_and_leaves_nothing(tmp_path):
     proc = _start_long_run(tmp_path)
-    try:
-        deadline = time.time() + 120
-        while not list(tmp_path.glob("results/*/llem.log")) and time.time() < deadline:
-            time.sleep(0.1)
-        time.sleep(3)  # the model is loading or generating
-        while not _started_by(proc.pid) and time.time() < deadline:
-            time.sleep(0.1)  # the helper drawing timeseries.png, waiting for the end
-        assert _started_by(proc.pid), "no plot helper started"
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=WAIT_S)
-    finally:
-        proc.kill()
-        proc.communicate()
+    _when(tmp_path / "results" / "*" / "llem.log")
+    time.sleep(3)  # the model is loading or generating
+    deadline = time.time() + 120
+    while not _started_by(proc.pid) and time.time() < deadline:
+        time.sleep(0.1)  # the helper drawing timeseries.png, waiting for the end
+    assert _started_by(proc.pid), "no plot helper started"
+    err = _stop(proc, signal.SIGTERM)
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1].startswith("Error: stopped by SIGTERM")
     assert "Traceback" not in err and not (tmp_path / "results").exists()
@@ -474,6 +452,18 @@ def _start_long_run(cwd: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
+def _stop(proc: subprocess.Popen[str], sig: int) -> str:
+    """Send ``sig`` to ``proc``, wait for its end (killed after :data:`WAIT_S`), return its
+    stderr."""
+    try:
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=WAIT_S)
+    finally:
+        proc.kill()
+        proc.communicate()
+    return err
+
+
 def _when(path_glob: Path) -> None:
     deadline = time.time() + 120
     while not list(path_glob.parent.glob(path_glob.name)) and time.time() < deadline:
@@ -485,13 +475,8 @@ def test_a_signal_while_the_run_starts_leaves_nothing(tmp_path):
     """SIGTERM as soon as Hydra has made the run folder, before llem's run has begun (Hydra is
     still writing .hydra/ and the log): exit 143, one line, no folder left."""
     proc = _start_long_run(tmp_path)
-    try:
-        _when(tmp_path / "results" / "*" / "llem.log")
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=WAIT_S)
-    finally:
-        proc.kill()
-        proc.communicate()
+    _when(tmp_path / "results" / "*" / "llem.log")
+    err = _stop(proc, signal.SIGTERM)
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1] == "Error: stopped by SIGTERM; nothing was recorded"
     assert "Traceback" not in err and not (tmp_path / "results").exists()
@@ -501,13 +486,8 @@ def test_a_signal_while_the_run_starts_leaves_nothing(tmp_path):
 def test_a_stopped_run_in_the_users_own_folder_removes_only_its_own_files(tmp_path):
     (tmp_path / "notes.txt").write_text("the user's")
     proc = _start_long_run(tmp_path, "hydra.run.dir=.")
-    try:
-        _when(tmp_path / "llem.log")
-        time.sleep(3)  # the model is loading or generating
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=WAIT_S)
-    finally:
-        proc.kill()
-        proc.communicate()
+    _when(tmp_path / "llem.log")
+    time.sleep(3)  # the model is loading or generating
+    err = _stop(proc, signal.SIGINT)
     assert proc.returncode == 130, err
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, run_llem
+from tests.helpers import REPO, alive, gone_within, run_llem
 
 pytestmark = pytest.mark.e2e
 APP = REPO / "tests" / "apps" / "trivial_app.py"
@@ -118,14 +118,6 @@ def test_backends_that_spawn_their_own_workers_are_never_forked():
     assert not get_backend("vllm").forkable and not get_backend("tensorrt").forkable
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _start_study(sweep: Path) -> tuple[subprocess.Popen[str], int]:
     """A one-job sleeping study; returns the launcher and the forked job's pid once it runs."""
     proc = subprocess.Popen(
@@ -153,10 +145,7 @@ def test_the_fork_server_and_its_jobs_die_with_the_launcher(tmp_path):
     assert server != proc.pid and _parent(server) == proc.pid
     proc.kill()  # SIGKILL: no handler runs in the launcher
     proc.communicate(timeout=60)
-    deadline = time.time() + 15
-    while (_alive(server) or _alive(job)) and time.time() < deadline:
-        time.sleep(0.05)
-    assert not _alive(server) and not _alive(job)
+    assert gone_within(server) and gone_within(job)
 
 
 def test_a_job_whose_fork_server_dies_ends_and_is_recorded_at_once(tmp_path):
@@ -165,7 +154,7 @@ def test_a_job_whose_fork_server_dies_ends_and_is_recorded_at_once(tmp_path):
     os.kill(_parent(job), signal.SIGKILL)
     proc.communicate(timeout=60)
     assert time.time() - started < 30  # not the job's 60 s sleep, nor its timeout
-    assert proc.returncode == 1 and not _alive(job)
+    assert proc.returncode == 1 and not alive(job)
     error = json.loads((tmp_path / "0" / "error.json").read_text())
     assert "SIGTERM" in error["error"], error
 

@@ -7,21 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from llem.plotworker import PlotWorker
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+from tests.helpers import alive, gone_within
 
 
 def _series(path: Path) -> Path:
@@ -73,10 +65,7 @@ def test_the_worker_dies_with_llem(tmp_path):
     )
     assert parent.stdout is not None
     worker = int(parent.stdout.readline())
-    assert _alive(worker)
+    assert alive(worker)
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait(30)
-    deadline = time.time() + 15
-    while _alive(worker) and time.time() < deadline:
-        time.sleep(0.05)
-    assert not _alive(worker)
+    assert gone_within(worker)
