@@ -290,6 +290,11 @@ def validate(composed: object) -> ExperimentConfig:
         data = composed
     assert isinstance(data, dict)
     data.pop("hydra", None)
+    return validate_data({str(k): v for k, v in data.items()})
+
+
+def validate_data(data: dict[str, object]) -> ExperimentConfig:
+    """Validate a composed experiment as plain, resolved containers (no ``hydra`` node)."""
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as exc:

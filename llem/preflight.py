@@ -8,7 +8,6 @@ checked; all bad jobs are listed."""
 from __future__ import annotations
 
 import contextlib
-import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -17,11 +16,12 @@ from typing import TYPE_CHECKING
 
 from llem.config import ExperimentConfig, validate
 from llem.errors import ConfigError, UsageError
+from llem.preflight_compose import compose as _compose
+from llem.preflight_compose import expand, hydra_part
+from llem.preflight_sweep import SweepValidator
 
 if TYPE_CHECKING:
-    from omegaconf import DictConfig
-
-    ComposeFn = Callable[..., DictConfig]  # hydra.compose
+    from llem.preflight_compose import ComposeFn
 
 # Hydra flags that only print something: no experiment runs, so nothing is checked.
 _PASSTHROUGH = {
@@ -89,10 +89,14 @@ class Plan:
     docker_host: str | None = None  # hydra.launcher.docker.host
     slurm_partition: str | None = None  # a SLURM launcher's partition (None: the default one)
     fork: bool = True  # hydra.launcher.fork (llem's launcher)
+    compositions: int = 1  # Hydra compositions the pre-flight ran (Hydra's node included)
 
 
-def compose_jobs(cl: CommandLine) -> Plan:
-    """Compose and validate every job; raises :class:`ConfigError` listing each bad job."""
+def compose_jobs(cl: CommandLine, per_job: bool = False) -> Plan:
+    """Compose and validate every job; raises :class:`ConfigError` listing each bad job.
+
+    A sweep composes once per distinct set of non-plain overrides (:mod:`llem.preflight_sweep`);
+    ``per_job`` composes every job whole instead (the reference the fast way is tested against)."""
     from hydra import compose, initialize_config_dir, initialize_config_module
 
     from llem import resolvers
@@ -118,34 +122,31 @@ def compose_jobs(cl: CommandLine) -> Plan:
             with contextlib.suppress(UsageError):
                 whole = _compose(compose, cl.config_name, overrides, hydra_node=True)
         if whole is None:
-            whole_or_hydra = _compose(compose, cl.config_name, _hydra_part(overrides), True)
+            whole_or_hydra = _compose(compose, cl.config_name, hydra_part(overrides), True)
         else:
             whole_or_hydra = whole
         hydra_cfg = whole_or_hydra.hydra
         multirun = cl.multirun or str(hydra_cfg.get("mode")) in ("MULTIRUN", "RunMode.MULTIRUN")
-        jobs = _expand(hydra_cfg, overrides) if multirun else [overrides]
+        jobs = expand(hydra_cfg, overrides) if multirun else [overrides]
         results, problems = [], []
+        sweep = _sweep_validator(compose, cl.config_name, hydra_part(overrides), per_job)
         for job in jobs:
             try:
                 one = whole is not None and not multirun
-                composed = whole if one else _compose(compose, cl.config_name, job)
-                results.append((job, validate(composed)))
+                results.append((job, validate(whole) if one else sweep.validate(job)))
             except UsageError as exc:
                 problems.append((job, exc))
-    if problems:
-        if len(jobs) == 1:
-            raise problems[0][1]
-        lines = [f"{len(problems)} of {len(jobs)} jobs are invalid; nothing was run:"]
-        lines += [f"  [{' '.join(_user_part(j)) or 'defaults'}] {exc}" for j, exc in problems]
-        raise ConfigError("\n".join(lines))
+    _raise_problems(len(jobs), problems)
     _VALIDATED.update((_task_key(job), exp) for job, exp in results)
     launcher = hydra_cfg.launcher
     target = str(launcher.get("_target_"))
+    compositions = sweep.compositions + 1
     if "SlurmLauncher" in target:
         partition = launcher.get("partition")
-        return Plan(results, "slurm", slurm_partition=None if partition is None else str(partition))
+        slurm_partition = None if partition is None else str(partition)
+        return Plan(results, "slurm", slurm_partition=slurm_partition, compositions=compositions)
     if "llem_launcher" not in target:
-        return Plan(results, "other")
+        return Plan(results, "other", compositions=compositions)
     mode = launcher.get("mode")
     host = launcher.docker.get("host")
     return Plan(
@@ -154,7 +155,39 @@ def compose_jobs(cl: CommandLine) -> Plan:
         str(launcher.docker.executable),
         None if host is None else str(host),
         fork=bool(launcher.get("fork", True)),
+        compositions=compositions,
     )
+
+
+def _sweep_validator(
+    compose_fn: ComposeFn, config_name: str, hydra_overrides: list[str], per_job: bool
+) -> SweepValidator:
+    """A validator of this command line's jobs; its config groups are those Hydra sees with the
+    command line's search path."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.global_hydra import GlobalHydra
+
+    searchpath = frozenset(o for o in hydra_overrides if o.startswith("hydra.searchpath="))
+    loader = GlobalHydra.instance().config_loader()
+    assert isinstance(loader, ConfigLoaderImpl)
+    _, repo = loader._parse_overrides_and_create_caching_repo(config_name, sorted(searchpath))
+    return SweepValidator(
+        lambda job: _compose(compose_fn, config_name, job),
+        repo.group_exists,
+        searchpath,
+        per_job,
+    )
+
+
+def _raise_problems(count: int, problems: list[tuple[list[str], UsageError]]) -> None:
+    """Raise the one problem of a single job, or one line per bad job of ``count``."""
+    if not problems:
+        return
+    if count == 1:
+        raise problems[0][1]
+    lines = [f"{len(problems)} of {count} jobs are invalid; nothing was run:"]
+    lines += [f"  [{' '.join(_user_part(j)) or 'defaults'}] {exc}" for j, exc in problems]
+    raise ConfigError("\n".join(lines))
 
 
 # this process's validated jobs, by their task overrides: llem's study launcher reuses them
@@ -170,96 +203,8 @@ def validated(overrides: Sequence[str]) -> ExperimentConfig | None:
     return _VALIDATED.get(_task_key(overrides))
 
 
-def _hydra_part(overrides: list[str]) -> list[str]:
-    """Overrides of Hydra's own config: keys (hydra.x=…) and group choices (hydra/launcher=…)."""
-    return [o for o in overrides if o.lstrip("+~").startswith(("hydra.", "hydra/"))]
-
-
 def _user_part(job: list[str]) -> list[str]:
     return [o for o in job if not o.startswith("hydra.")]
-
-
-def _expand(hydra_cfg: DictConfig, overrides: list[str]) -> list[list[str]]:
-    """The jobs of a sweep, as Hydra's basic sweeper would build them (sweeper params, then command
-    line)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-
-    params_node = hydra_cfg.sweeper.get("params")
-    params = OmegaConf.to_container(params_node, resolve=False) if params_node else {}
-    assert isinstance(params, dict)
-    swept = [f"{k!s}={v}" for k, v in params.items()] + overrides
-    try:
-        parsed = OverridesParser.create().parse_overrides(swept)
-        batches = BasicSweeper.split_arguments(parsed, None)
-    except Exception as exc:  # grammar errors
-        raise UsageError(_first_line(str(exc))) from None
-    return [job for batch in batches for job in batch]
-
-
-def _compose(
-    compose: ComposeFn, config_name: str, overrides: list[str], hydra_node: bool = False
-) -> DictConfig:
-    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        return compose(config_name, overrides=overrides, return_hydra_config=hydra_node)
-    except MissingConfigException as exc:
-        missing = exc.missing_cfg_file or ""
-        if "/" in missing and exc.options is not None:
-            group, option = missing.rsplit("/", 1)
-            raise UsageError(
-                f"unknown {group} '{option}': choose one of {', '.join(sorted(exc.options))}"
-                f" (e.g. {group}={sorted(exc.options)[0]})"
-            ) from None
-        raise UsageError(f"config '{config_name}' not found: {_first_line(str(exc))}") from None
-    except OverrideParseException as exc:
-        raise UsageError(f"cannot parse override: {_first_line(str(exc))}") from None
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise UsageError(_composition_message(exc, compose, config_name)) from None
-
-
-def _composition_message(exc: Exception, compose: ComposeFn, config_name: str) -> str:
-    """Hydra's 'Could not override X' -> unknown key X, with the closest valid key."""
-    text = str(exc)
-    if "Could not override '" in text or "Could not append to config" in text:
-        key = text.split("'")[1]
-        if "To append to your default list use " in text:  # a group outside the defaults (presets)
-            return f"'{key}' is added with a '+': use {text.rsplit(' use ', 1)[1].strip()}"
-        parent, _, leaf = key.rpartition(".")
-        hint = ""
-        try:
-            from omegaconf import OmegaConf
-
-            base = compose(
-                config_name,
-                overrides=[],
-                return_hydra_config=parent == "hydra" or parent.startswith("hydra."),
-            )
-            node = OmegaConf.select(base, parent) if parent else base
-            close = (
-                difflib.get_close_matches(leaf, list(node.keys()), n=1) if node is not None else []
-            )
-            if close:
-                hint = f" (did you mean '{'.'.join(filter(None, [parent, close[0]]))}'?)"
-        except Exception:
-            pass
-        lister = f"llem --cfg hydra -p {parent}" if key.startswith("hydra.") else "llem --cfg job"
-        return f"unknown key '{key}'{hint}: check the spelling; `{lister}` lists every key"
-    return _first_line(text)
-
-
-def _first_line(text: str) -> str:
-    """The message of a Hydra/OmegaConf error: its first line, plus the next when the first only
-    says where."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        return text
-    if len(lines) > 1 and lines[0].endswith(":"):
-        return f"{lines[0]} {lines[1]}"
-    return lines[0]
 
 
 def check(args: list[str]) -> list[ExperimentConfig]:
@@ -300,12 +245,7 @@ def check(args: list[str]) -> list[ExperimentConfig]:
             checks.job(exp)
         except UsageError as exc:
             problems.append((job, exc))
-    if problems:
-        if len(plan.jobs) == 1:
-            raise problems[0][1]
-        lines = [f"{len(problems)} of {len(plan.jobs)} jobs are invalid; nothing was run:"]
-        lines += [f"  [{' '.join(_user_part(j)) or 'defaults'}] {exc}" for j, exc in problems]
-        raise ConfigError("\n".join(lines))
+    _raise_problems(len(plan.jobs), problems)
     if (
         cl.multirun
         and plan.launcher_mode in ("auto", "subprocess")
