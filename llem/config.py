@@ -28,21 +28,22 @@ from llem.backends.registry import validate_backend
 from llem.energy.config import EnergyConfig
 from llem.errors import ConfigError
 from llem.load.config import BatchLoad, LoadConfig
-from llem.strict import PositiveInt
+from llem.strict import (
+    MAX_GAP_S,
+    MAX_PROMPTS,
+    MAX_REPEATS,
+    MAX_SLUG,
+    MAX_TOKENS,
+    MAX_WARMUP,
+    PromptCount,
+    TokenCount,
+)
 from llem.strict import Strict as _Strict
 
 # One of the registered backends' configs, chosen by ``backend.name`` (see llem.backends.registry):
 # validated lazily, so that backends registered by plugins after this import are accepted too.
 RegisteredBackend = Annotated[SerializeAsAny[BackendConfig], PlainValidator(validate_backend)]
 
-
-# Upper bounds: beyond them a run cannot finish in any useful time or memory, so it is refused in
-# pre-flight instead of failing (or hanging) after the model has loaded.
-MAX_TOKENS = 1_048_576  # prompt/new tokens: no model's context is longer
-MAX_PROMPTS = 1_000_000  # measured prompts
-MAX_WARMUP = 10_000  # warm-up batches
-MAX_REPEATS = 1_000  # measured windows
-MAX_GAP_S = 3_600.0  # cool-down between repeats, s
 
 # every RNG llem seeds (torch, numpy, CUDA) takes a 32-bit unsigned seed
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
@@ -59,6 +60,7 @@ class ModelConfig(_Strict):
     revision: str | None = Field(None, description="hub revision (branch, tag or commit) to pin")
     slug: str | None = Field(
         None,
+        max_length=MAX_SLUG,
         description="short name used in result folder names (default: derived); letters, digits, "
         "'.', '_', '-' only",
     )
@@ -150,12 +152,14 @@ class Decoding(_Strict):
     strategy: Literal["greedy", "sample"] = Field("greedy", description="greedy is deterministic")
     temperature: float = Field(1.0, gt=0, description="only with strategy=sample")
     top_p: float = Field(1.0, gt=0, le=1, description="only with strategy=sample")
-    top_k: int = Field(0, ge=0, description="only with strategy=sample; 0 disables top-k")
+    top_k: int = Field(
+        0, ge=0, le=MAX_TOKENS, description="only with strategy=sample; 0 disables top-k"
+    )
 
 
 class FlopsConfig(_Strict):
     enabled: bool = Field(True, description="run the FLOP pass (after the measured windows)")
-    max_batches: PositiveInt | None = Field(
+    max_batches: PromptCount | None = Field(
         1,
         description="batches re-run under torch's FLOP counter, outside the measured windows; "
         "null = all measured batches",
@@ -171,14 +175,14 @@ class ExperimentConfig(_Strict):
         BatchLoad(), description="how requests reach the engine: batch | poisson | concurrency"
     )
     n: int = Field(100, ge=1, le=MAX_PROMPTS, description="number of measured prompts")
-    batch: PositiveInt = Field(1, description="prompts per generate call (must be <= n)")
+    batch: PromptCount = Field(1, description="prompts per generate call (must be <= n)")
     max_new_tokens: int = Field(
         32, ge=1, le=MAX_TOKENS, description="new tokens per prompt (within the model's context)"
     )
     stop_at_eos: bool = Field(
         False, description="false = fixed output length (min = max new tokens, EOS ignored)"
     )
-    max_input_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS)] | None = Field(
+    max_input_tokens: TokenCount | None = Field(
         1024,
         description="longer prompts are truncated to this many tokens (counted in "
         "dataset.truncated_prompts); null = the model's context minus max_new_tokens",
@@ -284,8 +288,7 @@ def validate(composed: object) -> ExperimentConfig:
         try:
             data = OmegaConf.to_container(composed, resolve=True, throw_on_missing=True)
         except OmegaConfBaseException as exc:
-            key = getattr(exc, "full_key", None) or "?"
-            raise ConfigError(f"'{key}' has no value: set it, e.g. {key}=<value>") from None
+            raise ConfigError(_unresolved(exc)) from None
     else:
         data = composed
     assert isinstance(data, dict)
@@ -301,10 +304,37 @@ def validate_data(data: dict[str, object]) -> ExperimentConfig:
         raise ConfigError(_describe(exc)) from None
 
 
-# Dataset options: pydantic puts the tag into an error's location (dataset.<tag>.field); backends
-# are validated by llem.backends.registry, whose errors carry no tag.
-_DATASET_TAGS: set[str] = {
-    cls.model_fields["name"].default for cls in typing.get_args(typing.get_args(Dataset)[0])
+def _unresolved(exc: Exception) -> str:
+    """What OmegaConf could not resolve, as one line naming the key and the fix."""
+    from omegaconf.errors import InterpolationResolutionError
+
+    key = getattr(exc, "full_key", None) or "?"
+    fix = f"set a value, e.g. {key}=<value>"
+    if not isinstance(exc, InterpolationResolutionError):
+        return f"'{key}' has no value: set it, e.g. {key}=<value>"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if text.startswith("Recursive interpolation detected"):
+        return f"'{key}' is a self-referencing interpolation (it resolves to itself): {fix}"
+    return f"'{key}' cannot be resolved ({text}): fix the interpolation or {fix}"
+
+
+def _union_tags(model: type[_Strict]) -> dict[str, set[str]]:
+    """The tags of each discriminated-union field (``dataset``, ``load``): pydantic puts the tag
+    into an error's location (``load.poisson.rate``), which names no key the user can set."""
+    tags: dict[str, set[str]] = {}
+    for name, info in model.model_fields.items():
+        if isinstance(info.discriminator, str):
+            options = typing.get_args(info.annotation)
+            tags[name] = {str(o.model_fields[info.discriminator].default) for o in options}
+    return tags
+
+
+_TAGS = _union_tags(ExperimentConfig)
+_BOUNDS = {
+    "greater_than": ">",
+    "greater_than_equal": ">=",
+    "less_than": "<",
+    "less_than_equal": "<=",
 }
 
 
@@ -313,8 +343,7 @@ def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        # drop the tag pydantic inserts for the dataset union (dataset.<tag>.field)
-        if len(loc) >= 2 and loc[0] == "dataset" and loc[1] in _DATASET_TAGS:
+        if len(loc) >= 2 and loc[1] in _TAGS.get(loc[0], ()):
             loc.pop(1)
         key = ".".join(loc)
         kind, value = err["type"], _show(err.get("input"))
@@ -327,8 +356,18 @@ def _describe(exc: ValidationError) -> str:
         elif kind == "literal_error":
             allowed = err.get("ctx", {}).get("expected", "")
             lines.append(f"{key}={value} is not allowed: use one of {allowed}")
-        elif kind.startswith(("greater_than", "less_than")):
-            lines.append(f"{key}={value} is out of range: {err['msg'].lower()}")
+        elif kind in _BOUNDS:
+            limit = _show(next(iter(err.get("ctx", {}).values()), "?"))
+            lines.append(
+                f"{key}={value} is out of range: set {key}{_BOUNDS[kind]}{limit} "
+                "(bounds: docs/configuration.md)"
+            )
+        elif kind == "finite_number":
+            lines.append(f"{key}={value} is not a finite number: set a number")
+        elif kind == "string_too_long":
+            length = len(err["input"]) if isinstance(err["input"], str) else "?"
+            most = err.get("ctx", {}).get("max_length")
+            lines.append(f"{key} is {length} characters long: use at most {most}")
         elif kind == "value_error":
             lines.append(err["msg"].removeprefix("Value error, "))
         elif kind == "union_tag_invalid":

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 from llem.errors import UsageError
+
+MAX_DATASET_BYTES = 2**30  # a prompts file is read whole: 1 GiB holds millions of prompts
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
 
 
 def read_prompts(
@@ -17,8 +27,7 @@ def read_prompts(
     are blank lines. ``key`` names the config key in error messages.
     """
     file = Path(path).expanduser()
-    if not file.is_file():
-        raise UsageError(f"{key}={path}: no such file; give the path of a prompts file")
+    _check_file(file, path, key)
     if file.suffix in {".csv", ".parquet"}:
         return _read_table(file, field, key, fallback_fields)
     prompts: list[str] = []
@@ -46,6 +55,25 @@ def read_prompts(
             f'{key}={path}: the file has no prompts; add lines like {{"{field}": "..."}}'
         )
     return prompts
+
+
+def _check_file(file: Path, path: str, key: str) -> None:
+    """``file`` is a regular file of at most :data:`MAX_DATASET_BYTES` (read whole, in memory)."""
+    try:
+        mode = file.stat().st_mode
+    except OSError:
+        raise UsageError(f"{key}={path}: no such file; give the path of a prompts file") from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+        raise UsageError(
+            f"{key}={path} is not a regular file ({kind}): give the path of a prompts file"
+        )
+    size = file.stat().st_size
+    if size > MAX_DATASET_BYTES:
+        raise UsageError(
+            f"{key}={path} is {size / 2**30:.1f} GiB: prompts files are read into memory, at most "
+            f"{MAX_DATASET_BYTES / 2**30:.0f} GiB; keep the prompts you measure in a smaller file"
+        )
 
 
 def _text(raw: bytes, where: str) -> str:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from llem.strict import MAX_GAP_S
+from llem.strict import Strict as _Strict
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+MAX_SAMPLE_MS = 60_000  # a power sample at least once a minute
+MAX_BASELINE_AGE_H = 8_760.0  # a year: an older idle baseline describes other hardware state
 
 
 class BaselineConfig(_Strict):
@@ -19,10 +21,13 @@ class BaselineConfig(_Strict):
 
     enabled: bool = True
     duration_s: float = Field(
-        15.0, gt=0, le=3600, description="idle measurement length (s); >= 10 s recommended"
+        15.0, gt=0, le=MAX_GAP_S, description="idle measurement length (s); >= 10 s recommended"
     )
     max_age_h: float = Field(
-        24.0, ge=0, description="reuse a cached baseline younger than this (h); 0 = never"
+        24.0,
+        ge=0,
+        le=MAX_BASELINE_AGE_H,
+        description="reuse a cached baseline younger than this (h); 0 = never",
     )
 
 
@@ -33,7 +38,7 @@ class EnergyConfig(_Strict):
         "none = no meter; or one registered meter (see `llem config`)",
     )
     sample_interval_ms: int = Field(
-        100, ge=10, description="power/utilisation time-series period (ms)"
+        100, ge=10, le=MAX_SAMPLE_MS, description="power/utilisation time-series period (ms)"
     )
     codecarbon: bool = Field(
         True, description="with meter=auto: add CodeCarbon's CO2 estimate when installed"

@@ -10,9 +10,10 @@ from pydantic import Field, model_validator
 
 from llem.backends.vllm.config import VllmEngineKeys
 from llem.errors import UsageError
-from llem.strict import PositiveInt
+from llem.strict import MAX_GAP_S, MAX_WAIT_S
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+MIN_POLL_S = 0.05  # /metrics polls at most 20 times a second
 
 
 class OpenAIConfig(VllmEngineKeys):
@@ -40,15 +41,27 @@ class OpenAIConfig(VllmEngineKeys):
     )
     served_model_name: str = Field("llem", description="the model name requests carry")
     health_timeout_s: float = Field(
-        600.0, gt=0, description="wait this long for GET /health = 200 after the start (s)"
+        600.0,
+        gt=0,
+        le=MAX_WAIT_S,
+        description="wait this long for GET /health = 200 after the start (s)",
     )
     stop_timeout_s: float = Field(
-        30.0, gt=0, description="SIGTERM, then SIGKILL to the server's group after this long (s)"
+        30.0,
+        gt=0,
+        le=MAX_GAP_S,
+        description="SIGTERM, then SIGKILL to the server's group after this long (s)",
     )
     metrics_interval_s: float = Field(
-        0.5, gt=0, description="Prometheus /metrics poll interval (s), into timeseries.parquet"
+        0.5,
+        ge=MIN_POLL_S,
+        le=MAX_GAP_S,
+        description="Prometheus /metrics poll interval (s), into timeseries.parquet; faster polls "
+        "would load the server being measured",
     )
-    request_timeout_s: PositiveInt = Field(600, description="one streamed request's limit (s)")
+    request_timeout_s: int = Field(
+        600, ge=1, le=int(MAX_WAIT_S), description="one streamed request's limit (s)"
+    )
 
     @model_validator(mode="after")
     def _launch_needs(self) -> OpenAIConfig:

