@@ -90,6 +90,7 @@ class Plan:
     slurm_partition: str | None = None  # a SLURM launcher's partition (None: the default one)
     fork: bool = True  # hydra.launcher.fork (llem's launcher)
     compositions: int = 1  # Hydra compositions the pre-flight ran (Hydra's node included)
+    chdir: bool = False  # hydra.job.chdir: each job runs inside its run folder
 
 
 def compose_jobs(cl: CommandLine, per_job: bool = False) -> Plan:
@@ -141,12 +142,13 @@ def compose_jobs(cl: CommandLine, per_job: bool = False) -> Plan:
     launcher = hydra_cfg.launcher
     target = str(launcher.get("_target_"))
     compositions = sweep.compositions + 1
+    chdir = bool(hydra_cfg.job.get("chdir"))
     if "SlurmLauncher" in target:
         partition = launcher.get("partition")
-        slurm_partition = None if partition is None else str(partition)
-        return Plan(results, "slurm", slurm_partition=slurm_partition, compositions=compositions)
+        part = None if partition is None else str(partition)
+        return Plan(results, "slurm", slurm_partition=part, compositions=compositions, chdir=chdir)
     if "llem_launcher" not in target:
-        return Plan(results, "other", compositions=compositions)
+        return Plan(results, "other", compositions=compositions, chdir=chdir)
     mode = launcher.get("mode")
     host = launcher.docker.get("host")
     return Plan(
@@ -156,6 +158,7 @@ def compose_jobs(cl: CommandLine, per_job: bool = False) -> Plan:
         None if host is None else str(host),
         fork=bool(launcher.get("fork", True)),
         compositions=compositions,
+        chdir=chdir,
     )
 
 
@@ -224,6 +227,8 @@ def check(args: list[str]) -> list[ExperimentConfig]:
         return []
     plan = compose_jobs(cl)
     experiments = [exp for _, exp in plan.jobs]
+    if plan.chdir:
+        _check_chdir(experiments)
     from llem.docker.engine import probe
     from llem.study.isolation import launch_mode
 
@@ -316,6 +321,33 @@ class _SectionChecks:
         context = self._once(f"context:{exp.model!r}", lambda: model_context(exp.model))
         if context is not None:
             _check_context(exp, context)
+
+
+def _check_chdir(experiments: list[ExperimentConfig]) -> None:
+    """``hydra.job.chdir=true`` runs each job inside its run folder: a relative path would be read
+    from there, not from the folder llem was started in."""
+    for exp in experiments:
+        for key, value in _relative_paths(exp):
+            raise UsageError(
+                f"{key}={value} is relative, and hydra.job.chdir=true runs each job inside its run "
+                f"folder: give {key}={Path(value).expanduser().absolute()} or drop hydra.job.chdir"
+            )
+
+
+def _relative_paths(exp: ExperimentConfig) -> list[tuple[str, str]]:
+    """The experiment's (key, path) pairs that name a file or folder by a relative path."""
+    from llem.backends.tensorrt.config import TensorRTConfig
+    from llem.config import AIEnergyScoreDataset, JsonlDataset
+
+    paths = []
+    if isinstance(exp.dataset, JsonlDataset | AIEnergyScoreDataset) and exp.dataset.path:
+        paths.append(("dataset.path", exp.dataset.path))
+    if isinstance(exp.backend, TensorRTConfig) and exp.backend.engine_dir:
+        paths.append(("backend.engine_dir", exp.backend.engine_dir))
+    name = exp.model.name_or_path
+    if name.startswith(".") or (not name.startswith("llem://") and Path(name).exists()):
+        paths.append(("model.name_or_path", name))
+    return [(k, v) for k, v in paths if not Path(v).expanduser().is_absolute()]
 
 
 def _check_context(exp: ExperimentConfig, context: int) -> None:
