@@ -5,6 +5,8 @@ messages name what is wrong."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from llem.errors import UsageError
@@ -118,3 +120,120 @@ def test_a_large_sweep_composes_once_per_group_choice():
     assert sorted({exp.seed for _, exp in plan.jobs}) == list(range(2000))
     job, exp = plan.jobs[-1]
     assert validated(job) is exp and exp.dataset.name == "synthetic" and exp.n == 4
+
+
+# ----------------------------------------------------------------- every value bounded (7)
+
+SERVED = ("backend=openai", "backend.launch=none", "backend.url=http://127.0.0.1:9", "load=poisson")
+BOUNDS = [
+    # (group choices, key, a value past the bound, the bound the message names)
+    ((), "batch", 2_000_000, "batch<=1000000"),
+    ((), "decoding.top_k", 2**21, "decoding.top_k<=1048576"),
+    ((), "flops.max_batches", 2_000_000, "flops.max_batches<=1000000"),
+    ((), "energy.sample_interval_ms", 10**9, "energy.sample_interval_ms<=60000"),
+    ((), "energy.baseline.duration_s", 1e9, "energy.baseline.duration_s<=3600.0"),
+    ((), "energy.baseline.max_age_h", 1e300, "energy.baseline.max_age_h<=8760.0"),
+    ((), "backend.num_threads", 10**6, "backend.num_threads<=4096"),
+    (("backend=vllm",), "backend.tensor_parallel_size", 10**6, "<=1024"),
+    (("backend=vllm",), "backend.pipeline_parallel_size", 10**6, "<=1024"),
+    (("backend=vllm",), "backend.max_model_len", 2**40, "backend.max_model_len<=1048576"),
+    (("backend=vllm",), "backend.max_num_seqs", 10**9, "backend.max_num_seqs<=1000000"),
+    (("backend=vllm",), "backend.max_num_batched_tokens", 2**40, "<=16777216"),
+    (("backend=tensorrt",), "backend.max_batch_size", 10**9, "<=1000000"),
+    (("backend=tensorrt",), "backend.max_num_tokens", 2**40, "<=16777216"),
+    (("backend=tensorrt",), "backend.max_seq_len", 2**40, "<=1048576"),
+    (("backend=tensorrt",), "backend.tensor_parallel_size", 10**6, "<=1024"),
+    (SERVED, "backend.health_timeout_s", 1e300, "backend.health_timeout_s<=86400.0"),
+    (SERVED, "backend.stop_timeout_s", 1e300, "backend.stop_timeout_s<=3600.0"),
+    (SERVED, "backend.metrics_interval_s", 1e-9, "backend.metrics_interval_s>=0.05"),
+    (SERVED, "backend.metrics_interval_s", 1e9, "backend.metrics_interval_s<=3600.0"),
+    (SERVED, "backend.request_timeout_s", 10**9, "backend.request_timeout_s<=86400"),
+]
+
+
+def _validated_with(groups: tuple[str, ...], key: str, value: object) -> str:
+    from omegaconf import OmegaConf
+
+    from llem.config import validate
+    from tests.helpers import compose_config
+
+    data = OmegaConf.to_container(compose_config(*groups), resolve=True)
+    node = data
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    with pytest.raises(UsageError) as err:
+        validate(data)
+    return str(err.value)
+
+
+@pytest.mark.parametrize(
+    "groups,key,value,bound", BOUNDS, ids=[f"{k}={v}" for _, k, v, _ in BOUNDS]
+)
+def test_every_duration_count_and_size_has_an_upper_and_lower_bound(groups, key, value, bound):
+    message = _validated_with(groups, key, value)
+    assert message.startswith(f"{key}=") and "is out of range: set " in message, message
+    assert bound in message and "\n" not in message
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")], ids=["inf", "nan"])
+def test_inf_and_nan_are_not_numbers(value):
+    message = _validated_with((), "decoding.temperature", value)
+    assert message.startswith("decoding.temperature=") and "is not a finite number" in message
+
+
+def test_a_slug_too_long_for_a_folder_name_is_refused():
+    message = _validated_with((), "model.slug", "a" * 300)
+    assert message == "model.slug is 300 characters long: use at most 100"
+
+
+# ------------------------------------------------ through the real llem: one line, exit 2, nothing
+
+
+def _refused(tmp_path, *args: str) -> str:
+    from tests.helpers import run_llem
+
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = run_llem(*args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("Error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no result folder
+    return proc.stderr
+
+
+@pytest.mark.e2e
+def test_a_bound_stops_the_preflight(tmp_path):
+    err = _refused(tmp_path, "energy.baseline.max_age_h=1e300")
+    assert (
+        "energy.baseline.max_age_h=1e+300 is out of range: set energy.baseline.max_age_h<=" in err
+    )
+
+
+@pytest.mark.e2e
+def test_a_load_key_is_named_without_the_union_tag(tmp_path):
+    err = _refused(tmp_path, *SERVED, "energy=none", "load.rate=-1", "n=2")
+    assert "load.rate=-1 is out of range" in err and "poisson" not in err
+
+
+@pytest.mark.e2e
+def test_an_interpolation_loop_is_named_as_one(tmp_path):
+    err = _refused(tmp_path, "n=${batch}", "batch=${n}")
+    assert "self-referencing interpolation" in err and "has no value" not in err
+
+
+@pytest.mark.e2e
+def test_a_fifo_dataset_is_not_a_regular_file(tmp_path):
+    fifo = tmp_path / "prompts.jsonl"
+    os.mkfifo(fifo)
+    err = _refused(tmp_path, "dataset=jsonl", f"dataset.path={fifo}")
+    assert f"dataset.path={fifo} is not a regular file (a named pipe)" in err
+    assert "no such file" not in err
+
+
+@pytest.mark.e2e
+def test_chdir_with_a_relative_dataset_path_stops_before_the_run(tmp_path):
+    (tmp_path / "p.jsonl").write_text('{"prompt": "hi"}\n{"prompt": "yo"}\n')
+    err = _refused(tmp_path, "hydra.job.chdir=true", "dataset=jsonl", "dataset.path=p.jsonl", "n=2")
+    assert "dataset.path=p.jsonl is relative" in err and f"{tmp_path / 'p.jsonl'}" in err
