@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from llem.backends.registry import backends
 from llem.config import ExperimentConfig, ModelConfig
@@ -60,8 +61,31 @@ def key_rows(model: type[BaseModel], prefix: str, skip: tuple[str, ...] = ()) ->
         if typing.get_origin(ann) is typing.Literal:
             choices = " | ".join(str(c) for c in typing.get_args(ann))
             meaning = f"{choices}; {meaning}" if meaning else choices
+        bounds = _bounds([*field.metadata, *_union_metadata(ann)])
+        if bounds:
+            meaning = f"{meaning} (bounds: {bounds})" if meaning else f"bounds: {bounds}"
         rows.append(f"| `{prefix}{name}` | {_cell(default)} | {_cell(meaning)} |")
     return rows
+
+
+_LIMITS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="), ("max_length", "length <="))
+
+
+def _bounds(metadata: list[object]) -> str:
+    """A field's bounds (pydantic's ``ge``/``le``/... constraints) as ``>= 1, <= 100``."""
+    found = [
+        f"{sign} {value}"
+        for item in metadata
+        for attr, sign in _LIMITS
+        if (value := getattr(item, attr, None)) is not None
+    ]
+    return ", ".join(found)
+
+
+def _union_metadata(ann: object) -> list[object]:
+    """The constraints of ``Annotated[...]`` members of ``ann`` (``TokenCount | None``)."""
+    found = [m for arg in typing.get_args(ann) for m in getattr(arg, "__metadata__", ())]
+    return [c for m in found for c in (m.metadata if isinstance(m, FieldInfo) else [m])]
 
 
 def backends_table() -> str:
