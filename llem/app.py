@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from llem import resolvers
-from llem.errors import EXIT_USAGE, UsageError
+from llem.errors import EXIT_FAILED, EXIT_USAGE, RunFailed, UsageError
 from llem.plugins import register_plugins
 from llem.records import RESULT_FILE, discard_run
 
@@ -68,6 +68,10 @@ def run_job(cfg: DictConfig) -> dict[str, str | float]:
         _discard(hc, Path(str(cfg.output_dir)))
         sys.stderr.write(f"Error: {exc}\n")
         raise SystemExit(EXIT_USAGE) from None
+    except RunFailed as exc:
+        _discard(hc, Path(str(cfg.output_dir)))
+        sys.stderr.write(f"Error: {exc}\n")
+        raise SystemExit(EXIT_FAILED) from None
     finally:
         lock.release()
     path = _keep(result, run_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1
 
 
 class UsageError(Exception):
@@ -11,3 +12,19 @@ class UsageError(Exception):
 
 class ConfigError(UsageError):
     """The composed configuration does not satisfy the schema."""
+
+
+class RunFailed(Exception):
+    """A run that cannot go on for a reason llem can name (the model does not fit in memory):
+    printed as ``Error: <message>``, exit 1, no traceback."""
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says that memory ran out: Python's MemoryError, torch's OutOfMemoryError
+    (CUDA), or torch's CPU allocator refusing an allocation."""
+    text = str(exc)
+    return (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
+        or (isinstance(exc, RuntimeError) and "can't allocate memory" in text)
+    )

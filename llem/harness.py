@@ -39,6 +39,7 @@ from llem.energy.base import Reading
 from llem.energy.baseline import IdlePower
 from llem.energy.codecarbon import CodeCarbonMeter
 from llem.energy.report import energy_metrics, hardware_total
+from llem.errors import RunFailed, out_of_memory
 from llem.flops import analytic_flops
 from llem.plotworker import PlotWorker, plot_worker
 from llem.records import TIMESERIES_FILE, TIMESERIES_PNG
@@ -48,6 +49,7 @@ from llem.result import (
     EnergyMetrics,
     FlopsMetrics,
     MemoryMetrics,
+    ModelRecord,
     RepeatMetrics,
     RepeatSummary,
     Result,
@@ -148,7 +150,7 @@ class Harness:
             log.info("loading %s", cfg.model.name_or_path)
             startup_s = time.time() - process_start if process_start is not None else None
             t0 = time.perf_counter()
-            model = backend.load()
+            model = _load(backend, cfg)
             backend.synchronize()
             load_s = time.perf_counter() - t0
             opening.result()
@@ -432,3 +434,18 @@ class Harness:
         if energy_section.total_j is None:
             out.append(f"{ENERGY_NOT_MEASURED}{energy_section.reason}")
         return out
+
+
+def _load(backend: Backend, cfg: ExperimentConfig) -> ModelRecord:
+    """The backend's model, loaded; running out of memory is a :class:`RunFailed` naming the fix."""
+    try:
+        return backend.load()
+    except Exception as exc:
+        if not out_of_memory(exc):
+            raise
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise RunFailed(
+            f"model.name_or_path={cfg.model.name_or_path} does not fit in memory ({reason}): "
+            "choose a smaller model, a smaller precision (precision=bf16), or more devices "
+            "(backend.device_map=auto, backend.tensor_parallel_size)"
+        ) from None

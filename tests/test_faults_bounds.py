@@ -237,3 +237,50 @@ def test_chdir_with_a_relative_dataset_path_stops_before_the_run(tmp_path):
     (tmp_path / "p.jsonl").write_text('{"prompt": "hi"}\n{"prompt": "yo"}\n')
     err = _refused(tmp_path, "hydra.job.chdir=true", "dataset=jsonl", "dataset.path=p.jsonl", "n=2")
     assert "dataset.path=p.jsonl is relative" in err and f"{tmp_path / 'p.jsonl'}" in err
+
+
+# ------------------------------------------------------------- out of memory at model load (7)
+
+
+def _limit_address_space() -> None:
+    import resource
+
+    limit = 32 * 2**30  # a safety net: the model asks for 1 TiB at once, refused either way
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+@pytest.mark.e2e
+def test_a_model_too_large_for_memory_is_one_error_line(tmp_path, tmp_path_factory):
+    """A complete model folder whose config asks for a 1 TiB embedding (the weights file holds no
+    tensor, so transformers allocates every weight itself): torch's allocator refuses it."""
+    import json
+    import shutil
+    import subprocess
+
+    from safetensors.torch import save_file
+
+    from llem.models.tiny import ensure_tiny_llama
+    from tests.helpers import LLEM
+
+    model = tmp_path_factory.mktemp("huge") / "model"
+    shutil.copytree(ensure_tiny_llama(), model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "vocab_size": 2**31}))
+    for weights in model.glob("*.safetensors"):
+        weights.unlink()
+    save_file({}, str(model / "model.safetensors"))
+    proc = subprocess.run(
+        [str(LLEM), f"model.name_or_path={model}", "n=2", "warmup_batches=0", "energy=none"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_limit_address_space,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "does not fit in memory" in errors[0], proc.stderr
+    assert "choose a smaller model" in errors[0]
