@@ -130,11 +130,11 @@ def compose_jobs(cl: CommandLine, per_job: bool = False) -> Plan:
         multirun = cl.multirun or str(hydra_cfg.get("mode")) in ("MULTIRUN", "RunMode.MULTIRUN")
         jobs = expand(hydra_cfg, overrides) if multirun else [overrides]
         results, problems = [], []
+        one = whole if not multirun else None  # a single run, composed whole above
         sweep = _sweep_validator(compose, cl.config_name, hydra_part(overrides), per_job)
         for job in jobs:
             try:
-                one = whole is not None and not multirun
-                results.append((job, validate(whole) if one else sweep.validate(job)))
+                results.append((job, validate(one) if one is not None else sweep.validate(job)))
             except UsageError as exc:
                 problems.append((job, exc))
     _raise_problems(len(jobs), problems)
@@ -168,17 +168,23 @@ def _sweep_validator(
     """A validator of this command line's jobs; its config groups are those Hydra sees with the
     command line's search path."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.config_repository import CachingConfigRepository
     from hydra.core.global_hydra import GlobalHydra
 
     searchpath = frozenset(o for o in hydra_overrides if o.startswith("hydra.searchpath="))
-    loader = GlobalHydra.instance().config_loader()
-    assert isinstance(loader, ConfigLoaderImpl)
-    _, repo = loader._parse_overrides_and_create_caching_repo(config_name, sorted(searchpath))
+
+    def is_group(key: str) -> bool:  # asked only when a job is validated the fast way
+        if not repos:
+            loader = GlobalHydra.instance().config_loader()
+            assert isinstance(loader, ConfigLoaderImpl)
+            repos.append(
+                loader._parse_overrides_and_create_caching_repo(config_name, sorted(searchpath))[1]
+            )
+        return repos[0].group_exists(key)
+
+    repos: list[CachingConfigRepository] = []
     return SweepValidator(
-        lambda job: _compose(compose_fn, config_name, job),
-        repo.group_exists,
-        searchpath,
-        per_job,
+        lambda job: _compose(compose_fn, config_name, job), is_group, searchpath, per_job
     )
 
 
