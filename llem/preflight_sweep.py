@@ -120,7 +120,8 @@ class SweepValidator:
             return None
         key = parsed.key_or_group
         if parsed.is_hydra_override():  # composed with the shared part
-            if key == "hydra.searchpath" and override not in self.searchpath:
+            known = {str(self._parser.parse_override(o).value()) for o in self.searchpath}
+            if key == "hydra.searchpath" and str(parsed.value()) not in known:
                 return None  # another search path: other config groups
             return _Override(None, None)
         value = parsed.value()

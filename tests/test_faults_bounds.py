@@ -113,6 +113,40 @@ def test_the_fast_preflight_validates_what_per_job_composition_validates(args):
     assert fast.compositions < whole.compositions
 
 
+def test_an_experiment_file_with_an_interpolation_is_composed_as_hydra_does(tmp_path):
+    (tmp_path / "exp.yaml").write_text(
+        "defaults: [llem, _self_]\nn: 8\nmax_input_tokens: ${n}\nmodel:\n  slug: s-${seed}\n"
+    )
+    from llem.cli import experiment_file_args
+
+    fast, whole = _both(
+        *experiment_file_args([str(tmp_path / "exp.yaml"), "-m", "n=4,6", "seed=1,2"])
+    )
+    assert isinstance(fast, Plan) and isinstance(whole, Plan)
+    dumps = [exp.model_dump() for _, exp in fast.jobs]
+    assert dumps == [exp.model_dump() for _, exp in whole.jobs]
+    assert [(d["max_input_tokens"], d["model"]["slug"]) for d in dumps] == [
+        (4, "s-1"),
+        (4, "s-2"),
+        (6, "s-1"),
+        (6, "s-2"),
+    ]
+
+
+def test_an_experiment_file_without_interpolation_takes_the_fast_way(tmp_path):
+    from llem.cli import experiment_file_args
+
+    (tmp_path / "exp.yaml").write_text("defaults: [llem, _self_]\nn: 8\nmodel:\n  slug: s\n")
+    args = experiment_file_args([str(tmp_path / "exp.yaml"), "-m", "n=4,6", "batch=1,2,x"])
+    fast, whole = _both(*args)
+    assert fast == whole and "2 of 6 jobs are invalid" in str(fast)  # batch=x: the same message
+    args = experiment_file_args([str(tmp_path / "exp.yaml"), "-m", "n=4,6", "batch=1,2"])
+    fast, whole = _both(*args)
+    assert isinstance(fast, Plan) and isinstance(whole, Plan)
+    assert [e.model_dump() for _, e in fast.jobs] == [e.model_dump() for _, e in whole.jobs]
+    assert fast.compositions == 2 < whole.compositions
+
+
 def test_a_large_sweep_composes_once_per_group_choice():
     plan = compose_jobs(parse(["-m", "seed=range(0,2000)", "dataset=builtin,synthetic", "n=4"]))
     assert len(plan.jobs) == 4000
