@@ -1,6 +1,7 @@
 """The ``llem`` command: subcommands, pre-flight checks, then the Hydra app.
 
-``llem [overrides]`` and ``llem -m ...`` go to Hydra (its override grammar, ``--cfg``, ``--help``).
+``llem [overrides]`` and ``llem -m ...`` go to Hydra (its override grammar, ``--cfg``, ``--help``),
+its flags anywhere among the overrides (:mod:`llem.commandline`).
 Before Hydra creates any folder, every job of the command line is composed and validated
 (:mod:`llem.preflight`), so bad input exits with code 2 and leaves nothing behind.
 """
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+from llem.commandline import CommandLine, parse
 from llem.errors import EXIT_USAGE, UsageError
 
 
@@ -25,37 +27,66 @@ def fail(exc: UsageError) -> NoReturn:
 def experiment_file_args(args: list[str]) -> list[str]:
     """``run exp.yaml k=v`` -> Hydra arguments that make ``exp.yaml`` the primary config.
 
-    The file's folder becomes the primary config path (so the user's files win) and the packaged
-    configs stay reachable through ``hydra.searchpath``; the file extends them with
-    ``defaults: [llem, _self_]``. The file is read size-capped and alias-free first
-    (:mod:`llem.yamlguard`).
+    The file is the first argument that is neither a Hydra flag nor a flag's value (``llem run -m
+    exp.yaml`` works as ``llem run exp.yaml -m``). Its folder becomes the primary config path (so
+    the user's files win) and the packaged configs stay reachable through ``hydra.searchpath``;
+    the file extends them with ``defaults: [llem, _self_]``. The file is read size-capped and
+    alias-free first (:mod:`llem.yamlguard`).
     """
-    if not args or args[0].startswith("-") or "=" in args[0]:
+    cl = parse(args)
+    if not cl.overrides or "=" in cl.overrides[0]:
         raise UsageError(
             "llem run needs an experiment file: llem run path/to/experiment.yaml [key=value ...]"
         )
-    path = Path(args[0]).expanduser().resolve()
+    if cl.config_path is not None or cl.config_name != "llem":
+        raise UsageError(
+            "llem run takes the config from its file: drop --config-path/--config-name "
+            "(or drop run and the file)"
+        )
+    name = cl.overrides[0]
+    path = Path(name).expanduser().resolve()
     if not path.is_file():
-        raise UsageError(f"experiment file {args[0]} not found: give the path of a .yaml file")
+        raise UsageError(f"experiment file {name} not found: give the path of a .yaml file")
     from llem.yamlguard import read_experiment_yaml
 
     data = read_experiment_yaml(path)  # size-capped, aliases refused: hostile files stop at once
     defaults = data.get("defaults") if isinstance(data, dict) else None
     if not isinstance(defaults, list) or "llem" not in defaults:
         raise UsageError(
-            f"{args[0]} must extend the packaged experiment: add 'defaults: [llem, _self_]' at "
+            f"{name} must extend the packaged experiment: add 'defaults: [llem, _self_]' at "
             "its top (see llem/examples/experiment.yaml.example)"
         )
     if path.suffix not in {".yaml", ".yml"}:
         path = _yaml_copy(path)
     return [
-        "--config-path",
-        str(path.parent),
-        "--config-name",
-        path.stem,
+        *cl.flags,
+        f"--config-path={path.parent}",
+        f"--config-name={path.stem}",
         "hydra.searchpath=[pkg://llem.conf]",
-        *args[1:],
+        *cl.overrides[1:],
     ]
+
+
+def saved_run_args(cl: CommandLine) -> list[str] | None:
+    """Hydra's way to rerun a run, ``--config-path <run>/.hydra --config-name config [k=v]``, as
+    llem runs it: re-composed from ``<run>/.hydra/hydra.yaml`` (primary config, group choices,
+    overrides: what ``llem reproduce`` runs), the new overrides last. The frozen ``config.yaml``
+    alone has no defaults list, so Hydra would compose it without llem's run folder, launcher and
+    callbacks (into ``outputs/<date>/<time>/``). ``None`` when the line is not that shape."""
+    if cl.config_path is None or cl.config_name != "config":
+        return None
+    hydra_dir = Path(cl.config_path).expanduser().resolve()
+    if not (hydra_dir / "hydra.yaml").is_file() or not (hydra_dir / "config.yaml").is_file():
+        return None
+    from llem.study.reproduce import recompose
+
+    args = recompose(hydra_dir.parent)
+    sys.stderr.write(
+        f"[llem] rerunning {hydra_dir.parent} as composed by its .hydra/hydra.yaml "
+        f"(llem reproduce {hydra_dir.parent} also compares the results)\n"
+    )
+    kept = [f for f in cl.flags if not f.startswith(("--config-path=", "--config-name="))]
+    return [*args, *kept, *cl.overrides]
 
 
 def _yaml_copy(path: Path) -> Path:
@@ -85,7 +116,7 @@ def print_version() -> None:
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        if args and args[0] in ("--version", "-V"):
+        if args[:1] in (["--version"], ["-V"]):
             print_version()
             return
         if args in (["--help"], ["-h"]):  # Hydra's text for the packaged experiment, sans Hydra
@@ -103,14 +134,24 @@ def main(argv: list[str] | None = None) -> None:
 
             print_schema()
             return
+        if args and args[0] == "examples":
+            from llem.examplefiles import main as examples_main
+
+            examples_main(args[1:])
+            return
         if args and args[0] == "reproduce":
             from llem.study.reproduce import main as reproduce_main
 
             raise SystemExit(reproduce_main(args[1:]))
+        if "--version" in args:  # Hydra's flag, wherever it stands: llem's version
+            print_version()
+            return
         if args and args[0] == "run":
             args = experiment_file_args(args[1:])
         from llem import preflight
 
+        cl = parse(args)
+        args = parse(saved_run_args(cl) or cl.argv()).argv()  # Hydra's flags first
         preflight.check(args)
     except UsageError as exc:
         fail(exc)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llem.commandline import CommandLine, parse
 from llem.config import ExperimentConfig, validate
 from llem.errors import ConfigError, UsageError
 from llem.preflight_compose import compose as _compose
@@ -22,61 +23,6 @@ from llem.preflight_sweep import SweepValidator
 
 if TYPE_CHECKING:
     from llem.preflight_compose import ComposeFn
-
-# Hydra flags that only print something: no experiment runs, so nothing is checked.
-_PASSTHROUGH = {
-    "--help",
-    "-h",
-    "--hydra-help",
-    "--version",
-    "--cfg",
-    "-c",
-    "--info",
-    "-i",
-    "--shell-completion",
-    "-sc",
-    "--experimental-rerun",
-}
-# Hydra flags that cannot be combined with -m (Hydra would raise a ValueError)
-_PRINT_ONLY = {"--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
-_WITH_VALUE = {
-    "--config-path": "config_path",
-    "-cp": "config_path",
-    "--config-name": "config_name",
-    "-cn": "config_name",
-    "--config-dir": "config_dir",
-    "-cd": "config_dir",
-}
-
-
-@dataclass
-class CommandLine:
-    """The parts of a Hydra command line that decide what gets composed."""
-
-    overrides: list[str] = field(default_factory=list)
-    multirun: bool = False
-    passthrough: bool = False
-    config_path: str | None = None
-    config_name: str = "llem"
-    config_dir: str | None = None
-
-
-def parse(args: list[str]) -> CommandLine:
-    cl = CommandLine()
-    it = iter(args)
-    for arg in it:
-        flag, eq, value = arg.partition("=")
-        if flag in _WITH_VALUE:
-            setattr(cl, _WITH_VALUE[flag], value if eq else next(it, ""))
-        elif arg in ("-m", "--multirun"):
-            cl.multirun = True
-        elif flag in _PASSTHROUGH:
-            cl.passthrough = True
-        elif arg.startswith("-") and "=" not in arg:
-            cl.passthrough = True  # a Hydra flag we do not model: let Hydra handle it
-        else:
-            cl.overrides.append(arg)
-    return cl
 
 
 @dataclass
@@ -224,11 +170,6 @@ def check(args: list[str]) -> list[ExperimentConfig]:
 
     load_plugins()  # here, so that a plugin that cannot be imported is one Error: line
     cl = parse(args)
-    if cl.multirun and _PRINT_ONLY & set(args):
-        raise UsageError(
-            f"-m cannot be combined with {'/'.join(sorted(_PRINT_ONLY & set(args)))}: drop -m "
-            "to print the configuration"
-        )
     if cl.passthrough:
         return []
     plan = compose_jobs(cl)

@@ -10,6 +10,8 @@
 #    a temporary folder, and the same settings with backend=pytorch (same venv);
 # 3. checks the vLLM result (4 x 8 output tokens, 8 per request, timing and FLOP fields) and prints a
 #    field-by-field comparison with the PyTorch result (same sections and keys).
+# 4. runs the design card's study shape, overrides before -m: `llem backend=vllm model=tiny -m batch=1,8,32
+#    n=32 ...`, and checks that its final study summary has 3 jobs, all ok.
 # Exits non-zero on any failure or mismatch. Env: LLEM_VLLM_VENV, PYTHON (interpreter for the venv), KEEP=1
 # (keep the temporary folder).
 set -euo pipefail
@@ -160,4 +162,24 @@ if failures:
     sys.exit(1)
 print("\nOK: the vLLM backend's result matches the expected token counts and has the PyTorch result's shape")
 EOF
-echo "== times: install/reuse ${install_s} s, vllm run ${vllm_s} s, pytorch run ${pytorch_s} s, total $SECONDS s"
+STUDY=(backend=vllm model=tiny -m batch=1,8,32 n=32 max_new_tokens=4 quiet=true energy=none
+       "hydra.sweep.dir=$WORK/study")
+echo "== study: llem ${STUDY[*]}"
+t=$SECONDS
+if ! (cd "$WORK" && timeout 1800 "$VENV/bin/llem" "${STUDY[@]}" </dev/null >"$WORK/study.log" 2>&1); then
+  echo "FAIL: the study exited non-zero; last lines of its output:"
+  grep -v "is ignored: it is neither" "$WORK/study.log" | tail -40
+  exit 1
+fi
+"$VENV/bin/python" - "$WORK/study/study_summary.json" <<'EOF'
+import json
+import sys
+
+s = json.load(open(sys.argv[1]))
+statuses = [job["status"] for job in s["jobs"]]
+if not (s["final"] and s["n_jobs"] == 3 and statuses == ["ok"] * 3):
+    sys.exit(f"FAIL: study summary: final={s['final']} n_jobs={s['n_jobs']} statuses={statuses}")
+print("   ok   3 jobs, all ok (batch=1,8,32), final summary written")
+EOF
+study_s=$((SECONDS - t))
+echo "== times: install/reuse ${install_s} s, vllm run ${vllm_s} s, pytorch run ${pytorch_s} s, study ${study_s} s, total $SECONDS s"

@@ -121,3 +121,34 @@ def test_fresh_install_outside_the_repo(wheel, tmp_path):
     code = "import llem.conf, os; print(os.path.dirname(llem.conf.__file__))"
     where = _run([str(venv / "bin" / "python"), "-c", code], cwd=work).stdout.strip()
     assert where.startswith(str(venv))
+
+
+def test_examples_from_a_wheel_install(wheel, tmp_path):
+    """``llem examples`` copies what ships in the wheel (no checkout needed), overwrites nothing,
+    and the copied experiment and study files compose."""
+    venv = tmp_path / "venv"
+    assert _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path).returncode == 0
+    llem = venv / "bin" / "llem"
+    proc = _run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = _run([str(llem), "examples"], cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    copied = {p.relative_to(work / "llem-examples").as_posix() for p in work.rglob("*.*")}
+    shipped = {p.name for p in (REPO / "llem" / "examples").glob("*.example")}
+    shipped |= {f"multirun_examples/{p.name}" for p in (REPO / "multirun_examples").glob("*.yaml")}
+    assert copied == shipped | {"multirun_examples/README.md"}
+    assert "llem run llem-examples/experiment.yaml.example" in proc.stdout
+    for rel in copied:
+        assert (work / "llem-examples" / rel).read_bytes() == (
+            REPO / ("" if "/" in rel else "llem/examples") / rel
+        ).read_bytes()
+    again = _run([str(llem), "examples"], cwd=work)
+    assert again.returncode == 2 and again.stderr.count("\n") == 1
+    assert again.stderr.startswith("Error: llem-examples/") and "overwrites nothing" in again.stderr
+    ex = work / "llem-examples"
+    for file in ("experiment.yaml.example", "multirun_examples/batch_sweep.yaml"):
+        proc = _run([str(llem), "run", file, "n=4", "--cfg", "job"], cwd=ex)
+        assert proc.returncode == 0, proc.stderr
+        assert "'n': 4" in proc.stdout

@@ -37,10 +37,10 @@ _PLACE = (
 
 def command_line(folder: Path, extra: list[str], run_dir: Path) -> list[str]:
     """The llem arguments that re-compose the experiment saved in ``folder``."""
-    return [*_recompose(folder), *extra, "hydra.mode=RUN", f"hydra.run.dir={run_dir}"]
+    return [*recompose(folder), *extra, "hydra.mode=RUN", f"hydra.run.dir={run_dir}"]
 
 
-def _recompose(folder: Path) -> list[str]:
+def recompose(folder: Path) -> list[str]:
     """The saved experiment's arguments, from ``.hydra/hydra.yaml`` (a damaged one: UsageError)."""
     hydra_yaml = folder / HYDRA_FILE
     if not hydra_yaml.is_file():
@@ -93,7 +93,7 @@ def main(args: list[str]) -> int:
             f"{folder} has no {RESULT_FILE} to compare with: give a finished run or job folder"
         )
     original = _load(original_path)
-    _recompose(folder)  # every check before the new folder is made
+    recompose(folder)  # every check before the new folder is made
     output_dir = original.config.get("output_dir")
     if not isinstance(output_dir, str):
         raise UsageError(f"{original_path} has no output_dir in its config: not an llem result")
