@@ -212,3 +212,24 @@ def test_codecarbon_modules_alone_are_refused_the_gpu_libraries() -> None:
         exec("import json", {"__name__": "codecarbon.core.gpu_nvidia"})  # other imports work
         exec("import pynvml", {"__name__": "zeus.device.gpu.nvidia"})  # other importers too
     exec("import pynvml", {"__name__": "codecarbon.core.gpu_nvidia"})  # and afterwards
+
+
+@pytest.mark.slow
+def test_study_jobs_forked_after_codecarbon_prewarm_leave_nvml_to_llem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A study's fork server imports CodeCarbon before forking its jobs (to warm its caches): that
+    import, too, leaves NVML alone, and every job's estimate says the GPU is NVML's."""
+    log = tmp_path / "nvml.jsonl"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    proc = run_llem("-m", "batch=1,2", *SMALL_RUN, cwd=tmp_path, env=_env(log), timeout=400)
+    assert proc.returncode == 0, proc.stderr
+    results = [json.loads(p.read_text(encoding="utf-8")) for p in tmp_path.rglob("result.json")]
+    assert len(results) == 2
+    for r in results:
+        assert r["energy"]["meters"] == ["nvml", "codecarbon"] and r["energy"]["gpu_j"] > 0
+        assert r["energy"]["co2"]["coverage"] == "CPU + RAM only; GPU measured by NVML"
+    calls = _calls(log)
+    assert not [c for _, c in calls if c.startswith(("codecarbon", "zeus"))], calls
+    readers = {caller for call, caller in calls if call == "nvmlDeviceGetTotalEnergyConsumption"}
+    assert readers == {"llem.energy.nvml"}
