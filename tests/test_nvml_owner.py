@@ -233,3 +233,35 @@ def test_study_jobs_forked_after_codecarbon_prewarm_leave_nvml_to_llem(
     assert not [c for _, c in calls if c.startswith(("codecarbon", "zeus"))], calls
     readers = {caller for call, caller in calls if call == "nvmlDeviceGetTotalEnergyConsumption"}
     assert readers == {"llem.energy.nvml"}
+
+
+def test_a_figure_codecarbon_did_not_give_is_null_with_its_reason() -> None:
+    """By hand: a window where CodeCarbon gave no CPU energy makes the CPU sum null for good (never
+    a partial sum, never 0.0); the GPU estimate is null with the owner's name."""
+    from llem.energy.base import ESTIMATE, MODELLED, Reading
+    from llem.energy.codecarbon import CarbonFigures, gpu_reason
+    from llem.energy.report import energy_metrics
+
+    fig = CarbonFigures("FRA", "CPU + RAM only; GPU measured by NVML")
+    fig.null_reasons["gpu_estimate_j"] = gpu_reason("NVML")
+    fig.add({"cpu_estimate_j": 2.0, "ram_estimate_j": 3.0, "emissions_kg_co2eq": 1e-7})
+    fig.add({"cpu_estimate_j": 0.0, "ram_estimate_j": 3.0, "emissions_kg_co2eq": 1e-7})
+    fig.add({"cpu_estimate_j": 2.0, "ram_estimate_j": 3.0, "emissions_kg_co2eq": 1e-7})
+    readings = [Reading("codecarbon", "process", ESTIMATE, MODELLED, 5.0, 0.0, 1.0)]
+    e = energy_metrics(
+        meters=["codecarbon"],
+        windows=[("repeat-1", readings, 1.0)],
+        output_tokens=10,
+        requests=1,
+        baseline=[],
+        baseline_reason="no hardware meter",
+        reason_if_none="no hardware meter",
+        carbon=fig,
+    )
+    co2 = e.co2
+    assert co2 is not None and co2.coverage == "CPU + RAM only; GPU measured by NVML"
+    assert co2.cpu_estimate_j is None and "cpu_estimate_j" in co2.null_reasons
+    assert co2.ram_estimate_j == pytest.approx(9.0)
+    assert co2.emissions_kg_co2eq == pytest.approx(3e-7)
+    assert co2.gpu_estimate_j is None and "measured by NVML" in co2.null_reasons["gpu_estimate_j"]
+    assert co2.energy_estimate_j == 5.0 and "energy_estimate_j" not in co2.null_reasons
