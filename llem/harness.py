@@ -318,7 +318,7 @@ class Harness:
         timeseries: str | None,
     ) -> EnergyMetrics:
         cc = next((m for m in session.meters if isinstance(m, CodeCarbonMeter)), None)
-        carbon = (cc.emissions_kg, cc.country, cc.detail) if cc is not None else None
+        carbon = cc.figures if cc is not None else None
         return energy_metrics(
             meters=[m.name for m in session.meters],
             windows=[(w.window.name, w.window.readings, w.seconds) for w in windows],

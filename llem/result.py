@@ -159,16 +159,24 @@ class IdleBaseline(_Model):
 
 
 class CarbonEstimate(_Model):
-    """CodeCarbon's figures for the measured windows: MODELLED, not measured."""
+    """CodeCarbon's figures for the measured windows: MODELLED, not measured. CodeCarbon never
+    reads a GPU in llem (NVML has one owner: Zeus or llem's NVML meter), so its figures cover the
+    CPU and RAM only and ``gpu_estimate_j`` is always null; see ``coverage``."""
 
-    emissions_kg_co2eq: float | None
+    emissions_kg_co2eq: float | None = Field(description="of the CPU + RAM estimate (kg CO2-eq)")
     country_iso_code: str
-    energy_estimate_j: float | None = Field(
-        description="CodeCarbon's modelled CPU + GPU + RAM energy"
+    coverage: str = Field(
+        description="what the estimate covers, e.g. 'CPU + RAM only; GPU measured by NVML'"
     )
+    energy_estimate_j: float | None = Field(description="CodeCarbon's modelled CPU + RAM energy")
     cpu_estimate_j: float | None
-    gpu_estimate_j: float | None
+    gpu_estimate_j: float | None = Field(
+        description="always null: CodeCarbon's GPU part is off (why: null_reasons)"
+    )
     ram_estimate_j: float | None
+    null_reasons: dict[str, str] = Field(
+        default_factory=dict, description="why each null figure above is null, by field name"
+    )
     method: str
 
 

@@ -88,3 +88,4 @@ class MeterContext:
     powercap_root: Path
     integrate: Callable[[Gpu, float, float], float | None]
     warnings: list[str]  # a factory adds its set-up warnings here
+    gpu_meter: str | None = None  # label of the job's hardware GPU meter, once one has opened

@@ -13,7 +13,8 @@ group choices ``energy=<name>`` (each node is the schema's defaults with ``meter
 ``energy=auto``: for each hardware device kind (gpu, cpu) the first meter, in registration order,
 whose factory succeeds here (Zeus before NVML: when Zeus works it owns NVML energy reads and llem's
 NVML sampler reads no GPU), plus every estimate whose ``in_auto`` holds (CodeCarbon when
-``energy.codecarbon``)."""
+``energy.codecarbon``). Estimates open after the hardware meters and never read a GPU: CodeCarbon's
+GPU part is off, so NVML has one owner (see :mod:`llem.energy.codecarbon`)."""
 
 from __future__ import annotations
 
@@ -141,7 +142,8 @@ def open_meters(ctx: MeterContext) -> tuple[list[Meter], list[str]]:
     opened: list[Meter] = []
     unavailable: list[str] = []
     kinds_done: set[str] = set()
-    for spec in _candidates(ctx.cfg):
+    # hardware meters first: an estimate opens knowing the job's GPU meter (ctx.gpu_meter)
+    for spec in sorted(_candidates(ctx.cfg), key=lambda s: not s.hardware):
         if spec.hardware and spec.devices in kinds_done:
             continue
         why = spec.missing()  # the factory checks the rest (an explicit meter: also pre-flight)
@@ -152,6 +154,8 @@ def open_meters(ctx: MeterContext) -> tuple[list[Meter], list[str]]:
                 why = str(exc)
         if why is None:
             kinds_done.add(spec.devices)
+            if spec.devices == "gpu":
+                ctx.gpu_meter = spec.label
         else:
             unavailable.append(why)
     return opened, unavailable
@@ -231,7 +235,7 @@ for _spec in (
         label="CodeCarbon",
         devices="estimate",
         covers=(ESTIMATE,),
-        summary="CodeCarbon's modelled energy estimate and CO2-eq",
+        summary="CodeCarbon's modelled CPU + RAM energy estimate and CO2-eq (never reads a GPU)",
         status=codecarbon.codecarbon_status,
         factory=codecarbon.open_meter,
         extra="codecarbon",

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 from llem.energy.base import CPU_PACKAGE, DRAM, GPU_BOARD, Reading
 from llem.energy.baseline import IdlePower
+from llem.energy.codecarbon import CarbonFigures
 from llem.result import CarbonEstimate, EnergyMetrics, EnergyReading, IdleBaseline, PrefillSplit
 
 J_PER_WH = 3600.0
@@ -53,6 +54,23 @@ def _iso(unix_s: float) -> str:
     return datetime.fromtimestamp(unix_s, timezone.utc).isoformat(timespec="seconds")
 
 
+def _carbon(fig: CarbonFigures, estimate_j: float | None) -> CarbonEstimate:
+    reasons = dict(fig.null_reasons)
+    if estimate_j is None:
+        reasons["energy_estimate_j"] = "CodeCarbon gave no energy in a measured window"
+    return CarbonEstimate(
+        emissions_kg_co2eq=fig.sums.get("emissions_kg_co2eq"),
+        country_iso_code=fig.country,
+        coverage=fig.coverage,
+        energy_estimate_j=estimate_j,
+        cpu_estimate_j=fig.sums.get("cpu_estimate_j"),
+        gpu_estimate_j=None,
+        ram_estimate_j=fig.sums.get("ram_estimate_j"),
+        null_reasons=reasons,
+        method="CodeCarbon OfflineEmissionsTracker: modelled power x time x grid intensity",
+    )
+
+
 def energy_metrics(
     *,
     meters: list[str],
@@ -62,7 +80,7 @@ def energy_metrics(
     baseline: list[IdlePower],
     baseline_reason: str | None,
     reason_if_none: str,
-    carbon: tuple[float | None, str, dict[str, float]] | None = None,
+    carbon: CarbonFigures | None = None,
     prefill: tuple[list[Reading], float] | None = None,
     timeseries: str | None = None,
 ) -> EnergyMetrics:
@@ -95,18 +113,7 @@ def energy_metrics(
             method="prefill-only pass (1 new token per prompt, same batches); "
             "decode = measured - prefill x repeats",
         )
-    co2 = None
-    if carbon is not None:
-        kg, country, detail = carbon
-        co2 = CarbonEstimate(
-            emissions_kg_co2eq=kg,
-            country_iso_code=country,
-            energy_estimate_j=estimate_j,
-            cpu_estimate_j=detail.get("cpu_j"),
-            gpu_estimate_j=detail.get("gpu_j"),
-            ram_estimate_j=detail.get("ram_j"),
-            method="CodeCarbon OfflineEmissionsTracker: modelled power x time x grid intensity",
-        )
+    co2 = None if carbon is None else _carbon(carbon, estimate_j)
     records = [_record(name, r) for name, rs, _ in windows for r in rs]
     if prefill is not None:
         records += [_record("prefill", r) for r in prefill[0]]

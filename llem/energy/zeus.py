@@ -48,6 +48,8 @@ def zeus_status() -> str | None:
             gpus = get_gpus()
     except ZeusGPUInitError as exc:
         return f"Zeus found no usable GPU ({exc})"
+    except ImportError as exc:  # e.g. the unofficial `pynvml` package instead of nvidia-ml-py
+        return f"Zeus cannot use this pynvml ({exc})"
     return None if len(gpus) > 0 else "Zeus found no GPU"
 
 
