@@ -13,22 +13,18 @@ nothing a plugin prints can corrupt it), one JSON object a line:
   "code": <exit code, -signal when killed>}``;
 - once its stdin is closed and every request read is forked, it says ``{"closed": null}``.
 
-What the imports print (a plugin's banner) is captured and written at the top of each job's log,
-where a fresh interpreter would have printed it; the server's later output goes to its log.
-
-Each job is its own process (own CUDA context, memory and crash domain) and the leader of its own
-process group, so the launcher stops it with ``killpg`` exactly as a fresh interpreter; it then runs
-:func:`llem.study.worker.main` as ``python -m llem.study.worker`` would. The server itself never
-touches a device, runs no torch operation and starts no thread pool: it imports only. It ends when
-the launcher closes its stdin.
+What the imports print (a plugin's banner) is written at the top of each job's log, where a fresh
+interpreter would have printed it. Each job is its own process (own CUDA context, memory and crash
+domain) leading its own process group, so the launcher stops it with ``killpg`` as a fresh
+interpreter; it runs :func:`llem.study.worker.main` as ``python -m llem.study.worker`` would. The
+server never touches a device, runs no torch operation and starts no thread pool: it imports only.
 
 Parent death is chained: the server dies with the launcher (``PR_SET_PDEATHSIG``, even when the
-launcher is SIGKILLed), each job dies with the server and ends its own process group, exactly as a
-fresh worker dies with the launcher. When the server is gone, the launcher reports its unfinished
-jobs as ended by SIGTERM (what that chain sent them) instead of waiting for their timeout. A stop
-(:meth:`ForkServer.stop_jobs`) reaches every job the server forked, also one whose start a Ctrl-C
-interrupted before its pid was handed out; the helpers the server's imports started (``cpuinfo``)
-end with it, also when the launcher exits before closing it.
+launcher is SIGKILLed), each job with the server (ending its own process group); when the server is
+gone its unfinished jobs are reported as ended by SIGTERM at once. A stop
+(:meth:`ForkServer.stop_jobs`) reaches every forked job, also one whose pid a Ctrl-C kept from the
+launcher; helpers the server's imports started (``cpuinfo``) end with the server, also when the
+launcher exits without closing it.
 """
 
 from __future__ import annotations
@@ -328,18 +324,10 @@ class ForkServer:
         """``None`` once the server is ready to fork, else why jobs must start fresh instead."""
         with self._lock:
             self._lock.wait_for(lambda: self._ready is not None, READY_TIMEOUT_S)
-            return (
-                "the fork server did not start in time" if self._ready is None else self._ready[1]
-            )
+            return "the fork server did not start in time" if not self._ready else self._ready[1]
 
     def start(self, spec: Path, task: str, log: Path, env: dict[str, str]) -> ForkedJob:
-        request: Request = {
-            "spec": str(spec),
-            "task": task,
-            "log": str(log),
-            "env": env,
-            "cwd": os.getcwd(),
-        }
+        request = Request(spec=str(spec), task=task, log=str(log), env=env, cwd=os.getcwd())
         assert self.proc.stdin is not None
         with self._lock:
             try:
@@ -391,9 +379,11 @@ class ForkServer:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
 
-    def close(self) -> None:
-        """Let the server end (it waits for its running jobs), end what its imports started and
-        release its pipes; a dead server is no error."""
+    def close(self, kill: bool = False) -> None:
+        """Let the server end (it waits for its running jobs; ``kill``: now, its jobs die with it),
+        end what its imports started and release its pipes; a dead server is no error."""
+        if kill:
+            self._end_group(signal.SIGKILL)
         self._close_requests()
         try:
             self.proc.wait(30)
@@ -404,14 +394,11 @@ class ForkServer:
         _LIVE.discard(self)
         self._pump.join(5)
         self._reader.join(5)
+        if not self._reader.is_alive():
+            self._answers.close()
         with self._lock:
             if self._log is not None:
                 self._log.close()
-
-    def kill(self) -> None:
-        """End the server and the helpers its imports started now (its jobs die with it)."""
-        self._end_group(signal.SIGKILL)
-        self.close()
 
 
 def _signal_job(pid: int, sig: int) -> None:
@@ -432,7 +419,7 @@ _LIVE: set[ForkServer] = set()  # servers not closed yet: killed when this proce
 @atexit.register
 def _kill_live() -> None:
     for server in list(_LIVE):
-        server.kill()
+        server.close(kill=True)
 
 
 def server_modules(task: str, preloads: Iterable[str]) -> list[str]:
