@@ -292,3 +292,22 @@ def test_of_racers_for_a_stale_lock_one_wins_and_the_others_name_it(tmp_path):
                 assert "since " in out
         assert not (folder / ".llem.lock").exists()
         assert all(gone_within(pid, 5) for pid in outs)
+
+
+@pytest.mark.slow
+def test_an_llem_plugin_that_prints_goes_to_the_job_logs(tmp_path, tiny_model_dir):
+    """The issue's case: ``LLEM_PLUGINS`` names a module that prints when imported (llem's app,
+    which the fork server preloads, imports it)."""
+    (tmp_path / "chatty_llem_plugin.py").write_text('print("chatty llem plugin", flush=True)\n')
+    sweep = tmp_path / "s"
+    proc = run_llem(
+        "-m", "batch=1,2", "n=2", "max_new_tokens=2", "energy=none", f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path, timeout=240,
+        env={"LLEM_PLUGINS": "chatty_llem_plugin", "PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "JSONDecodeError" not in proc.stderr
+    plan = json.loads((sweep / "study.json").read_text())["jobs"]
+    assert {j["process"] for j in plan} == {"fork server"}
+    for num in (0, 1):
+        assert "chatty llem plugin" in (sweep / ".jobs" / f"{num}.log").read_text()
