@@ -1,13 +1,17 @@
 """One llem process per folder: a lock file holding the owner's pid, host and start time.
 
-A second study (or run) on the same folder stops with one line naming the owner. A lock left by a
-process that no longer exists on this host is stale: it is taken over, with a warning. Locks of
-another host are never taken over (its process may be alive): the message says how to remove the
-file by hand.
+The owner holds an exclusive ``flock`` on the file for its whole life, so the kernel decides who
+owns the folder: of two processes racing for it (also for a stale lock) exactly one wins, and the
+other stops with one line naming the owner (pid, host, start time). A lock file nobody holds,
+left by a process that no longer exists on this host, is stale: it is taken over, with a warning.
+Locks of another host are never taken over (``flock`` may not reach across hosts on a network file
+system, and its process may be alive): the message says how to remove the file by hand.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -17,6 +21,7 @@ from pathlib import Path
 from llem.errors import UsageError
 
 LOCK_FILE = ".llem.lock"
+RECORD_WAIT_S = 2.0  # how long a loser waits for the winner to finish writing its record
 
 
 def _alive(pid: int) -> bool:
@@ -29,6 +34,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _owner(text: str) -> tuple[int, str, str] | None:
+    """(pid, host, start time) of a lock record; None when it is not one (empty, half-written)."""
+    try:
+        record = json.loads(text)
+        since = time.localtime(float(record["started_unix_s"]))
+        return int(record["pid"]), str(record["host"]), time.strftime("%Y-%m-%d %H:%M:%S", since)
+    except (ValueError, KeyError, TypeError, OverflowError, OSError):
+        return None
+
+
 class FolderLock:
     """Exclusive ownership of ``folder`` for this process (a context manager)."""
 
@@ -36,56 +51,84 @@ class FolderLock:
         self.path = folder / LOCK_FILE
         self.what = what
         self.warning: str | None = None
-        self._held = False
+        self._fd: int | None = None
 
     def acquire(self) -> FolderLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started_unix_s": time.time()}
-        for _ in range(2):
+        for _ in range(20):  # a lock released between our open and our flock: try its successor
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._check_owner()
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise UsageError(self._in_use(self._held_record())) from None
+            if os.fstat(fd).st_ino != _inode(self.path):
+                os.close(fd)
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(record, f)
-            self._held = True
+            try:
+                self._take(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
             return self
-        raise UsageError(f"could not lock {self.path.parent}: another llem keeps taking it")
+        raise UsageError(f"could not lock {self.path.parent}: its {LOCK_FILE} keeps changing")
 
-    def _check_owner(self) -> None:
-        """Raise when a live owner holds the lock; remove a stale one (and remember the warning)."""
-        try:
-            owner = json.loads(self.path.read_text())
-            pid, host = int(owner["pid"]), str(owner["host"])
-            since = time.strftime(
-                "%Y-%m-%d %H:%M:%S", time.localtime(float(owner["started_unix_s"]))
+    def _take(self, fd: int) -> None:
+        """With the flock held: refuse a live or another host's owner, else write our record."""
+        owner = _owner(os.pread(fd, 4096, 0).decode(errors="replace"))
+        if owner is not None:
+            pid, host, _ = owner
+            if host != socket.gethostname() or (pid != os.getpid() and _alive(pid)):
+                raise UsageError(self._in_use(owner))
+            self.warning = (
+                f"took over a stale lock of {self.path.parent} (pid {pid}, since {owner[2]}, "
+                "is gone)"
             )
-        except (OSError, ValueError, KeyError, TypeError):
-            owner, pid, host, since = None, -1, socket.gethostname(), "?"
-        if owner is None and self.path.exists() and time.time() - self.path.stat().st_mtime < 2:
-            time.sleep(0.1)  # being written right now by its owner
-            return
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "started_unix_s": time.time()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+
+    def _held_record(self) -> tuple[int, str, str] | None:
+        """The record of the process holding the lock (it may be writing it right now)."""
+        deadline = time.monotonic() + RECORD_WAIT_S
+        owner = None
+        while owner is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                owner = _owner(self.path.read_text())
+            if owner is None:
+                time.sleep(0.02)
+        return owner
+
+    def _in_use(self, owner: tuple[int, str, str] | None) -> str:
+        if owner is None:
+            return f"{self.path.parent} is in use by another {self.what} (its {self.path} is empty)"
+        pid, host, since = owner
         if host != socket.gethostname():
-            raise UsageError(
+            return (
                 f"{self.path.parent} is in use by another {self.what} (pid {pid} on {host}, since "
                 f"{since}); if that process is gone, delete {self.path}"
             )
-        if owner is not None and _alive(pid):
-            raise UsageError(
-                f"{self.path.parent} is in use by another {self.what} (pid {pid}, since {since}): "
-                "wait for it or use another folder"
-            )
-        self.warning = f"took over a stale lock of {self.path.parent} (pid {pid} is gone)"
-        self.path.unlink(missing_ok=True)
+        return (
+            f"{self.path.parent} is in use by another {self.what} (pid {pid} on {host}, since "
+            f"{since}): wait for it or use another folder"
+        )
 
     def release(self) -> None:
-        if self._held:
-            self._held = False
-            self.path.unlink(missing_ok=True)
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            self.path.unlink(missing_ok=True)  # before the flock goes: no one takes a dead file
+            os.close(fd)
 
     def __enter__(self) -> FolderLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None

@@ -1,26 +1,30 @@
 """Study jobs without paying the imports again: a pre-imported parent forks one process per job.
 
-``python -m llem.study.forkserver <launcher pid> <module> ...`` imports the worker and each named
-module (the task's module, llem's harness, the jobs' backend engines with torch and transformers
-and what they import lazily, their meters and plotting; a ``module:function`` entry is also
-called, to fill a cache every job would fill), runs Hydra's plugin scan, then serves the launcher
-over its stdin/stdout, one JSON object a line:
+``python -m llem.study.forkserver <launcher pid> <protocol fd> <module> ...`` imports the worker
+and each named module (the task's module, llem's harness, the jobs' backend engines with torch and
+transformers and what they import lazily, their meters and plotting; a ``module:function`` entry
+is also called, to fill a cache every job would fill), runs Hydra's plugin scan, then serves the
+launcher: requests on its stdin, answers on its own pipe (the ``protocol fd``, never stdout, so
+nothing a plugin prints can corrupt it), one JSON object a line:
 
 - the server says ``{"ready": null}`` (or ``{"ready": "<why forking is unsafe>"}``) once imported;
 - the launcher asks ``{"spec": ..., "task": ..., "log": ..., "env": {...}, "cwd": ...}``;
 - the server forks, answers ``{"pid": <pid>}`` and, when the job ends, ``{"ended": <pid>,
-  "code": <exit code, -signal when killed>}``.
+  "code": <exit code, -signal when killed>}``;
+- once its stdin is closed and every request read is forked, it says ``{"closed": null}``.
 
-Each job is its own process (own CUDA context, memory and crash domain) and the leader of its own
-process group, so the launcher stops it with ``killpg`` exactly as a fresh interpreter; it then runs
-:func:`llem.study.worker.main` as ``python -m llem.study.worker`` would. The server itself never
-touches a device, runs no torch operation and starts no thread pool: it imports only. It ends when
-the launcher closes its stdin.
+What the imports print (a plugin's banner) is written at the top of each job's log, where a fresh
+interpreter would have printed it. Each job is its own process (own CUDA context, memory and crash
+domain) leading its own process group, so the launcher stops it with ``killpg`` as a fresh
+interpreter; it runs :func:`llem.study.worker.main` as ``python -m llem.study.worker`` would. The
+server never touches a device, runs no torch operation and starts no thread pool: it imports only.
 
 Parent death is chained: the server dies with the launcher (``PR_SET_PDEATHSIG``, even when the
-launcher is SIGKILLed), each job dies with the server and ends its own process group, exactly as a
-fresh worker dies with the launcher. When the server is gone, the launcher reports its unfinished
-jobs as ended by SIGTERM (what that chain sent them) instead of waiting for their timeout.
+launcher is SIGKILLed), each job with the server (ending its own process group); when the server is
+gone its unfinished jobs are reported as ended by SIGTERM at once. A stop
+(:meth:`ForkServer.stop_jobs`) reaches every forked job, also one whose pid a Ctrl-C kept from the
+launcher; helpers the server's imports started (``cpuinfo``) end with the server, also when the
+launcher exits without closing it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -47,6 +52,7 @@ READY_TIMEOUT_S = 300.0
 # pandas), which would make forking unsafe: in the server (and so in its jobs) it purges inline
 SERVER_ENV = {"JE_ARROW_MALLOC_CONF": "background_thread:false"}
 POLL_S = 0.05
+STOPS = {signal.SIGINT, signal.SIGTERM}  # held back in a new job until its handlers are set
 
 
 class Request(TypedDict):
@@ -88,14 +94,33 @@ def _preload(modules: Sequence[str]) -> None:
     Plugins.instance()  # Hydra's plugin scan, done once for every job
 
 
-def _run_job(request: Request, server_pid: int) -> int:
+def _preload_captured(modules: Sequence[str]) -> tuple[bytes, str | None]:
+    """Preload with file descriptor 1 captured: (what the imports printed, why forking is unsafe or
+    ``None``). From then on the server's own output goes to its log (fd 2)."""
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 1)
+        try:
+            _preload(modules)
+            problem = fork_problem()
+        except Exception as exc:  # a broken preload: the launcher falls back to fresh interpreters
+            problem = f"the fork server could not import: {type(exc).__name__}: {exc}"
+        finally:
+            sys.stdout.flush()
+            os.dup2(2, 1)
+        capture.seek(0)
+        return capture.read(), problem
+
+
+def _run_job(request: Request, server_pid: int, protocol: int, printed: bytes) -> int:
     """In the forked child: become a job like ``python -m llem.study.worker`` started fresh."""
     from llem.study import worker
 
+    os.close(protocol)  # the server's pipe: its end-of-file tells the launcher the server is gone
     os.setsid()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)  # a stop sent meanwhile arrives now
     log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -103,6 +128,8 @@ def _run_job(request: Request, server_pid: int) -> int:
     os.dup2(log, 2)
     os.close(log)
     os.close(null)
+    if printed:
+        os.write(1, printed)
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
@@ -121,23 +148,31 @@ def _run_job(request: Request, server_pid: int) -> int:
     return code
 
 
-def _say(message: dict[str, object]) -> None:
-    os.write(1, (json.dumps(message) + "\n").encode())
+def _say(protocol: int, message: dict[str, object]) -> None:
+    with contextlib.suppress(BrokenPipeError):  # the launcher is gone: so is this server soon
+        os.write(protocol, (json.dumps(message) + "\n").encode())
 
 
-def serve(launcher_pid: int, modules: Sequence[str]) -> None:
+def _fork(request: Request, server_pid: int, protocol: int, printed: bytes) -> int:
+    """Fork one job; a stop signal sent to it before its handlers are set waits for them."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(_run_job(request, server_pid, protocol, printed))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
+    return pid
+
+
+def serve(launcher_pid: int, protocol: int, modules: Sequence[str]) -> None:
     """Preload, then fork one job per request until stdin closes (or the launcher dies)."""
     from llem.signals import die_with_parent
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the launcher's to handle
     die_with_parent(launcher_pid)  # SIGTERM's default action ends the server; its jobs follow
+    os.set_inheritable(protocol, False)  # what the imports start never holds the pipe open
     server_pid = os.getpid()
-    try:
-        _preload(modules)
-        problem = fork_problem()
-    except Exception as exc:  # a broken preload: the launcher falls back to fresh interpreters
-        problem = f"the fork server could not import: {type(exc).__name__}: {exc}"
-    _say({"ready": problem})
+    printed, problem = _preload_captured(modules)
+    _say(protocol, {"ready": problem})
     children: set[int] = set()
     pending = b""
     open_ = problem is None
@@ -149,17 +184,16 @@ def serve(launcher_pid: int, modules: Sequence[str]) -> None:
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                request: Request = json.loads(line)
-                pid = os.fork()
-                if pid == 0:
-                    os._exit(_run_job(request, server_pid))
+                pid = _fork(json.loads(line), server_pid, protocol, printed)
                 children.add(pid)
-                _say({"pid": pid})
+                _say(protocol, {"pid": pid})
+            if not open_:
+                _say(protocol, {"closed": None})
         for pid in list(children):
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 children.discard(pid)
-                _say({"ended": pid, "code": os.waitstatus_to_exitcode(status)})
+                _say(protocol, {"ended": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
 # ---------------------------------------------------------------------------- the launcher's side
@@ -203,45 +237,55 @@ class ForkedJob:
 class ForkServer:
     """The launcher's handle on one fork server process (started at once, ready on first use).
 
-    Its stderr is kept in memory until :meth:`keep_log` names the file (a server started before
+    Its output is kept in memory until :meth:`keep_log` names the file (a server started before
     the study folder is locked writes nothing there until then)."""
 
     def __init__(self, modules: Sequence[str], log: Path | None = None) -> None:
         self.modules = sorted(modules)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llem.study.forkserver", str(os.getpid()), *self.modules],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            env={**SERVER_ENV, **os.environ},
-        )
+        answers, protocol = os.pipe()
+        argv = [sys.executable, "-m", "llem.study.forkserver", str(os.getpid()), str(protocol)]
+        try:
+            self.proc = subprocess.Popen(
+                [*argv, *self.modules],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=(protocol,),
+                start_new_session=True,
+                env={**SERVER_ENV, **os.environ},
+            )
+        finally:
+            os.close(protocol)
+        _LIVE.add(self)
+        self._answers = os.fdopen(answers, "rb")
         self._lock = threading.Condition()
         self._pids: list[int] = []
         self._exits: dict[int, int] = {}
         self._started: set[int] = set()
         self._ready: tuple[bool, str | None] | None = None  # (answered, problem)
+        self._closed = False  # the server has forked every request it will get
         self._log: IO[bytes] | None = None
         self._log_name = "the fork server's log"
-        self._early: list[bytes] = []  # stderr before keep_log()
-        threading.Thread(target=self._read, name="llem-forkserver", daemon=True).start()
-        self._pump = threading.Thread(target=self._copy_stderr, name="llem-forkserver-log")
+        self._early: list[bytes] = []  # output before keep_log()
+        self._reader = threading.Thread(target=self._read, name="llem-forkserver", daemon=True)
+        self._reader.start()
+        self._pump = threading.Thread(target=self._copy_log, name="llem-forkserver-log")
         self._pump.daemon = True
         self._pump.start()
         if log is not None:
             self.keep_log(log)
 
     def keep_log(self, log: Path) -> None:
-        """Write the server's stderr (so far and from now on) to ``log``."""
+        """Write the server's output (so far and from now on) to ``log``."""
         with self._lock:
             self._log, self._log_name = log.open("wb"), log.name
             self._log.write(b"".join(self._early))
             self._log.flush()
             self._early.clear()
 
-    def _copy_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
+    def _copy_log(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
             with self._lock:
                 if self._log is None:
                     self._early.append(line)
@@ -250,9 +294,11 @@ class ForkServer:
                     self._log.flush()
 
     def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            message = json.loads(line)
+        for line in self._answers:
+            try:
+                message = json.loads(line)
+            except ValueError:  # not the server's (it writes only whole JSON lines here)
+                continue
             with self._lock:
                 if "ready" in message:
                     self._ready = (True, message["ready"])
@@ -261,6 +307,8 @@ class ForkServer:
                     self._started.add(int(message["pid"]))
                 elif "ended" in message:
                     self._exits[int(message["ended"])] = int(message["code"])
+                elif "closed" in message:
+                    self._closed = True
                 self._lock.notify_all()
         with self._lock:  # the server is gone
             if self._ready is None:
@@ -269,28 +317,24 @@ class ForkServer:
                 _end_orphan(pid)
                 self._exits[pid] = -signal.SIGTERM
             self._pids.append(-1)
+            self._closed = True
             self._lock.notify_all()
 
     def problem(self) -> str | None:
         """``None`` once the server is ready to fork, else why jobs must start fresh instead."""
         with self._lock:
             self._lock.wait_for(lambda: self._ready is not None, READY_TIMEOUT_S)
-            return (
-                "the fork server did not start in time" if self._ready is None else self._ready[1]
-            )
+            return "the fork server did not start in time" if not self._ready else self._ready[1]
 
     def start(self, spec: Path, task: str, log: Path, env: dict[str, str]) -> ForkedJob:
-        request: Request = {
-            "spec": str(spec),
-            "task": task,
-            "log": str(log),
-            "env": env,
-            "cwd": os.getcwd(),
-        }
+        request = Request(spec=str(spec), task=task, log=str(log), env=env, cwd=os.getcwd())
         assert self.proc.stdin is not None
         with self._lock:
-            self.proc.stdin.write((json.dumps(request) + "\n").encode())
-            self.proc.stdin.flush()
+            try:
+                self.proc.stdin.write((json.dumps(request) + "\n").encode())
+                self.proc.stdin.flush()
+            except OSError:  # its end of the pipe is closed: it is gone
+                self._pids.insert(0, -1)
             self._lock.wait_for(lambda: bool(self._pids))
             pid = self._pids.pop(0)
         if pid < 0:
@@ -306,18 +350,76 @@ class ForkServer:
             self._lock.wait_for(lambda: pid in self._exits, timeout)
             return self._exits.get(pid)
 
-    def close(self) -> None:
-        """Let the server end (it waits for its running jobs) and release its pipes."""
+    def _close_requests(self) -> None:
+        """No more requests (a dead server's pipe may refuse what is still buffered)."""
         if self.proc.stdin is not None:
-            self.proc.stdin.close()
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+
+    def stop_jobs(self, sig: int, grace_s: float) -> None:
+        """Stop every job the server forked and has not seen end (also one whose start was
+        interrupted before its pid was handed out): ``sig`` to its process group, SIGKILL after
+        ``grace_s`` (s). No request is taken after this."""
+        self._close_requests()
+        deadline = time.monotonic() + grace_s
+        with self._lock:
+            self._lock.wait_for(lambda: self._closed, grace_s)
+            running = self._started - self._exits.keys()
+        for stop in (sig, signal.SIGKILL):
+            for pid in running:
+                _signal_job(pid, stop)
+            with self._lock:
+                left = max(0.0, deadline - time.monotonic()) if stop == sig else grace_s
+                if self._lock.wait_for(lambda: running <= self._exits.keys(), left):
+                    return
+
+    def _end_group(self, sig: int) -> None:
+        """``sig`` to the server's process group: the server and the helpers its imports started
+        (jobs lead groups of their own)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    def close(self, kill: bool = False) -> None:
+        """Let the server end (it waits for its running jobs; ``kill``: now, its jobs die with it),
+        end what its imports started and release its pipes; a dead server is no error."""
+        if kill:
+            self._end_group(signal.SIGKILL)
+        self._close_requests()
         try:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self._end_group(signal.SIGKILL)
             self.proc.wait()
+        self._end_group(signal.SIGKILL)
+        _LIVE.discard(self)
         self._pump.join(5)
-        if self._log is not None:
-            self._log.close()
+        self._reader.join(5)
+        if not self._reader.is_alive():
+            self._answers.close()
+        with self._lock:
+            if self._log is not None:
+                self._log.close()
+
+
+def _signal_job(pid: int, sig: int) -> None:
+    """``sig`` to a forked job's process group, or to the job alone before it has made its group
+    (it holds the signal back until its handlers are set)."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    except PermissionError:
+        pass
+
+
+_LIVE: set[ForkServer] = set()  # servers not closed yet: killed when this process exits
+
+
+@atexit.register
+def _kill_live() -> None:
+    for server in list(_LIVE):
+        server.close(kill=True)
 
 
 def server_modules(task: str, preloads: Iterable[str]) -> list[str]:
@@ -354,6 +456,6 @@ def claim(modules: Sequence[str], log: Path) -> ForkServer:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), sys.argv[2:])
+    serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:])
     sys.stdout.flush()
     os._exit(0)  # every job has ended: skip tearing down torch's modules (~1 s)

@@ -110,8 +110,30 @@ def _usage_exit(message: str) -> NoReturn:
 # ---------------------------------------------------------------------------- options
 
 
+# the highest value of each numeric launcher option, and its unit: beyond it a study would wait
+# "forever" (cooldown_s=1e300 hangs after the first job) or ask for more than a host has
+MAXIMA: dict[str, tuple[float, str]] = {
+    "timeout_s": (604_800.0, "s (7 days)"),
+    "cooldown_s": (3_600.0, "s (1 hour)"),
+    "gpus_per_job": (256, "GPUs"),
+    "max_parallel": (1024, "jobs"),
+}
+
+
+def above_maxima(
+    values: Mapping[str, object], maxima: Mapping[str, tuple[float, str]]
+) -> list[str]:
+    """``hydra.launcher.<key>=<value> is out of range`` for each value above its maximum."""
+    return [
+        f"hydra.launcher.{key}={value:g} is out of range: at most {high:g} {unit}"
+        for key, (high, unit) in maxima.items()
+        if isinstance(value := values.get(key), (int, float)) and value > high
+    ]
+
+
 def option_problems(conf: LlemLauncherConf) -> list[str]:
-    """What is out of range in the launcher's options (empty when all is well)."""
+    """What is out of range in the launcher's options (empty when all is well): the lower bounds
+    here, the upper ones in :data:`MAXIMA`."""
     checks = (
         (conf.timeout_s is not None and not conf.timeout_s > 0, "timeout_s must be > 0 or null"),
         (not conf.cooldown_s >= 0, "cooldown_s must be >= 0"),
@@ -121,7 +143,8 @@ def option_problems(conf: LlemLauncherConf) -> list[str]:
             "max_parallel must be >= 1 or null",
         ),
     )
-    return [f"hydra.launcher.{text}" for bad, text in checks if bad]
+    values = {key: getattr(conf, key) for key in MAXIMA}
+    return [f"hydra.launcher.{text}" for bad, text in checks if bad] + above_maxima(values, MAXIMA)
 
 
 def launcher_options(params: Mapping[str, object]) -> LlemLauncherConf:
@@ -397,9 +420,11 @@ class Scheduler:
                 f"\n[llem] {stopped.description}: stopping the running job(s); finished results "
                 "are kept"
             )
+            if self.server is not None:  # every forked job, also one whose start was cut short
+                self.server.stop_jobs(signal.SIGINT, KILL_GRACE_S)
             for job in list(self.running):
                 self._stop(job, signal.SIGINT)
-                if self._finished(job) and job.status is JobStatus.OK:
+                if job.proc is not None and self._finished(job) and job.status is JobStatus.OK:
                     self._settle(job)  # it finished just before the signal: keep its result
                     continue
                 job.status, job.error = JobStatus.INTERRUPTED, f"stopped by {stopped.description}"
@@ -423,8 +448,8 @@ class Scheduler:
             self.free.remove(entry)
             job = self.todo.popleft()
             job.slot = entry[0]
+            self.running.append(job)  # first: a stop during its start stops and records it
             self._start(job)
-            self.running.append(job)
             _print(
                 f"[llem] job {self._position(job)} started: {job.label}"
                 + (f" on {job.slot}" if job.slot else "")
@@ -703,8 +728,15 @@ def _resume(jobs: list[Job], resume: bool) -> None:
         elif problem is not None:
             _print(f"[llem] job {job.num} will run again: {problem}")
         replaced = job.folder.parent / REPLACED_DIR / f"{job.folder.name}-{time.time_ns()}"
-        replaced.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(job.folder, replaced)
+        try:
+            replaced.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(job.folder, replaced)
+        except OSError as exc:  # permissions, a file in the way, a busy or read-only folder
+            why = exc.strerror or str(exc).splitlines()[0][:200]
+            _usage_exit(
+                f"cannot move the earlier outcome of job {job.num} ({job.folder}) aside to "
+                f"{replaced.parent} ({why}): make both writable, or use another hydra.sweep.dir"
+            )
 
 
 def _result_problem(folder: Path) -> str | None:

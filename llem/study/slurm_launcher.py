@@ -47,12 +47,22 @@ from llem.study.launcher import (
     _resume,
     _tail,
     _write_plan,
+    above_maxima,
     prepare_jobs,
     task_path,
 )
 from llem.study.scan import read_result
 
 LLEM_KEYS = ("resume", "poll_s", "pending_timeout_min", "grace_min", "lost_after_s")
+# the highest value of each option llem waits on, and its unit (beyond: a wait without end)
+MAXIMA: dict[str, tuple[float, str]] = {
+    "poll_s": (600.0, "s"),
+    "timeout_min": (43_200.0, "min (30 days)"),
+    "grace_min": (1_440.0, "min (1 day)"),
+    "pending_timeout_min": (43_200.0, "min (30 days)"),
+    "lost_after_s": (86_400.0, "s (1 day)"),
+    "array_parallelism": (100_000.0, "jobs"),
+}
 
 
 class SlurmLauncherLike(Protocol):
@@ -138,10 +148,13 @@ class Watch:
     def of(cls, params: dict[str, object]) -> Watch:
         def number(key: str) -> float:
             value = params.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise UsageError(f"hydra.launcher.{key}={value} must be a positive number")
             return float(value)
 
+        problems = above_maxima(params, MAXIMA)
+        if problems:
+            raise UsageError("; ".join(problems))
         pending = params.get("pending_timeout_min")
         return cls(
             poll_s=number("poll_s"),
