@@ -67,6 +67,19 @@ def config_with(**changes: object) -> dict:
     return cfg
 
 
+def command_lines() -> list[tuple[int, list[bytes]]]:
+    """(pid, argv) of every process whose command line can be read now."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            found.append((int(entry.name), (entry / "cmdline").read_bytes().split(b"\0")))
+        except OSError:
+            continue
+    return found
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` is a live process (a zombie waiting for its reaper is dead)."""
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import LLEM, REPO, gone_within, run_llem
+from tests.helpers import LLEM, REPO, command_lines, gone_within, run_llem
 
 pytestmark = pytest.mark.e2e
 APP = REPO / "tests" / "apps" / "trivial_app.py"
@@ -108,11 +108,7 @@ def _started_by(pid: int) -> list[str]:
     """Command lines of live llem helpers started for the llem process ``pid`` (they are given
     its pid as their argument)."""
     found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
+    for _, argv in command_lines():
         if b"llem.plotworker" in argv and str(pid).encode() in argv:
             found.append(" ".join(a.decode() for a in argv))
     return found

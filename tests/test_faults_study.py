@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import LLEM, REPO, alive, gone_within, run_llem
+from tests.helpers import LLEM, REPO, alive, command_lines, gone_within, run_llem
 
 pytestmark = pytest.mark.e2e
 APP = REPO / "tests" / "apps" / "trivial_app.py"
@@ -67,17 +67,9 @@ def _forkserver_processes(launcher: int) -> list[int]:
     """Live processes that are the fork server of ``launcher`` or were forked from it (a forked
     job keeps the server's command line)."""
     found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if (
-            b"llem.study.forkserver" in argv
-            and str(launcher).encode() in argv
-            and alive(int(entry.name))
-        ):
-            found.append(int(entry.name))
+    for pid, argv in command_lines():
+        if b"llem.study.forkserver" in argv and str(launcher).encode() in argv and alive(pid):
+            found.append(pid)
     return found
 
 
