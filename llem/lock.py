@@ -34,6 +34,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _stale(owner: tuple[int, str, str]) -> bool:
+    """Whether a lock record names a process of this host that no longer exists."""
+    pid, host, _ = owner
+    return host == socket.gethostname() and pid != os.getpid() and not _alive(pid)
+
+
 def _owner(text: str) -> tuple[int, str, str] | None:
     """(pid, host, start time) of a lock record; None when it is not one (empty, half-written)."""
     try:
@@ -79,7 +85,7 @@ class FolderLock:
         owner = _owner(os.pread(fd, 4096, 0).decode(errors="replace"))
         if owner is not None:
             pid, host, _ = owner
-            if host != socket.gethostname() or (pid != os.getpid() and _alive(pid)):
+            if not _stale(owner) and (host, pid) != (socket.gethostname(), os.getpid()):
                 raise UsageError(self._in_use(owner))
             self.warning = (
                 f"took over a stale lock of {self.path.parent} (pid {pid}, since {owner[2]}, "
@@ -90,14 +96,17 @@ class FolderLock:
         os.pwrite(fd, json.dumps(record).encode(), 0)
 
     def _held_record(self) -> tuple[int, str, str] | None:
-        """The record of the process holding the lock (it may be writing it right now)."""
+        """The record of the process holding the lock. It may be writing it right now: until then
+        the file is empty or still names the stale owner it is taking over (a process gone from
+        this host), so those are read again for up to ``RECORD_WAIT_S``."""
         deadline = time.monotonic() + RECORD_WAIT_S
         owner = None
-        while owner is None and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
                 owner = _owner(self.path.read_text())
-            if owner is None:
-                time.sleep(0.02)
+            if owner is not None and not _stale(owner):
+                return owner
+            time.sleep(0.02)
         return owner
 
     def _in_use(self, owner: tuple[int, str, str] | None) -> str:

@@ -74,9 +74,11 @@ def test_llem_nvml_meter_is_the_only_owner_with_codecarbon_on(
     simulated pynvml), llem's NVML meter measures the GPU and CodeCarbon never touches NVML."""
     log = tmp_path / "nvml.jsonl"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # NVML maps the simulated GPU
-    proc = run_llem(*SMALL_RUN, cwd=tmp_path, env=_env(log))
+    # a window long enough for CodeCarbon (it measures nothing under 0.05 s)
+    proc = run_llem(*SMALL_RUN, "n=8", "max_new_tokens=64", cwd=tmp_path, env=_env(log))
     assert proc.returncode == 0, proc.stderr
     energy = _result(tmp_path)["energy"]
+    assert energy["window_s"] > 0.1
     assert energy["meters"] == ["nvml", "codecarbon"]
     assert energy["gpu_j"] > 0 and energy["covers"] == "GPU board"
 

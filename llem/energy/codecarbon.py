@@ -29,6 +29,7 @@ from llem.quiet import quiet
 KWH_TO_J = 3.6e6
 GPU_LIBRARIES = ("pynvml", "amdsmi")  # what CodeCarbon's GPU part imports (NVIDIA, AMD)
 COVERAGE = "CPU + RAM only"
+MIN_WINDOW_S = 0.05  # CodeCarbon 3.x takes no sample at stop() within this long of the last one
 NOT_INSTALLED = "codecarbon is not installed (pip install llenergymeasure[codecarbon])"
 GPU_PART_ON = (
     "CodeCarbon was imported in this process before llem with its GPU part on (it would read the "
@@ -126,6 +127,14 @@ def gpu_reason(gpu_meter: str | None) -> str:
     )
 
 
+def no_figure(name: str) -> str:
+    """Why CodeCarbon's figure ``name`` is null."""
+    return (
+        f"CodeCarbon gave no {name} in a measured window (it measures nothing in a window under "
+        f"{MIN_WINDOW_S} s, and counts this process's CPU time only)"
+    )
+
+
 @dataclass
 class CarbonFigures:
     """CodeCarbon's figures summed over the windows measured so far, keyed by the result's field
@@ -144,7 +153,7 @@ class CarbonFigures:
                 self.sums[name] = self.sums.get(name, 0.0) + value
             else:
                 self.sums.pop(name, None)
-                self.null_reasons[name] = f"CodeCarbon gave no {name} in a measured window"
+                self.null_reasons[name] = no_figure(name)
 
 
 class CodeCarbonMeter:
@@ -227,7 +236,7 @@ class CodeCarbonMeter:
                 total if total > 0 else None,
                 self._t0,
                 t1,
-                None if total > 0 else "CodeCarbon estimated no energy",
+                None if total > 0 else no_figure("energy"),
             )
         ]
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from llem.energy.base import CPU_PACKAGE, DRAM, GPU_BOARD, Reading
 from llem.energy.baseline import IdlePower
-from llem.energy.codecarbon import CarbonFigures
+from llem.energy.codecarbon import CarbonFigures, no_figure
 from llem.result import CarbonEstimate, EnergyMetrics, EnergyReading, IdleBaseline, PrefillSplit
 
 J_PER_WH = 3600.0
@@ -57,7 +57,7 @@ def _iso(unix_s: float) -> str:
 def _carbon(fig: CarbonFigures, estimate_j: float | None) -> CarbonEstimate:
     reasons = dict(fig.null_reasons)
     if estimate_j is None:
-        reasons["energy_estimate_j"] = "CodeCarbon gave no energy in a measured window"
+        reasons["energy_estimate_j"] = no_figure("energy")
     return CarbonEstimate(
         emissions_kg_co2eq=fig.sums.get("emissions_kg_co2eq"),
         country_iso_code=fig.country,
