@@ -150,7 +150,8 @@ def compose_jobs(cl: CommandLine) -> Plan:
     host = launcher.docker.get("host")
     return Plan(
         results,
-        mode.value if isinstance(mode, Enum) else str(mode),
+        # a single run never goes through the launcher: it runs here whatever the mode says
+        (mode.value if isinstance(mode, Enum) else str(mode)) if multirun else "auto",
         str(launcher.docker.executable),
         None if host is None else str(host),
         fork=bool(launcher.get("fork", True)),
@@ -198,6 +199,13 @@ def _expand(hydra_cfg: DictConfig, overrides: list[str]) -> list[list[str]]:
     return [job for batch in batches for job in batch]
 
 
+# Hydra launchers that an extra installs (llem_slurm_base: llem_slurm's base, on submitit's)
+_LAUNCHER_EXTRAS = {
+    "joblib": "joblib",
+    **dict.fromkeys(("submitit_slurm", "submitit_local", "llem_slurm_base"), "slurm"),
+}
+
+
 def _compose(
     compose: ComposeFn, config_name: str, overrides: list[str], hydra_node: bool = False
 ) -> DictConfig:
@@ -210,6 +218,12 @@ def _compose(
         missing = exc.missing_cfg_file or ""
         if "/" in missing and exc.options is not None:
             group, option = missing.rsplit("/", 1)
+            extra = _LAUNCHER_EXTRAS.get(option) if group == "hydra/launcher" else None
+            if extra:
+                raise UsageError(
+                    f"unknown {group} '{option}': not installed: "
+                    f"pip install llenergymeasure[{extra}]"
+                ) from None
             raise UsageError(
                 f"unknown {group} '{option}': choose one of {', '.join(sorted(exc.options))}"
                 f" (e.g. {group}={sorted(exc.options)[0]})"

@@ -50,6 +50,9 @@ class BackendEntry:
     forkable: bool = True
     # modules the fork server imports once for every job (what the engine would import lazily)
     preload: tuple[str, ...] = ()
+    # True: measures a server another engine runs (not an inference backend of its own, so not
+    # listed by "No inference backend installed", the design's list of engines to install)
+    client: bool = False
 
     @property
     def install_command(self) -> str:
@@ -108,8 +111,9 @@ def validate_backend(value: object) -> BackendConfig:
 
 
 def install_lines() -> str:
-    """One aligned line per backend: ``name:  pip install ...  (description)``."""
-    entries = backends()
+    """One aligned line per inference backend (clients of a server left out):
+    ``name:  pip install ...  (description)``."""
+    entries = [e for e in backends() if not e.client]
     label = max(len(e.name) for e in entries) + 3
     command = max(len(e.install_command) for e in entries) + 2
     return "\n".join(
@@ -190,10 +194,11 @@ def _register_builtins() -> None:
             "openai",
             OpenAIConfig,
             "llem.backends.openai.backend:OpenAIBackend",
-            "an OpenAI-compatible server under a load",
-            requires=("aiohttp", "transformers"),
+            "an OpenAI-compatible server under a load; llem starting vLLM: also [vllm]",
+            requires=("aiohttp", "prometheus_client", "transformers"),
             extra="serving",
             packages=("vllm", "aiohttp"),
+            client=True,
         ),
     ):
         register_backend(entry)
