@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from llem.backends.registry import get_backend
-from llem.docker.compose import compose_line
+from llem.docker.compose import compose_line, compose_path
 from llem.study.isolation import MODE_NEEDS_DOCKER
 from tests.fake_openai_server import Program, fake_server
 from tests.helpers import REPO, run_llem
@@ -123,3 +123,15 @@ def test_slurm_controller_down_says_what_to_start_and_how_to_try_locally(tmp_pat
     assert "start slurmctld" in line and "administrators" in line
     assert line.endswith("scripts/slurm_local.sh up (in a checkout of llenergymeasure)")
     assert (REPO / "scripts" / "slurm_local.sh").is_file()
+
+
+def test_docs_errors_quotes_the_messages_as_printed() -> None:
+    from llem.backends.registry import install_lines
+
+    text = (REPO / "docs" / "errors.md").read_text()
+    assert "Error: No inference backend installed.\n" + install_lines() + "\n```" in text
+    assert "Install Docker, then: docker compose pull pytorch vllm\n(compose file: " in text
+    line = compose_line({"pytorch", "vllm"})  # the path of an installed package, shortened
+    assert line.replace(str(compose_path().parents[2]), "/…/site-packages") in text
+    assert SINFO_DOWN in text
+    assert "scripts/slurm_local.sh up (in a checkout of llenergymeasure)" in text
