@@ -78,3 +78,24 @@ def test_the_license_is_the_apache_2_0_text() -> None:
     assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
     assert text.rstrip().endswith("limitations under the License.")
     assert Path(REPO / "llem" / "py.typed").is_file()
+
+
+@pytest.mark.parametrize("dockerfile", sorted((REPO / "docker").glob("Dockerfile.*")), ids=str)
+def test_each_dockerfile_copies_what_the_build_reads(dockerfile: Path) -> None:
+    """``pip install .`` in an image needs pyproject.toml, the readme, the license file and every
+    package's folder: a file left out of COPY fails the image build."""
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.toml")
+    toml = tomllib.loads((REPO / "pyproject.toml").read_text())
+    setup = toml["tool"]["setuptools"]
+    folders = {
+        setup.get("package-dir", {}).get(p, p.replace(".", "/")).split("/")[0]
+        for p in setup["packages"]
+    }
+    needed = {"pyproject.toml", toml["project"]["readme"], *toml["project"]["license-files"]}
+    copied = {
+        src.rstrip("/")
+        for line in dockerfile.read_text().splitlines()
+        if line.startswith("COPY ")
+        for src in line.split()[1:-1]
+    }
+    assert needed | folders <= copied
