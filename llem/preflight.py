@@ -199,10 +199,10 @@ def _expand(hydra_cfg: DictConfig, overrides: list[str]) -> list[list[str]]:
     return [job for batch in batches for job in batch]
 
 
-# Hydra launchers that an extra installs (llem_slurm_base: llem_slurm's base, on submitit's)
+# Hydra launchers that an extra installs
 _LAUNCHER_EXTRAS = {
     "joblib": "joblib",
-    **dict.fromkeys(("submitit_slurm", "submitit_local", "llem_slurm_base"), "slurm"),
+    **dict.fromkeys(("submitit_slurm", "submitit_local", "llem_slurm"), "slurm"),
 }
 
 
@@ -216,14 +216,14 @@ def _compose(
         return compose(config_name, overrides=overrides, return_hydra_config=hydra_node)
     except MissingConfigException as exc:
         missing = exc.missing_cfg_file or ""
-        if "/" in missing and exc.options is not None:
-            group, option = missing.rsplit("/", 1)
-            extra = _LAUNCHER_EXTRAS.get(option) if group == "hydra/launcher" else None
-            if extra:
-                raise UsageError(
-                    f"unknown {group} '{option}': not installed: "
-                    f"pip install llenergymeasure[{extra}]"
-                ) from None
+        group, _, option = missing.rpartition("/")
+        launcher = option.removesuffix("_base")  # llem_slurm_base: defined with submitit only
+        extra = _LAUNCHER_EXTRAS.get(launcher) if group == "hydra/launcher" else None
+        if extra:
+            raise UsageError(
+                f"unknown {group} '{launcher}': not installed: pip install llenergymeasure[{extra}]"
+            ) from None
+        if group and exc.options is not None:
             raise UsageError(
                 f"unknown {group} '{option}': choose one of {', '.join(sorted(exc.options))}"
                 f" (e.g. {group}={sorted(exc.options)[0]})"

@@ -24,6 +24,10 @@ Error: No inference backend installed.
 JOBLIB_MISSING = (
     "Error: unknown hydra/launcher 'joblib': not installed: pip install llenergymeasure[joblib]\n"
 )
+SLURM_MISSING = (
+    "Error: unknown hydra/launcher 'llem_slurm': not installed: "
+    "pip install llenergymeasure[slurm]\n"
+)
 
 
 def _run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
@@ -155,6 +159,8 @@ def test_fresh_install_outside_the_repo(wheel, tmp_path):
     assert list(work.iterdir()) == []
     proc = _run([str(llem), "-m", "n=2", "hydra/launcher=joblib"], cwd=work)
     assert (proc.returncode, proc.stderr) == (2, JOBLIB_MISSING)
+    proc = _run([str(llem), "-m", "n=2", "hydra/launcher=llem_slurm"], cwd=work)
+    assert (proc.returncode, proc.stderr) == (2, SLURM_MISSING)
     assert _run([str(llem), "config"], cwd=work).returncode == 0
     compose = Path(_run([str(llem), "config", "--compose-path"], cwd=work).stdout.strip())
     assert compose.is_file() and compose.is_relative_to(venv)  # a pip install has the compose file

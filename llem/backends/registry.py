@@ -124,13 +124,14 @@ def install_lines() -> str:
 def require_backend(name: str) -> None:
     """Raise a :class:`UsageError` with the install command when backend ``name`` cannot run
     here."""
-    if not any(entry.installed() for entry in backends()):
-        raise UsageError("No inference backend installed.\n" + install_lines())
     entry = get_backend(name)
-    if not entry.installed():
-        raise UsageError(
-            f"backend '{name}' is not installed: {entry.install_command}  ({entry.description})"
-        )
+    if entry.installed():
+        return
+    if not entry.client and not any(e.installed() for e in backends()):
+        raise UsageError("No inference backend installed.\n" + install_lines())
+    raise UsageError(
+        f"backend '{name}' is not installed: {entry.install_command}  ({entry.description})"
+    )
 
 
 def load_backend(experiment: ExperimentConfig) -> Backend:

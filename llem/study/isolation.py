@@ -21,7 +21,8 @@ MODE_NEEDS_DOCKER = "hydra.launcher.mode=docker requires Docker."
 
 def launch_mode(requested: str, backends: set[str], engine: Callable[[], Engine]) -> str:
     """``subprocess`` or ``docker`` for ``requested`` (auto | subprocess | docker | other, i.e. not
-    llem's launcher); raises :class:`UsageError` when several backends cannot be isolated."""
+    llem's launcher); raises :class:`UsageError` when several backends cannot be isolated, or
+    ``docker`` is asked for and no engine answers."""
     if len(backends) < 2:
         if requested == "docker":
             _require_engine(MODE_NEEDS_DOCKER, backends, engine)
