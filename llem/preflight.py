@@ -99,7 +99,8 @@ def compose_jobs(cl: CommandLine, per_job: bool = False) -> Plan:
     host = launcher.docker.get("host")
     return Plan(
         results,
-        mode.value if isinstance(mode, Enum) else str(mode),
+        # a single run never goes through the launcher: it runs here whatever the mode says
+        (mode.value if isinstance(mode, Enum) else str(mode)) if multirun else "auto",
         str(launcher.docker.executable),
         None if host is None else str(host),
         fork=bool(launcher.get("fork", True)),

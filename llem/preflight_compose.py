@@ -39,6 +39,13 @@ def expand(hydra_cfg: DictConfig, overrides: list[str]) -> list[list[str]]:
     return [job for batch in batches for job in batch]
 
 
+# Hydra launchers that an extra installs
+_LAUNCHER_EXTRAS = {
+    "joblib": "joblib",
+    **dict.fromkeys(("submitit_slurm", "submitit_local", "llem_slurm"), "slurm"),
+}
+
+
 def compose(
     compose_fn: ComposeFn, config_name: str, overrides: list[str], hydra_node: bool = False
 ) -> DictConfig:
@@ -50,8 +57,14 @@ def compose(
         return compose_fn(config_name, overrides=overrides, return_hydra_config=hydra_node)
     except MissingConfigException as exc:
         missing = exc.missing_cfg_file or ""
-        if "/" in missing and exc.options is not None:
-            group, option = missing.rsplit("/", 1)
+        group, _, option = missing.rpartition("/")
+        launcher = option.removesuffix("_base")  # llem_slurm_base: defined with submitit only
+        extra = _LAUNCHER_EXTRAS.get(launcher) if group == "hydra/launcher" else None
+        if extra:
+            raise UsageError(
+                f"unknown {group} '{launcher}': not installed: pip install llenergymeasure[{extra}]"
+            ) from None
+        if group and exc.options is not None:
             raise UsageError(
                 f"unknown {group} '{option}': choose one of {', '.join(sorted(exc.options))}"
                 f" (e.g. {group}={sorted(exc.options)[0]})"

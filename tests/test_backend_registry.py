@@ -22,8 +22,7 @@ Error: No inference backend installed.
   pytorch:   pip install llenergymeasure[pytorch]   (PyTorch + HF Transformers)
   vllm:      pip install llenergymeasure[vllm]      (vLLM, high throughput)
   tensorrt:  pip install llenergymeasure[tensorrt]  (TensorRT-LLM, NVIDIA-optimised)
-  openai:    pip install llenergymeasure[serving]   (an OpenAI-compatible server under a load)
-"""
+"""  # the design's four lines: backend=openai measures a server, it is no engine to install
 
 
 def test_builtins_are_registered_in_order_with_their_extras():

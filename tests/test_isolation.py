@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from llem.docker.compose import compose_path, pull_command
+from llem.docker.compose import compose_line, compose_path, pull_command
 from llem.docker.engine import Engine, EngineState, probe
 from llem.errors import UsageError
 from llem.study.isolation import NEEDS_DOCKER, launch_mode
@@ -39,6 +39,7 @@ def test_no_docker_client_says_install_docker_and_pull_with_the_packaged_compose
     assert _refused(proc, tmp_path) == [
         f"Error: {NEEDS_DOCKER}",
         f"Install Docker, then: {pull_command(TWO)}",
+        compose_line(TWO),
     ]
     assert compose_path().is_file() and "pull echo pytorch" in proc.stderr
 
@@ -47,8 +48,8 @@ def test_no_docker_client_says_install_docker_and_pull_with_the_packaged_compose
 def test_client_without_engine_says_so_and_never_asks_for_mode_docker(tmp_path):
     host = f"unix://{tmp_path}/nobody.sock"
     proc = run_llem(*STUDY, f"hydra.launcher.docker.host={host}", cwd=tmp_path, env=PLUGIN)
-    first, second = _refused(proc, tmp_path)
-    assert first == f"Error: {NEEDS_DOCKER}"
+    first, second, third = _refused(proc, tmp_path)
+    assert first == f"Error: {NEEDS_DOCKER}" and third == compose_line(TWO)
     assert second.startswith("The docker client is installed but no engine answers (")
     assert second.endswith(f"then: {pull_command(TWO)}") and "Install Docker" not in second
     # the same with mode=docker given: the message does not ask for it

@@ -201,8 +201,10 @@ def test_multi_backend_needs_docker(capsys):
         check_backends(jobs, LaunchMode.auto, lambda: Engine(EngineState.NO_CLIENT))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("Error: Multi-backend studies require Docker.\nInstall Docker, then: ")
-    assert err.rstrip().endswith("pull pytorch vllm")
+    assert err.startswith(
+        "Error: Multi-backend studies require Docker.\n"
+        "Install Docker, then: docker compose pull pytorch vllm\n"
+    )
     up = Engine(EngineState.AVAILABLE, "27.0")
     assert check_backends(jobs, LaunchMode.auto, lambda: up) is LaunchMode.docker
     one = check_backends(jobs[:1], LaunchMode.auto, lambda: Engine(EngineState.NO_CLIENT))

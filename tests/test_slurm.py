@@ -181,6 +181,7 @@ def test_unknown_partition_and_controller_down(tmp_path):
     proc = run_llem("run", str(EXAMPLE), cwd=tmp_path, env={"SLURM_CONF": str(conf)}, timeout=120)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Error: the SLURM controller does not answer" in proc.stderr
+    assert "start slurmctld" in proc.stderr and "scripts/slurm_local.sh up" in proc.stderr
     assert _nothing_left(tmp_path)
 
 

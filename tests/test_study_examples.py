@@ -209,7 +209,7 @@ def test_multi_backend_example_composes_and_is_refused_before_any_job(tmp_path, 
     proc = run_llem("run", str(path), host, cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("Error: Multi-backend studies require Docker.\n")
-    assert proc.stderr.rstrip().endswith("pull pytorch vllm")
+    assert proc.stderr.splitlines()[1].endswith("then: docker compose pull pytorch vllm")
     assert not (tmp_path / "results").exists()  # nothing ran, no folder
 
 

@@ -15,6 +15,20 @@ from tests.helpers import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
+NO_BACKEND = """\
+Error: No inference backend installed.
+  pytorch:   pip install llenergymeasure[pytorch]   (PyTorch + HF Transformers)
+  vllm:      pip install llenergymeasure[vllm]      (vLLM, high throughput)
+  tensorrt:  pip install llenergymeasure[tensorrt]  (TensorRT-LLM, NVIDIA-optimised)
+"""
+JOBLIB_MISSING = (
+    "Error: unknown hydra/launcher 'joblib': not installed: pip install llenergymeasure[joblib]\n"
+)
+SLURM_MISSING = (
+    "Error: unknown hydra/launcher 'llem_slurm': not installed: "
+    "pip install llenergymeasure[slurm]\n"
+)
+
 
 def _run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
@@ -46,33 +60,89 @@ _NOT_SOURCE = shutil.ignore_patterns(
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    """The wheel, built from a copy of the source: parallel builds and the repository stay apart."""
+def dist(tmp_path_factory) -> Path:
+    """The sdist, and the wheel built from it, from a copy of the source: parallel builds and the
+    repository stay apart."""
     src = tmp_path_factory.mktemp("src") / "llenergymeasure"
     shutil.copytree(REPO, src, ignore=_NOT_SOURCE)
     out = tmp_path_factory.mktemp("dist")
-    proc = _run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(src)], cwd=out)
+    build = [sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(out), str(src)]
+    proc = _run(build, cwd=out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    (whl,) = out.glob("llenergymeasure-2.0.0-*.whl")
+    return out
+
+
+@pytest.fixture(scope="module")
+def wheel(dist) -> Path:
+    (whl,) = dist.glob("llenergymeasure-2.0.0-*.whl")
     return whl
 
 
-def test_wheel_contents(wheel):
+def _tracked() -> set[str]:
+    ls = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True)
+    return set(ls.stdout.splitlines())
+
+
+def _shipped() -> dict[str, str]:
+    """Installed path -> source path of every file the wheel must hold: the tracked modules of each
+    package pyproject.toml lists, and the tracked files its package-data patterns match."""
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.toml")
+    conf = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    tracked = _tracked()
+    shipped = {}
+    for package in conf["packages"]:
+        src = conf.get("package-dir", {}).get(package, package.replace(".", "/"))
+        dest = package.replace(".", "/")
+        data = conf.get("package-data", {}).get(package, [])
+        globbed = {str(p.relative_to(REPO)) for pattern in data for p in (REPO / src).glob(pattern)}
+        for path in (p for p in tracked if p.startswith(f"{src}/")):
+            rel = Path(path).relative_to(src)
+            if (rel.suffix == ".py" and rel.parent == Path()) or path in globbed:
+                shipped[f"{dest}/{rel}"] = path
+    return shipped
+
+
+def test_wheel_holds_exactly_the_tracked_package_files(wheel):
+    """No stray file (tests, caches, results), none missing; every tracked module of llem and
+    hydra_plugins is in a listed package; py.typed and the license ship."""
     import zipfile
 
     names = set(zipfile.ZipFile(wheel).namelist())
-    for name in (
-        "llem/conf/llem.yaml",
-        "llem/conf/model/tiny.yaml",
-        "llem/conf/__init__.py",
-        "llem/conf/hydra/callbacks/llem_summary.yaml",
-        "hydra_plugins/llem_plugins/llem_launcher.py",
-        "llem/datasets/builtin_prompts.jsonl",
-        "llem/examples/experiment.yaml.example",
-        "llem/docker/compose.yaml",
-    ):
-        assert name in names
-    assert not any(n.startswith("tests/") for n in names)
+    info = "llenergymeasure-2.0.0.dist-info/"
+    meta = {"METADATA", "WHEEL", "entry_points.txt", "top_level.txt", "RECORD", "licenses/LICENSE"}
+    shipped = _shipped()
+    assert names == set(shipped) | {info + m for m in meta}
+    sources = {p for p in _tracked() if p.startswith(("llem/", "hydra_plugins/", "conf/"))}
+    assert {p for p in sources if p.endswith(".py")} <= set(shipped.values())
+    assert {"llem/py.typed", "llem/conf/llem.yaml", "llem/docker/compose.yaml"} <= names
+    license_text = zipfile.ZipFile(wheel).read(info + "licenses/LICENSE").decode()
+    assert license_text == (REPO / "LICENSE").read_text()
+    assert "Apache License\n                           Version 2.0, January 2004" in license_text
+    metadata = zipfile.ZipFile(wheel).read(info + "METADATA").decode()
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()
+
+
+def test_sdist_holds_the_wheels_sources_and_the_project_files(dist):
+    import tarfile
+
+    (sdist,) = dist.glob("llenergymeasure-2.0.0.tar.gz")
+    top = "llenergymeasure-2.0.0/"
+    with tarfile.open(sdist) as tar:
+        names = {m.name.removeprefix(top) for m in tar.getmembers() if m.isfile()}
+    egg = "llenergymeasure.egg-info/"
+    generated = {"PKG-INFO", "setup.cfg"} | {
+        egg + f
+        for f in (
+            "PKG-INFO",
+            "SOURCES.txt",
+            "dependency_links.txt",
+            "entry_points.txt",
+            "requires.txt",
+            "top_level.txt",
+        )
+    }
+    project = {"README.md", "LICENSE", "pyproject.toml", "MANIFEST.in"}
+    assert names == set(_shipped().values()) | project | generated
 
 
 def test_fresh_install_outside_the_repo(wheel, tmp_path):
@@ -85,10 +155,12 @@ def test_fresh_install_outside_the_repo(wheel, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     proc = _run([str(llem)], cwd=work)
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("Error: No inference backend installed.\n")
-    assert "pip install llenergymeasure[pytorch]" in proc.stderr and "[vllm]" in proc.stderr
+    assert (proc.returncode, proc.stderr) == (2, NO_BACKEND)  # the design's four lines
     assert list(work.iterdir()) == []
+    proc = _run([str(llem), "-m", "n=2", "hydra/launcher=joblib"], cwd=work)
+    assert (proc.returncode, proc.stderr) == (2, JOBLIB_MISSING)
+    proc = _run([str(llem), "-m", "n=2", "hydra/launcher=llem_slurm"], cwd=work)
+    assert (proc.returncode, proc.stderr) == (2, SLURM_MISSING)
     assert _run([str(llem), "config"], cwd=work).returncode == 0
     compose = Path(_run([str(llem), "config", "--compose-path"], cwd=work).stdout.strip())
     assert compose.is_file() and compose.is_relative_to(venv)  # a pip install has the compose file

@@ -50,6 +50,9 @@ class BackendEntry:
     forkable: bool = True
     # modules the fork server imports once for every job (what the engine would import lazily)
     preload: tuple[str, ...] = ()
+    # True: measures a server another engine runs (not an inference backend of its own, so not
+    # listed by "No inference backend installed", the design's list of engines to install)
+    client: bool = False
 
     @property
     def install_command(self) -> str:
@@ -108,8 +111,9 @@ def validate_backend(value: object) -> BackendConfig:
 
 
 def install_lines() -> str:
-    """One aligned line per backend: ``name:  pip install ...  (description)``."""
-    entries = backends()
+    """One aligned line per inference backend (clients of a server left out):
+    ``name:  pip install ...  (description)``."""
+    entries = [e for e in backends() if not e.client]
     label = max(len(e.name) for e in entries) + 3
     command = max(len(e.install_command) for e in entries) + 2
     return "\n".join(
@@ -120,13 +124,14 @@ def install_lines() -> str:
 def require_backend(name: str) -> None:
     """Raise a :class:`UsageError` with the install command when backend ``name`` cannot run
     here."""
-    if not any(entry.installed() for entry in backends()):
-        raise UsageError("No inference backend installed.\n" + install_lines())
     entry = get_backend(name)
-    if not entry.installed():
-        raise UsageError(
-            f"backend '{name}' is not installed: {entry.install_command}  ({entry.description})"
-        )
+    if entry.installed():
+        return
+    if not entry.client and not any(e.installed() for e in backends()):
+        raise UsageError("No inference backend installed.\n" + install_lines())
+    raise UsageError(
+        f"backend '{name}' is not installed: {entry.install_command}  ({entry.description})"
+    )
 
 
 def load_backend(experiment: ExperimentConfig) -> Backend:
@@ -190,10 +195,11 @@ def _register_builtins() -> None:
             "openai",
             OpenAIConfig,
             "llem.backends.openai.backend:OpenAIBackend",
-            "an OpenAI-compatible server under a load",
-            requires=("aiohttp", "transformers"),
+            "an OpenAI-compatible server under a load; llem starting vLLM: also [vllm]",
+            requires=("aiohttp", "prometheus_client", "transformers"),
             extra="serving",
             packages=("vllm", "aiohttp"),
+            client=True,
         ),
     ):
         register_backend(entry)

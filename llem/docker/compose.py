@@ -1,5 +1,5 @@
-"""The compose file shipped inside the package (one service per backend image), and the command
-that pulls a study's images with it."""
+"""The compose file shipped inside the package (one service per backend image), and the design's
+commands that pull or build a study's images with it."""
 
 from __future__ import annotations
 
@@ -17,5 +17,17 @@ def compose_path() -> Path:
 
 
 def pull_command(backends: Iterable[str]) -> str:
-    """``docker compose -f <packaged file> pull <backend> ...``, ready to paste into a shell."""
-    return f"docker compose -f {shlex.quote(str(compose_path()))} pull {' '.join(sorted(backends))}"
+    """The design's ``docker compose pull <backend> ...`` (run with the packaged compose file)."""
+    return f"docker compose pull {' '.join(sorted(backends))}"
+
+
+def compose_line(backends: Iterable[str]) -> str:
+    """One line after :func:`pull_command`: where the packaged compose file is, and, while the
+    images are not published, the command that builds them (from a checkout: the build context is
+    the repository)."""
+    path = shlex.quote(str(compose_path()))
+    names = " ".join(sorted(backends))
+    return (
+        f"(compose file: docker compose -f {path} ...; the images are not published yet: "
+        f"build them in a checkout with docker compose -f llem/docker/compose.yaml build {names})"
+    )

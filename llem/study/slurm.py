@@ -16,6 +16,12 @@ from datetime import datetime
 from llem.errors import UsageError
 
 COMMAND_TIMEOUT_S = 20.0  # any one SLURM client command
+# the next steps after "the SLURM controller does not answer (...)"
+CONTROLLER_DOWN = (
+    ": start slurmctld on the controller host (SLURM_CONF or /etc/slurm/slurm.conf names it; on a "
+    "shared cluster ask its administrators), or try a local one-node cluster: "
+    "scripts/slurm_local.sh up (in a checkout of llenergymeasure)"
+)
 
 # SLURM state -> (llem job status, why); "{job}" is the SLURM job id. COMPLETED maps to ok only when
 # the job left a result.
@@ -93,13 +99,11 @@ def check_cluster(partition: str | None) -> None:
     try:
         proc = _run(["sinfo", "-h", "-o", "%P|%a"])
     except subprocess.TimeoutExpired:
-        raise UsageError(
-            f"the SLURM controller does not answer (sinfo took over {COMMAND_TIMEOUT_S:.0f} s)"
-        ) from None
+        why = f"sinfo took over {COMMAND_TIMEOUT_S:.0f} s"
+        raise UsageError(f"the SLURM controller does not answer ({why}){CONTROLLER_DOWN}") from None
     if proc.returncode != 0:
-        raise UsageError(
-            f"the SLURM controller does not answer: {_first_line(proc.stderr + proc.stdout)}"
-        )
+        why = _first_line(proc.stderr + proc.stdout)
+        raise UsageError(f"the SLURM controller does not answer ({why}){CONTROLLER_DOWN}")
     partitions = {}
     for line in proc.stdout.splitlines():
         name, _, avail = line.partition("|")
