@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from llem import resolvers
-from llem.errors import EXIT_USAGE, UsageError
+from llem.errors import EXIT_FAILED, EXIT_USAGE, RunFailed, UsageError
 from llem.plugins import register_plugins
 from llem.records import RESULT_FILE, discard_run
 
@@ -64,6 +64,9 @@ def run_job(cfg: DictConfig) -> dict[str, str | float]:
         _discard(hc, Path(str(cfg.output_dir)))
         sys.stderr.write(f"Error: stopped by {stopped.description}; nothing was recorded\n")
         raise SystemExit(stopped.exit_code) from None
+    except RunFailed as exc:  # the run's record is its error.json
+        _record_failure(run_dir, str(exc), list(hc.overrides.task))
+        raise SystemExit(EXIT_FAILED) from None
     except UsageError as exc:
         _discard(hc, Path(str(cfg.output_dir)))
         sys.stderr.write(f"Error: {exc}\n")
@@ -74,6 +77,14 @@ def run_job(cfg: DictConfig) -> dict[str, str | float]:
     if not experiment.quiet:
         print_summary(result, path)
     return {"result": str(path), "output_tokens_per_s": result.throughput.output_tokens_per_s}
+
+
+def _record_failure(run_dir: Path, message: str, overrides: list[str]) -> None:
+    """``error.json`` of a run that failed (a study records the job as failed), then the line."""
+    from llem.records import ErrorRecord, write_error
+
+    write_error(run_dir, ErrorRecord(error=message, exit_code=EXIT_FAILED, overrides=overrides))
+    sys.stderr.write(f"Error: {message}\n")
 
 
 def _keep(result: Result, run_dir: Path) -> Path:

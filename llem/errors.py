@@ -11,3 +11,11 @@ class UsageError(Exception):
 
 class ConfigError(UsageError):
     """The composed configuration does not satisfy the schema."""
+
+
+EXIT_FAILED = 1
+
+
+class RunFailed(Exception):
+    """The run ended without a measurement to report (a served run whose requests failed): printed
+    as ``Error: <message>``, exit 1, ``error.json`` in the run folder, no ``result.json``."""

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 from typing import Literal
-from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from llem.backends.openai.address import check_url
 from llem.backends.vllm.config import VllmEngineKeys
 from llem.errors import UsageError
 from llem.strict import PositiveInt
 
-LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+DAY_S = 86_400.0  # upper bound of the waits below: beyond it a typo, not a plan
 
 
 class OpenAIConfig(VllmEngineKeys):
@@ -40,15 +40,31 @@ class OpenAIConfig(VllmEngineKeys):
     )
     served_model_name: str = Field("llem", description="the model name requests carry")
     health_timeout_s: float = Field(
-        600.0, gt=0, description="wait this long for GET /health = 200 after the start (s)"
+        600.0,
+        gt=0,
+        le=DAY_S,
+        description="wait this long for GET /health = 200 after the start (s, at most a day)",
     )
     stop_timeout_s: float = Field(
-        30.0, gt=0, description="SIGTERM, then SIGKILL to the server's group after this long (s)"
+        30.0,
+        gt=0,
+        le=3600,
+        description="SIGTERM, then SIGKILL to the server's group after this long (s, <= 3600)",
     )
     metrics_interval_s: float = Field(
-        0.5, gt=0, description="Prometheus /metrics poll interval (s), into timeseries.parquet"
+        0.5,
+        ge=0.01,
+        le=3600,
+        description="Prometheus /metrics poll interval (s, 0.01-3600), into timeseries.parquet",
     )
-    request_timeout_s: PositiveInt = Field(600, description="one streamed request's limit (s)")
+    request_timeout_s: PositiveInt = Field(
+        600, le=DAY_S, description="one streamed request's limit (s, at most a day)"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url_form(cls, url: str | None) -> str | None:
+        return None if url is None else check_url(url)
 
     @model_validator(mode="after")
     def _launch_needs(self) -> OpenAIConfig:
@@ -57,12 +73,6 @@ class OpenAIConfig(VllmEngineKeys):
         if self.launch == "command" and not self.command:
             raise ValueError("backend.launch=command needs backend.command=[prog,arg,...]")
         return self
-
-
-def is_local(url: str) -> bool:
-    """True when ``url`` names this machine's loopback interface."""
-    host = urlsplit(url).hostname or ""
-    return host in LOCAL_HOSTS or host.startswith("127.")
 
 
 def require_vllm() -> None:
