@@ -241,7 +241,16 @@ def stop_served_run(tmp_path: Path, signals: list[signal.Signals], wait_s: float
     and check the stop: exit 128 + the first, no swallowed stop, no server left, no result."""
     cmd, marker = command()
     proc = subprocess.Popen(
-        [str(LLEM), *BASE, "load=poisson", "load.rate=20", "n=2000", "backend.launch=command", cmd],
+        [
+            str(LLEM),
+            *BASE,
+            "load=poisson",
+            "load.rate=20",
+            "load.duration_s=60",
+            "n=8",
+            "backend.launch=command",
+            cmd,
+        ],  # fmt: skip
         cwd=tmp_path,
         env={**os.environ, **ENV},
         stdin=subprocess.DEVNULL,
@@ -251,9 +260,9 @@ def stop_served_run(tmp_path: Path, signals: list[signal.Signals], wait_s: float
     )
     try:
         deadline = time.monotonic() + 90
-        while not survivors(marker) and time.monotonic() < deadline:
+        while not survivors(marker) and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.1)
-        assert survivors(marker), "the server never started"
+        assert survivors(marker), f"the server never started: {proc.poll()}"
         time.sleep(wait_s)
         for sig in signals:
             proc.send_signal(sig)
