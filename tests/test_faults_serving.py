@@ -245,7 +245,7 @@ def stop_served_run(tmp_path: Path, signals: list[signal.Signals], wait_s: float
             str(LLEM),
             *BASE,
             "load=poisson",
-            "load.rate=20",
+            "load.rate=300",  # a busy loop: a signal often lands inside a callback
             "load.duration_s=60",
             "n=8",
             "backend.launch=command",
