@@ -250,7 +250,7 @@ def stop_served_run(tmp_path: Path, signals: list[signal.Signals], wait_s: float
             "n=8",
             "backend.launch=command",
             cmd,
-        ],  # fmt: skip
+        ],
         cwd=tmp_path,
         env={**os.environ, **ENV},
         stdin=subprocess.DEVNULL,
