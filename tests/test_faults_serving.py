@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,7 @@ def test_usage_claims_are_capped_at_max_tokens_and_flagged() -> None:
 
 def test_event_lines_are_bounded_across_chunks() -> None:
     async def chunks() -> list[bytes]:
-        async def gen():  # type: ignore[no-untyped-def]
+        async def gen() -> AsyncIterator[bytes]:
             yield b"data: 1\n\nda"
             yield b"ta: 2\n\n"
             yield b"x" * 50

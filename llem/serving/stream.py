@@ -22,6 +22,7 @@ class (:data:`FailureKind`), never an exception.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
@@ -271,7 +272,7 @@ class StreamClient:
                     rec.fail("http_status", f"HTTP {resp.status}: {text}")
                 else:
                     await _follow(rec, sse_data(bounded_lines(resp.content.iter_any())))
-        except TimeoutError:  # aiohttp's timeouts are TimeoutErrors too
+        except asyncio.TimeoutError:  # aiohttp's too (TimeoutError itself from Python 3.11)
             rec.fail("timeout", f"no complete answer within {self.timeout_s:g} s")
         except aiohttp.ClientConnectorError as exc:
             rec.fail("connection", f"connection failed: {exc}")

@@ -7,6 +7,7 @@ pre-flight opens one TCP connection to it (:func:`check_reachable`) before anyth
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from urllib.parse import SplitResult, urlsplit
@@ -44,17 +45,18 @@ def _host_port(parts: SplitResult) -> tuple[str, int]:
     return parts.hostname or "", parts.port or SCHEMES.get(parts.scheme, 80)
 
 
-def _addresses(host: str) -> list[str]:
-    """The IP addresses ``host`` resolves to (an empty list when it does not resolve)."""
+@functools.lru_cache(maxsize=64)  # every job of a study validates the same URL
+def _addresses(host: str) -> tuple[str, ...]:
+    """The IP addresses ``host`` resolves to (empty when it does not resolve)."""
     try:
-        return [ipaddress.ip_address(host).compressed]
+        return (ipaddress.ip_address(host).compressed,)
     except ValueError:
         pass
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
-        return []
-    return [str(info[4][0]) for info in infos]
+        return ()
+    return tuple(str(info[4][0]) for info in infos)
 
 
 def is_local(url: str) -> bool:
