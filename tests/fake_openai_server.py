@@ -13,7 +13,7 @@ most ``max_running`` requests stream at once (the rest wait, as in an engine's q
 ``no_done`` (the whole stream, no ``[DONE]``), ``hang`` (headers, then nothing), ``long_line`` (one
 10 MB event line), ``deep_json`` (an event nested 200,000 deep), ``bad_json``, ``error_event`` (an
 error object in the stream), ``overclaim`` (no token ids; running usage claims ``overclaim``
-tokens).
+tokens). ``bad_metrics``: ``GET /metrics`` answers garbage.
 
 ``GET /metrics``: vLLM's gauges in the Prometheus text format; ``GET /requests``: the receive time
 (``time.perf_counter``, the same clock as the client's on Linux) and body of each request;
@@ -61,6 +61,7 @@ class Program:
     mode: str = "normal"  # one of MODES: how every ``every``-th request misbehaves
     every: int = 1
     overclaim: int = 10**9  # mode overclaim: the completion_tokens claimed
+    bad_metrics: bool = False  # GET /metrics answers text that is not the Prometheus format
 
     def args(self) -> list[str]:
         return [
@@ -74,6 +75,7 @@ class Program:
             f"--mode={self.mode}",
             f"--every={self.every}",
             f"--overclaim={self.overclaim}",
+            *(["--bad-metrics"] if self.bad_metrics else []),
         ]
 
 
@@ -205,6 +207,8 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> Body:
 
 async def _metrics(_: web.Request) -> web.Response:
     s = STATE
+    if s.program.bad_metrics:
+        return web.Response(text="vllm:num_requests_running{{{ not a metric\n")
     lines = [
         "# HELP vllm:num_requests_running Number of requests in model execution batches.",
         "# TYPE vllm:num_requests_running gauge",
@@ -310,6 +314,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=MODES, default="normal")
     parser.add_argument("--every", type=int, default=1, help="mode applies to every k-th request")
     parser.add_argument("--overclaim", type=int, default=Program.overclaim)
+    parser.add_argument("--bad-metrics", action="store_true")
     parser.add_argument(
         "--port", type=int, default=0, help="listen here and ignore stdin (a server llem starts)"
     )
@@ -326,6 +331,7 @@ def main() -> None:
         a.mode,
         a.every,
         a.overclaim,
+        a.bad_metrics,
     )
     asyncio.run(_serve(program, a.port, a.die_after_ms))
 

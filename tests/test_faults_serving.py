@@ -215,6 +215,15 @@ def test_more_failures_than_the_bound_fail_the_run(tmp_path: Path) -> None:
     assert not result_json(tmp_path)
 
 
+def test_garbage_from_metrics_is_a_counted_failed_poll(tmp_path: Path) -> None:
+    out = served(tmp_path, Program(ttft_ms=1, chunk_gap_ms=0, bad_metrics=True))
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr and "Exception in thread" not in out.stderr, out.stderr
+    (path,) = result_json(tmp_path)
+    s = json.loads(path.read_text())["serving"]
+    assert s["server_metrics_errors"] >= 1 and s["server_metrics_samples"] == 0
+
+
 def test_an_overclaiming_server_is_capped_and_warned(tmp_path: Path) -> None:
     out = served(tmp_path, Program(ttft_ms=1, chunk_gap_ms=0, mode="overclaim"))
     assert out.returncode == 0, out.stderr
