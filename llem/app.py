@@ -83,7 +83,10 @@ def _record_failure(run_dir: Path, message: str, overrides: list[str]) -> None:
     """``error.json`` of a run that failed (a study records the job as failed), then the line."""
     from llem.records import ErrorRecord, write_error
 
-    write_error(run_dir, ErrorRecord(error=message, exit_code=EXIT_FAILED, overrides=overrides))
+    try:
+        write_error(run_dir, ErrorRecord(error=message, exit_code=EXIT_FAILED, overrides=overrides))
+    except OSError as exc:  # the line below is then the only record
+        message += f" (error.json not written: {exc.strerror})"
     sys.stderr.write(f"Error: {message}\n")
 
 
