@@ -64,20 +64,30 @@ def run_job(cfg: DictConfig) -> dict[str, str | float]:
         _discard(hc, Path(str(cfg.output_dir)))
         sys.stderr.write(f"Error: stopped by {stopped.description}; nothing was recorded\n")
         raise SystemExit(stopped.exit_code) from None
+    except RunFailed as exc:  # the run's record is its error.json
+        _record_failure(run_dir, str(exc), list(hc.overrides.task))
+        raise SystemExit(EXIT_FAILED) from None
     except UsageError as exc:
         _discard(hc, Path(str(cfg.output_dir)))
         sys.stderr.write(f"Error: {exc}\n")
         raise SystemExit(EXIT_USAGE) from None
-    except RunFailed as exc:
-        _discard(hc, Path(str(cfg.output_dir)))
-        sys.stderr.write(f"Error: {exc}\n")
-        raise SystemExit(EXIT_FAILED) from None
     finally:
         lock.release()
     path = _keep(result, run_dir)
     if not experiment.quiet:
         print_summary(result, path)
     return {"result": str(path), "output_tokens_per_s": result.throughput.output_tokens_per_s}
+
+
+def _record_failure(run_dir: Path, message: str, overrides: list[str]) -> None:
+    """``error.json`` of a run that failed (a study records the job as failed), then the line."""
+    from llem.records import ErrorRecord, write_error
+
+    try:
+        write_error(run_dir, ErrorRecord(error=message, exit_code=EXIT_FAILED, overrides=overrides))
+    except OSError as exc:  # the line below is then the only record
+        message += f" (error.json not written: {exc.strerror})"
+    sys.stderr.write(f"Error: {message}\n")
 
 
 def _keep(result: Result, run_dir: Path) -> Path:

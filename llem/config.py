@@ -22,7 +22,8 @@ from pydantic import (
 )
 
 from llem.backends.config import BackendConfig
-from llem.backends.openai.config import OpenAIConfig, is_local
+from llem.backends.openai.address import is_local
+from llem.backends.openai.config import OpenAIConfig
 from llem.backends.pytorch.config import PyTorchConfig
 from llem.backends.registry import validate_backend
 from llem.energy.config import EnergyConfig

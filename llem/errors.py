@@ -15,8 +15,9 @@ class ConfigError(UsageError):
 
 
 class RunFailed(Exception):
-    """A run that cannot go on for a reason llem can name (the model does not fit in memory):
-    printed as ``Error: <message>``, exit 1, no traceback."""
+    """A run that ended without a measurement, for a reason llem can name (the model does not fit in
+    memory; a served run whose requests failed): printed as ``Error: <message>``, exit 1,
+    ``error.json`` in the run folder, no ``result.json``, no traceback."""
 
 
 def out_of_memory(exc: BaseException) -> bool:

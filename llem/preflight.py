@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -245,6 +246,7 @@ class _SectionChecks:
 
     def job(self, exp: ExperimentConfig) -> None:
         from llem.backends import require_backend
+        from llem.backends.openai.address import check_reachable
         from llem.backends.openai.config import OpenAIConfig, require_vllm
         from llem.datasets import check_dataset
         from llem.models.source import check_model, model_context
@@ -254,6 +256,8 @@ class _SectionChecks:
         served_by_vllm = isinstance(exp.backend, OpenAIConfig) and exp.backend.launch == "vllm"
         if not self.in_containers and served_by_vllm:
             self._once("server:vllm", require_vllm)  # backend=openai starting vLLM: the extra
+        if isinstance(exp.backend, OpenAIConfig) and exp.backend.launch == "none":  # it answers
+            self._once(f"url:{exp.backend.url}", partial(check_reachable, str(exp.backend.url)))
         self._once(f"model:{exp.model!r}", lambda: check_model(exp.model))
         available = self._once(f"dataset:{exp.dataset!r}", lambda: check_dataset(exp.dataset))
         self._once(f"energy:{exp.energy!r}", lambda: _check_energy(exp))

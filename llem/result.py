@@ -372,6 +372,12 @@ class ServingReport(_Model):
         description="requests whose input tokens (counted here) differ from the server's count"
     )
     errors: list[str] = Field(description="distinct errors of failed requests (at most 10)")
+    failures: dict[str, int] = Field(
+        {}, description="failed requests per class (connection, http_status, truncated, ...)"
+    )
+    usage_overclaims: int = Field(
+        0, description="requests whose server claimed more tokens than max_tokens (capped)"
+    )
     server_metrics_samples: int = Field(description="Prometheus rows in timeseries.parquet")
     server_metrics_errors: int = Field(description="/metrics polls that failed")
 

@@ -5,6 +5,10 @@ thread, so ``finally`` blocks stop child processes and write what finished; furt
 stopping are ignored (a second Ctrl-C gives no traceback). The process then exits with
 ``128 + signal``, the shell's convention (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 
+An asyncio loop run by :func:`run_stoppable` gets the stop as a cancellation of its main task
+instead (an exception raised inside one of the loop's callbacks would be logged and swallowed);
+once the loop has unwound, :class:`Stopped` is raised as everywhere else.
+
 :func:`die_with_parent` makes a child process end when its parent dies, even by SIGKILL
 (Linux ``PR_SET_PDEATHSIG``; elsewhere a no-op, said in the docs).
 """
@@ -12,15 +16,16 @@ stopping are ignored (a second Ctrl-C gives no traceback). The process then exit
 from __future__ import annotations
 
 import _thread
+import asyncio
 import contextlib
 import ctypes
 import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from sys import UnraisableHookArgs
@@ -30,6 +35,9 @@ _PR_SET_PDEATHSIG = 1
 REDELIVER_S = 0.05  # a swallowed or deferred stop is raised again this much later
 _IMPORT_MACHINERY = "<frozen importlib"  # the code of Python's import system
 _ENDING = [False]  # a stop was raised in this process (in any, nested, stop_on_signals block)
+# while run_stoppable runs a loop: how a stop reaches it (instead of raising in the main thread)
+_LOOP_STOPS: list[Callable[[int], None]] = []
+T = TypeVar("T")
 
 
 class Stopped(BaseException):
@@ -85,6 +93,9 @@ def stop_on_signals() -> Iterator[None]:
             deliver_later(signum, again=False)
             return
         stopping = _ENDING[0] = True
+        if _LOOP_STOPS:  # an asyncio loop runs: cancel it (it raises Stopped once unwound)
+            _LOOP_STOPS[-1](signum)
+            return
         raise Stopped(signum)
 
     previous_hook = sys.unraisablehook
@@ -108,6 +119,40 @@ def stop_on_signals() -> Iterator[None]:
         else:
             for s, h in previous.items():
                 signal.signal(s, h)
+
+
+def run_stoppable(main: Coroutine[object, object, T]) -> T:
+    """``asyncio.run(main)`` inside :func:`stop_on_signals`: a stop cancels ``main`` (its tasks
+    unwind, their ``finally`` blocks run), then :class:`Stopped` is raised here."""
+    got: list[int] = []
+    running: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[T]]] = []
+
+    def stop(signum: int) -> None:  # in the signal handler: only wake the loop
+        got.append(signum)
+        for loop, task in running:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(task.cancel)
+
+    async def guarded() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        running.append((asyncio.get_running_loop(), task))
+        if got:  # stopped before the loop ran
+            raise asyncio.CancelledError
+        return await main
+
+    _LOOP_STOPS.append(stop)
+    try:
+        result = asyncio.run(guarded())
+    except asyncio.CancelledError:
+        if not got:
+            raise
+    finally:
+        _LOOP_STOPS.remove(stop)
+        main.close()  # never awaited when stopped before the loop ran
+    if got:
+        raise Stopped(got[0])
+    return result
 
 
 def ignore_signals() -> None:

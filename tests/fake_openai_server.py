@@ -9,6 +9,12 @@ request asks ``return_token_ids`` (as vLLM does); running usage when it asks
 ``continuous_usage_stats``. ``cut_after`` stops streams early (a server shut down mid-stream). At
 most ``max_running`` requests stream at once (the rest wait, as in an engine's queue).
 
+``mode`` makes every ``every``-th request (1: all) misbehave: ``status500`` (HTTP 500),
+``no_done`` (the whole stream, no ``[DONE]``), ``hang`` (headers, then nothing), ``long_line`` (one
+10 MB event line), ``deep_json`` (an event nested 200,000 deep), ``bad_json``, ``error_event`` (an
+error object in the stream), ``overclaim`` (no token ids; running usage claims ``overclaim``
+tokens). ``bad_metrics``: ``GET /metrics`` answers garbage.
+
 ``GET /metrics``: vLLM's gauges in the Prometheus text format; ``GET /requests``: the receive time
 (``time.perf_counter``, the same clock as the client's on Linux) and body of each request;
 ``GET /cpu``: the server's CPU time (s); ``GET /health``: 200.
@@ -52,6 +58,10 @@ class Program:
     cut: str = (
         "end"  # end: finish the response without [DONE] (vLLM on SIGTERM); abort: drop the TCP
     )
+    mode: str = "normal"  # one of MODES: how every ``every``-th request misbehaves
+    every: int = 1
+    overclaim: int = 10**9  # mode overclaim: the completion_tokens claimed
+    bad_metrics: bool = False  # GET /metrics answers text that is not the Prometheus format
 
     def args(self) -> list[str]:
         return [
@@ -62,7 +72,17 @@ class Program:
             *([] if self.token_ids else ["--no-token-ids"]),
             f"--cut-after={self.cut_after}",
             f"--cut={self.cut}",
+            f"--mode={self.mode}",
+            f"--every={self.every}",
+            f"--overclaim={self.overclaim}",
+            *(["--bad-metrics"] if self.bad_metrics else []),
         ]
+
+
+MODES = (
+    "normal", "status500", "no_done", "hang", "long_line", "deep_json", "bad_json", "error_event",
+    "overclaim",
+)  # fmt: skip
 
 
 @dataclass
@@ -95,6 +115,12 @@ async def _stream(request: web.Request) -> web.StreamResponse:
     received = time.perf_counter()
     body: Body = await request.json()
     state.received.append((received, body))
+    p = state.program
+    mode = p.mode if len(state.received) % p.every == 0 else "normal"
+    if mode == "status500":
+        return web.json_response({"error": {"message": "fake failure"}}, status=500)
+    if mode in _BROKEN or mode == "hang":
+        return await _broken(request, mode)
     chat = request.path.endswith("/chat/completions")
     max_tokens = body.get("max_tokens")
     n = max_tokens if isinstance(max_tokens, int) else 16
@@ -113,7 +139,6 @@ async def _stream(request: web.Request) -> web.StreamResponse:
         state.waiting -= 1
         state.running += 1
         try:
-            p = state.program
             if chat:
                 role = {"index": 0, "delta": {"role": "assistant", "content": ""}}
                 await response.write(_sse({**base, "choices": [role]}))
@@ -129,7 +154,11 @@ async def _stream(request: web.Request) -> web.StreamResponse:
                     "choices": [_choice(chat, ids, body, "length" if sent == n else None)],
                 }
                 if options.get("continuous_usage_stats"):
-                    chunk["usage"] = _usage(prompt_tokens, sent)
+                    claimed = p.overclaim if mode == "overclaim" else sent
+                    chunk["usage"] = _usage(prompt_tokens, claimed)
+                if mode == "overclaim":
+                    for choice in chunk["choices"]:  # type: ignore[attr-defined]
+                        choice.pop("token_ids", None)
                 await response.write(_sse(chunk))
                 if p.cut_after and sent >= p.cut_after:
                     if p.cut == "abort" and request.transport is not None:
@@ -140,9 +169,30 @@ async def _stream(request: web.Request) -> web.StreamResponse:
                 if options.get("include_usage"):
                     usage = _usage(prompt_tokens, n)
                     await response.write(_sse({**base, "choices": [], "usage": usage}))
-                await response.write(b"data: [DONE]\n\n")
+                if mode != "no_done":
+                    await response.write(b"data: [DONE]\n\n")
         finally:
             state.running -= 1
+    await response.write_eof()
+    return response
+
+
+_BROKEN = {
+    "long_line": b"data: " + b"x" * (10 * 2**20) + b"\n\n",
+    "deep_json": b"data: " + b"[" * 200_000 + b"]" * 200_000 + b"\n\n",
+    "bad_json": b"data: {not json\n\n",
+    "error_event": b'data: {"error": {"message": "fake engine error", "code": 500}}\n\n',
+}
+
+
+async def _broken(request: web.Request, mode: str) -> web.StreamResponse:
+    """A 200 stream that is broken in the way ``mode`` says (``hang``: never sends a byte)."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    if mode == "hang":
+        await asyncio.sleep(3600)
+    await response.write(_BROKEN[mode])
+    await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response
 
@@ -157,6 +207,8 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> Body:
 
 async def _metrics(_: web.Request) -> web.Response:
     s = STATE
+    if s.program.bad_metrics:
+        return web.Response(text="vllm:num_requests_running{{{ not a metric\n")
     lines = [
         "# HELP vllm:num_requests_running Number of requests in model execution batches.",
         "# TYPE vllm:num_requests_running gauge",
@@ -259,6 +311,10 @@ def main() -> None:
     parser.add_argument("--no-token-ids", action="store_true")
     parser.add_argument("--cut-after", type=int, default=0)
     parser.add_argument("--cut", choices=["end", "abort"], default="end")
+    parser.add_argument("--mode", choices=MODES, default="normal")
+    parser.add_argument("--every", type=int, default=1, help="mode applies to every k-th request")
+    parser.add_argument("--overclaim", type=int, default=Program.overclaim)
+    parser.add_argument("--bad-metrics", action="store_true")
     parser.add_argument(
         "--port", type=int, default=0, help="listen here and ignore stdin (a server llem starts)"
     )
@@ -272,6 +328,10 @@ def main() -> None:
         not a.no_token_ids,
         a.cut_after,
         a.cut,
+        a.mode,
+        a.every,
+        a.overclaim,
+        a.bad_metrics,
     )
     asyncio.run(_serve(program, a.port, a.die_after_ms))
 

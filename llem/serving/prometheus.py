@@ -51,6 +51,9 @@ def parse_metrics(text: str) -> ServerRow:
     )
 
 
+MAX_METRICS_BYTES = 16 * 2**20  # one /metrics answer (vLLM's: ~100 KB)
+
+
 class MetricsSampler:
     """Polls ``url`` every ``interval_s`` in a daemon thread; ``rows`` is the series, ``errors``
     counts polls that failed (their time is skipped, never filled with zeros)."""
@@ -70,15 +73,19 @@ class MetricsSampler:
         self._thread: threading.Thread | None = None
 
     def sample_once(self) -> None:
+        """One poll; a failed one (no answer, over :data:`MAX_METRICS_BYTES`, not the Prometheus
+        text format) is counted in ``errors``."""
         t = self.clock()
         try:
             with urllib.request.urlopen(self.url, timeout=self.timeout_s) as resp:
-                text = resp.read().decode()
-        except (urllib.error.URLError, OSError) as exc:
+                body = resp.read(MAX_METRICS_BYTES + 1)
+            if len(body) > MAX_METRICS_BYTES:
+                raise ValueError(f"/metrics answered more than {MAX_METRICS_BYTES} bytes")
+            row = parse_metrics(body.decode())
+        except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: not the format
             self.errors += 1
-            self.last_error = str(exc)
+            self.last_error = str(exc)[:300]
             return
-        row = parse_metrics(text)
         row["time_unix_s"] = t
         self.rows.append(row)
 

@@ -26,6 +26,7 @@ from llem.clock import now_iso
 from llem.datasets import load_prompts
 from llem.energy import EnergySession, Window, quality
 from llem.energy.report import hardware_total
+from llem.errors import RunFailed
 from llem.flops import analytic_flops
 from llem.harness import Harness, MeasuredWindow
 from llem.load.config import ConcurrencyLoad, PoissonLoad, ServerLoad
@@ -43,11 +44,12 @@ from llem.result import (
     TimingMetrics,
 )
 from llem.serving.driver import LoadRun, Marks, closed_loop, open_loop
+from llem.serving.failures import failure_counts, run_failure
 from llem.serving.phases import Phase, PhaseWindows
 from llem.serving.prometheus import MetricsSampler, ServerRow
 from llem.serving.stream import StreamClient, StreamRecord, StreamRequest
 from llem.serving.window import Span, span_figures
-from llem.signals import stop_on_signals
+from llem.signals import run_stoppable, stop_on_signals
 
 MEMORY_NOT_MEASURED = "not measured: the engine runs in the server's processes"
 FLOPS_REASON = "a server has no FLOP counter: analytic only"
@@ -115,7 +117,7 @@ class ServedRun(Harness):
         backend = OpenAIBackend(cfg.backend, cfg)
         session = EnergySession(cfg.energy)
         sampler: MetricsSampler | None = None
-        with stop_on_signals():  # a signal raises Stopped here: the finally stops the server
+        with stop_on_signals():  # a signal raises Stopped (in the loop: cancels it, then Stopped)
             try:
                 session.open()
                 prompts = backend.prepare(prompt_set, measured_idx + warmup_idx)
@@ -128,7 +130,7 @@ class ServedRun(Harness):
                 session.phase("warmup")
                 t0 = time.perf_counter()
                 if warm:
-                    asyncio.run(_warm(backend, warm))
+                    run_stoppable(_warm(backend, warm))
                 warmup_s = time.perf_counter() - t0
                 sampler = MetricsSampler(
                     backend.base_url + "/metrics", backend.bcfg.metrics_interval_s
@@ -136,6 +138,9 @@ class ServedRun(Harness):
                 got = self._measure_load(backend, session, sampler, load, measured)
                 if backend.server is not None:
                     backend.server.check_alive(grace_s=2.0 if _failed(got.run.records) else 0.0)
+                failure = run_failure(got.run.records, load.max_failed_fraction)
+                if failure is not None:  # nothing, or too little, was served: no result
+                    raise RunFailed(f"the served run failed: {failure}")
                 warnings = backend.warnings() + session.warnings + session.end_checks()
                 for p in got.phases:
                     warnings += session.window_warnings(p.window)
@@ -145,7 +150,7 @@ class ServedRun(Harness):
                 if sampler is not None and sampler.rows:
                     timeseries = append_server_rows(self.run_dir / TIMESERIES_FILE, sampler.rows)
 
-        records = [r.request_record() for r in got.run.records]
+        records = [r.request_record() for r in got.run.records if r.ok]  # only what was served
         tokens = metrics.token_counts(records)
         whole = Window("whole_run", readings=[r for p in got.phases for r in p.window.readings])
         measured_window = [MeasuredWindow(whole, records, got.whole_s)]
@@ -173,7 +178,7 @@ class ServedRun(Harness):
             ),
             tokens=tokens,
             throughput=metrics.throughput(tokens, got.whole_s),
-            latency=metrics.latency([r.request_record() for r in got.run.records if r.ok]),
+            latency=metrics.latency(records),
             timing=TimingMetrics(
                 model_load_s=load_s,
                 warmup_s=warmup_s,
@@ -205,7 +210,7 @@ class ServedRun(Harness):
         sampler.start()
         windows.start()
         try:
-            run = asyncio.run(_drive(backend, load, self.cfg.n, prompts, marks))
+            run = run_stoppable(_drive(backend, load, self.cfg.n, prompts, marks))
         finally:
             phases = windows.finish()
             sampler.stop()
@@ -239,6 +244,8 @@ class ServedRun(Harness):
                 r.usage_input_tokens not in (None, r.input_tokens) for r in records
             ),
             errors=errors,
+            failures=failure_counts(records),
+            usage_overclaims=sum(r.overclaimed for r in records),
             server_metrics_samples=got.metrics_rows,
             server_metrics_errors=got.metrics_errors,
         )
@@ -268,6 +275,11 @@ class ServedRun(Harness):
             out.append(
                 f"{serving.input_mismatches} requests: the server counted other input tokens than "
                 "the local tokenizer"
+            )
+        if serving.usage_overclaims:
+            out.append(
+                f"{serving.usage_overclaims} requests: the server claimed more output tokens than "
+                f"max_new_tokens={self.cfg.max_new_tokens}; each was counted as max_new_tokens"
             )
         if serving.usage_mismatches:
             out.append(

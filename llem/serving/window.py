@@ -7,8 +7,9 @@ still in flight then finish outside it. The **whole run** spans the first send t
 Both are reported, labelled.
 
 Over a span:
-- output tokens are those whose arrival time lies in it, so energy read at its boundaries divided by
-  them is exact J/output-token;
+- output tokens are those of completed requests whose arrival time lies in it (a failed request's
+  tokens are not counted: only what was served), so energy read at its boundaries divided by them is
+  J/output-token;
 - latencies (TTFT, every inter-token gap, TPOT, E2E) are those of the requests *sent* in it that
   completed (failed ones are counted apart);
 - offered rate = requests scheduled in it / its length; achieved rate = requests completed in it /
@@ -122,7 +123,7 @@ def span_figures(
     sent = [r for r in records if r.sent_s in span]
     good = [r for r in sent if r.ok]
     done = [r for r in records if r.ok and r.done_s in span]
-    tokens = sum(1 for r in records for t in r.token_times_s if t in span)
+    tokens = sum(1 for r in records if r.ok for t in r.token_times_s if t in span)
     scheduled = sum(1 for r in records if r.scheduled_s in span)
     d = span.duration_s
     has_slo = slo.ttft_ms is not None or slo.tpot_ms is not None

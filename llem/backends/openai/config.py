@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 from typing import Literal
-from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from llem.backends.openai.address import check_url
 from llem.backends.vllm.config import VllmEngineKeys
 from llem.errors import UsageError
 from llem.strict import MAX_GAP_S, MAX_WAIT_S
 
-LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 MIN_POLL_S = 0.05  # /metrics polls at most 20 times a second
 
 
@@ -63,6 +62,11 @@ class OpenAIConfig(VllmEngineKeys):
         600, ge=1, le=int(MAX_WAIT_S), description="one streamed request's limit (s)"
     )
 
+    @field_validator("url")
+    @classmethod
+    def _url_form(cls, url: str | None) -> str | None:
+        return None if url is None else check_url(url)
+
     @model_validator(mode="after")
     def _launch_needs(self) -> OpenAIConfig:
         if self.launch == "none" and not self.url:
@@ -70,12 +74,6 @@ class OpenAIConfig(VllmEngineKeys):
         if self.launch == "command" and not self.command:
             raise ValueError("backend.launch=command needs backend.command=[prog,arg,...]")
         return self
-
-
-def is_local(url: str) -> bool:
-    """True when ``url`` names this machine's loopback interface."""
-    host = urlsplit(url).hostname or ""
-    return host in LOCAL_HOSTS or host.startswith("127.")
 
 
 def require_vllm() -> None:
