@@ -1,0 +1,155 @@
+"""Pre-flight checks of where a run writes: ``output_dir``, ``hydra.run.dir``, ``hydra.sweep.dir``
+and the folder names built from ``model.slug``.
+
+Each folder is never empty (``output_dir=`` would write into ``/``), holds no dangling or looping
+symbolic link, no name longer than the file system allows, can be written (a folder is made and
+removed in its nearest existing parent), and is never an earlier run's folder (one run per
+folder). No secret from the environment (``HF_TOKEN`` and other ``*TOKEN*``/``*KEY``/``*SECRET*``/
+``*PASSWORD*`` values) may reach a folder name or the recorded config. Each problem is a
+:class:`~llem.errors.UsageError` naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from llem.config import ExperimentConfig
+from llem.errors import UsageError
+from llem.records import RESULT_FILE
+
+NAME_MAX = 255  # bytes in one folder or file name (Linux file systems; pathconf when it answers)
+PATH_MAX = 4095  # bytes in a whole path
+# a run folder name beyond its slug: "_<backend>_2026-01-31T12-00-NN" (a job: "<num>_..")
+_RUN_NAME_EXTRA = 24
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|(^|_)(API_)?KEY$", re.I)
+_SECRET_MIN_LEN = 8  # shorter values ("1", "true") are flags, not secrets
+
+
+def secrets() -> dict[str, str]:
+    """The environment's secrets, by variable name: values of secret-like variables."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if _SECRET_NAME.search(name) and len(value) >= _SECRET_MIN_LEN
+    }
+
+
+def check_overrides(overrides: Iterable[str], multirun: bool) -> None:
+    """The command line's overrides: none reads a secret from the environment; each literal
+    ``hydra.run.dir``/``hydra.sweep.dir`` is a sound folder; a single run's ``hydra.run.dir``
+    holds no earlier result."""
+    found = secrets()
+    for override in overrides:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        for name, secret in found.items():
+            if f"oc.env:{name}" in value.replace(" ", "") or secret in value:
+                raise UsageError(
+                    f"{key} would hold the value of ${name}: a secret is never written into "
+                    "folder names, hydra.yaml or result.json; give a plain value (llem and the "
+                    "hub read it from the environment themselves)"
+                )
+        if key not in ("hydra.run.dir", "hydra.sweep.dir"):
+            continue
+        literal = value.split("${", 1)[0].strip("'\"")
+        if not literal and "${" not in value:
+            raise UsageError(f"{key} is empty: give a folder, e.g. {key}=results/my-run")
+        if literal:
+            check_folder(key, literal)
+        if key == "hydra.run.dir" and not multirun and literal == value.strip("'\""):
+            _one_run_per_folder(Path(literal).expanduser())
+
+
+def _one_run_per_folder(folder: Path) -> None:
+    if (folder / RESULT_FILE).exists():
+        raise UsageError(
+            f"hydra.run.dir={folder} already holds a run's {RESULT_FILE}: one run per folder; "
+            "give a new folder (or leave hydra.run.dir out: each run gets its own)"
+        )
+
+
+def check_job(exp: ExperimentConfig) -> None:
+    """One job's names: its slug fits a folder name, no secret in the slug or ``output_dir``."""
+    from llem.paths import slugify
+
+    slug = exp.model.slug or slugify(exp.model.name_or_path)
+    room = NAME_MAX - _RUN_NAME_EXTRA - len(exp.backend.name)
+    if len(slug.encode()) > room:
+        given = "model.slug" if exp.model.slug else f"the slug of {exp.model.name_or_path}"
+        raise UsageError(
+            f"{given} is {len(slug.encode())} bytes, too long for a run folder's name (at most "
+            f"{room}): set a shorter model.slug"
+        )
+    for name, secret in secrets().items():
+        for key, value in (("model.slug", slug), ("output_dir", exp.output_dir)):
+            if secret in value:
+                raise UsageError(
+                    f"{key} holds the value of ${name}: a secret is never written into folder "
+                    "names or result.json; give a plain value"
+                )
+
+
+def check_folder(key: str, value: str) -> None:
+    """``value`` (the setting ``key``) names a folder llem can make and write."""
+    if not value.strip():
+        raise UsageError(f"{key} is empty: give a folder, e.g. {key}=results")
+    path = Path(value).expanduser().absolute()
+    if len(os.fsencode(path)) > PATH_MAX:
+        raise UsageError(f"{key}: the path is longer than {PATH_MAX} bytes: choose a shorter one")
+    existing = _existing_parent(key, path)
+    limit = _name_max(existing)
+    for name in path.parts:
+        if len(os.fsencode(name)) > limit:
+            raise UsageError(
+                f"{key}: the folder name {name[:24]}... is {len(os.fsencode(name))} bytes, "
+                f"longer than the file system allows ({limit}): choose a shorter one"
+            )
+    if not existing.is_dir():
+        raise UsageError(f"{key}={value} cannot be made: {existing} is not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".llem-write-check-", dir=existing))
+    except OSError as exc:
+        raise UsageError(
+            f"{key}={value} cannot be written ({exc.strerror} in {existing}): choose a folder "
+            "you can write"
+        ) from None
+
+
+def _existing_parent(key: str, path: Path) -> Path:
+    """The nearest part of ``path`` that exists (from the root down); a symbolic link on the way
+    that is dangling or loops is an error."""
+    existing = Path(path.anchor)
+    for part in path.parts[1:]:
+        here = existing / part
+        try:
+            here.stat()  # follows links
+        except FileNotFoundError:
+            if here.is_symlink():
+                raise UsageError(
+                    f"{key}: {here} is a dangling symbolic link (to {os.readlink(here)}): remove "
+                    "it or point it at a folder"
+                ) from None
+            return existing
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UsageError(
+                    f"{key}: {here} is a symbolic link that loops: remove it or point it at a "
+                    "folder"
+                ) from None
+            if exc.errno == errno.ENAMETOOLONG:
+                return existing  # the name is reported by the length check
+            raise UsageError(f"{key}: {here} cannot be read ({exc.strerror})") from None
+        existing = here
+    return existing
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return min(NAME_MAX, os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return NAME_MAX
