@@ -110,12 +110,12 @@ def check_folder(key: str, value: str) -> None:
                 f"longer than the file system allows ({limit}): choose a shorter one"
             )
     if not existing.is_dir():
-        raise UsageError(f"{key}={value} cannot be made: {existing} is not a folder")
+        raise UsageError(f"{key} {value} cannot be made: {existing} is not a folder")
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".llem-write-check-", dir=existing))
     except OSError as exc:
         raise UsageError(
-            f"{key}={value} cannot be written ({exc.strerror} in {existing}): choose a folder "
+            f"{key} {value} cannot be written ({exc.strerror} in {existing}): choose a folder "
             "you can write"
         ) from None
 
@@ -141,8 +141,8 @@ def _existing_parent(key: str, path: Path) -> Path:
                     f"{key}: {here} is a symbolic link that loops: remove it or point it at a "
                     "folder"
                 ) from None
-            if exc.errno == errno.ENAMETOOLONG:
-                return existing  # the name is reported by the length check
+            if exc.errno in (errno.ENAMETOOLONG, errno.ENOTDIR):
+                return existing  # reported by the length check, or as "not a folder"
             raise UsageError(f"{key}: {here} cannot be read ({exc.strerror})") from None
         existing = here
     return existing
