@@ -6,6 +6,7 @@ Kept free of test helpers: ``@hydra.main`` sets process-wide state when this mod
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,12 +50,17 @@ def run_job(cfg: DictConfig) -> dict[str, str | float]:
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    logging.raiseExceptions = False  # a log line a full disk cannot take is dropped, no traceback
     lock = FolderLock(run_dir, what="run")
     try:
         lock.acquire()
     except UsageError as exc:  # another llem owns the folder: leave it alone
         sys.stderr.write(f"Error: {exc}\n")
         raise SystemExit(EXIT_USAGE) from None
+    except OSError as exc:  # a full or vanished disk: nothing measured yet
+        _discard(hc, Path(str(cfg.output_dir)))
+        sys.stderr.write(f"Error: cannot write into {run_dir} ({exc.strerror}); nothing was run\n")
+        raise SystemExit(1) from None
     try:
         with stop_on_signals():
             experiment = validate(cfg)

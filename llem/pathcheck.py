@@ -24,6 +24,7 @@ from llem.records import RESULT_FILE
 
 NAME_MAX = 255  # bytes in one folder or file name (Linux file systems; pathconf when it answers)
 PATH_MAX = 4095  # bytes in a whole path
+MIN_FREE_BYTES = 1 << 20  # a run's result.json, time series and Hydra's files fit in 1 MiB
 # a run folder name beyond its slug: "_<backend>_2026-01-31T12-00-NN" (a job: "<num>_..")
 _RUN_NAME_EXTRA = 24
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|(^|_)(API_)?KEY$", re.I)
@@ -113,11 +114,18 @@ def check_folder(key: str, value: str) -> None:
         raise UsageError(f"{key} {value} cannot be made: {existing} is not a folder")
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".llem-write-check-", dir=existing))
+        disk = os.statvfs(existing)
     except OSError as exc:
         raise UsageError(
             f"{key} {value} cannot be written ({exc.strerror} in {existing}): choose a folder "
             "you can write"
         ) from None
+    free = disk.f_bavail * disk.f_frsize
+    if disk.f_blocks and free < MIN_FREE_BYTES:  # f_blocks 0: a file system that does not say
+        raise UsageError(
+            f"{key} {value} is on a disk with {free // 1024} KiB free (a run needs "
+            f"{MIN_FREE_BYTES >> 10} KiB): free some space or choose another folder"
+        )
 
 
 def _existing_parent(key: str, path: Path) -> Path:

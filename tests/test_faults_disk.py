@@ -3,11 +3,13 @@ secrets in names. Real ``llem`` processes, a real (small) tmpfs, real symbolic l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,64 +36,91 @@ def _no_partial_files(root: Path) -> None:
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 24 KiB tmpfs: room for Hydra's files and the log, not for the time series."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24k", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
+def tmpfs(tmp_path):
+    """``mount(size)``: a real tmpfs of ``size`` (e.g. "64k") under tmp_path, unmounted after."""
+    mounts: list[Path] = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"disk{len(mounts)}"
+        folder.mkdir()
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
+        mounts.append(folder)
+        return folder
+
     yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    for folder in mounts:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
-def test_a_full_disk_keeps_the_result_in_the_fallback_folder(tmp_path, small_disk):
-    cache = tmp_path / "cache"
-    proc = run_llem(
-        *FAST, f"output_dir={small_disk}/out", cwd=tmp_path, env={"LLEM_CACHE_DIR": str(cache)}
-    )
-    assert proc.returncode == 1, proc.stderr
-    line = _one_error_line(proc)
-    (saved,) = (cache / "unsaved").glob("*/result.json")
-    assert "No space left on device" in line and str(saved) in line
-    result = Result.model_validate_json(saved.read_bytes())
-    assert any("timeseries.parquet was not written" in w for w in result.warnings)
-    assert result.energy.timeseries is None and result.tokens.output == 4
-    _no_partial_files(small_disk)
-
-
-def test_a_run_folder_removed_mid_run_keeps_the_result(tmp_path):
-    cache, run = tmp_path / "cache", tmp_path / "run"
-    proc = subprocess.Popen(
-        [str(LLEM), *FAST, "repeats=2", "repeat_gap_s=3", f"hydra.run.dir={run}"],
+def _start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(LLEM), *FAST, "repeats=2", "repeat_gap_s=2", *args],
         cwd=tmp_path,
-        env={**os.environ, "LLEM_CACHE_DIR": str(cache)},
+        env={**os.environ, "LLEM_CACHE_DIR": str(tmp_path / "cache")},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         stdin=subprocess.DEVNULL,
     )
+
+
+def _when_loading(proc: subprocess.Popen[str], log: Path, then: Callable[[], object]) -> str:
+    """Once ``log`` says the model is loading, call ``then``; the run's stderr once it ends."""
     try:
         deadline = time.monotonic() + 120
-        log = run / "llem.log"
         while not (log.exists() and "loading" in log.read_text()):
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.05)
-        shutil.rmtree(run)  # during the model load or the 3 s gap between the repeats
-        out, err = proc.communicate(timeout=120)
+        then()  # during the model load or the gap between the two repeats
+        return proc.communicate(timeout=120)[1]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    assert done.returncode == 1, err
-    line = _one_error_line(done)
-    (saved,) = (cache / "unsaved").glob("*/result.json")
+
+
+def _fill(disk: Path) -> None:
+    """Take every free byte of ``disk``."""
+    with open(disk / "filler", "wb", buffering=0) as fh, contextlib.suppress(OSError):
+        while True:
+            fh.write(b"\0" * 4096)
+
+
+def test_a_disk_that_fills_mid_run_keeps_the_result_in_the_fallback_folder(tmp_path, tmpfs):
+    disk = tmpfs("2m")
+    proc = _start(tmp_path, f"hydra.run.dir={disk}/run")
+    err = _when_loading(proc, disk / "run" / "llem.log", lambda: _fill(disk))
+    assert proc.returncode == 1, err
+    line = _one_error_line(subprocess.CompletedProcess(proc.args, 1, "", err))
+    (saved,) = (tmp_path / "cache" / "unsaved").glob("*/result.json")
+    assert "No space left on device" in line and str(saved) in line
+    result = Result.model_validate_json(saved.read_bytes())
+    assert any("timeseries.parquet was not written" in w for w in result.warnings)
+    assert result.energy.timeseries is None and result.tokens.output == 8
+    _no_partial_files(disk)
+
+
+def test_a_disk_without_room_for_a_run_stops_in_preflight(tmp_path, tmpfs):
+    disk = tmpfs("64k")
+    proc = run_llem(*FAST, f"output_dir={disk}/out", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "KiB free" in _one_error_line(proc) and list(disk.iterdir()) == []
+
+
+def test_a_run_folder_removed_mid_run_keeps_the_result(tmp_path):
+    run = tmp_path / "run"
+    proc = _start(tmp_path, f"hydra.run.dir={run}")
+    err = _when_loading(proc, run / "llem.log", lambda: shutil.rmtree(run))
+    assert proc.returncode == 1, err
+    line = _one_error_line(subprocess.CompletedProcess(proc.args, 1, "", err))
+    (saved,) = (tmp_path / "cache" / "unsaved").glob("*/result.json")
     assert str(saved) in line and not run.exists()
     result = json.loads(saved.read_text())
     assert any("timeseries.parquet was not written" in w for w in result["warnings"])
