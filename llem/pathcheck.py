@@ -28,16 +28,29 @@ MIN_FREE_BYTES = 1 << 20  # a run's result.json, time series and Hydra's files f
 # a run folder name beyond its slug: "_<backend>_2026-01-31T12-00-NN" (a job: "<num>_..")
 _RUN_NAME_EXTRA = 24
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|(^|_)(API_)?KEY$", re.I)
+_NOT_SECRET = re.compile(r"_(PATH|FILE|DIR|URL|HOME)$", re.I)  # HF_TOKEN_PATH names a file
 _SECRET_MIN_LEN = 8  # shorter values ("1", "true") are flags, not secrets
+_READS_ENV = re.compile(r"oc\.env:\s*([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name)) and not _NOT_SECRET.search(name)
 
 
 def secrets() -> dict[str, str]:
-    """The environment's secrets, by variable name: values of secret-like variables."""
+    """The environment's secrets, by variable name: values of secret-like variables (paths
+    excluded)."""
     return {
         name: value
         for name, value in os.environ.items()
-        if _SECRET_NAME.search(name) and len(value) >= _SECRET_MIN_LEN
+        if _secret_name(name) and len(value) >= _SECRET_MIN_LEN and not os.path.exists(value)
     }
+
+
+def _secret_in(value: str, found: dict[str, str]) -> str | None:
+    """The name of the secret ``value`` reads (``${oc.env:NAME}``) or holds, or None."""
+    read = next((m for m in _READS_ENV.findall(value) if _secret_name(m)), None)
+    return read or next((name for name, secret in found.items() if secret in value), None)
 
 
 def check_overrides(overrides: Iterable[str], multirun: bool) -> None:
@@ -48,13 +61,12 @@ def check_overrides(overrides: Iterable[str], multirun: bool) -> None:
     for override in overrides:
         key, _, value = override.partition("=")
         key = key.lstrip("+~")
-        for name, secret in found.items():
-            if f"oc.env:{name}" in value.replace(" ", "") or secret in value:
-                raise UsageError(
-                    f"{key} would hold the value of ${name}: a secret is never written into "
-                    "folder names, hydra.yaml or result.json; give a plain value (llem and the "
-                    "hub read it from the environment themselves)"
-                )
+        if name := _secret_in(value, found):
+            raise UsageError(
+                f"{key} would hold the value of ${name}: a secret is never written into "
+                "folder names, hydra.yaml or result.json; give a plain value (llem and the "
+                "hub read it from the environment themselves)"
+            )
         if key not in ("hydra.run.dir", "hydra.sweep.dir"):
             continue
         literal = value.split("${", 1)[0].strip("'\"")
@@ -86,13 +98,13 @@ def check_job(exp: ExperimentConfig) -> None:
             f"{given} is {len(slug.encode())} bytes, too long for a run folder's name (at most "
             f"{room}): set a shorter model.slug"
         )
-    for name, secret in secrets().items():
-        for key, value in (("model.slug", slug), ("output_dir", exp.output_dir)):
-            if secret in value:
-                raise UsageError(
-                    f"{key} holds the value of ${name}: a secret is never written into folder "
-                    "names or result.json; give a plain value"
-                )
+    found = secrets()
+    for key, value in (("model.slug", slug), ("output_dir", exp.output_dir)):
+        if name := _secret_in(value, found):
+            raise UsageError(
+                f"{key} holds the value of ${name}: a secret is never written into folder "
+                "names or result.json; give a plain value"
+            )
 
 
 def check_folder(key: str, value: str) -> None:

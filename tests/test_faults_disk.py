@@ -1,5 +1,6 @@
 """Faults of where a run writes: a full or vanished disk, a reused run folder, hostile paths and
-secrets in names. Real ``llem`` processes, a real (small) tmpfs, real symbolic links."""
+secrets in names (docs/reliability.md, "Where a run writes"). Real ``llem`` processes, a real small
+tmpfs, real symbolic links."""
 
 from __future__ import annotations
 
@@ -187,3 +188,15 @@ def test_a_secret_from_the_environment_never_names_a_folder(tmp_path, override):
     assert proc.returncode == 2
     assert "$HF_TOKEN" in _one_error_line(proc) and token not in proc.stderr + proc.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_secret_is_refused_even_unset_and_a_path_is_no_secret(tmp_path, monkeypatch):
+    from llem.errors import UsageError
+    from llem.pathcheck import check_overrides
+
+    monkeypatch.delenv("MY_SECRET", raising=False)
+    with pytest.raises(UsageError, match=r"\$MY_SECRET"):
+        check_overrides(["model.slug=${oc.env:MY_SECRET}"], multirun=False)
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "token"))  # names a file: no secret
+    monkeypatch.setenv("DEPLOY_KEY", str(tmp_path))  # an existing path: no secret
+    check_overrides([f"output_dir={tmp_path}/token/x", "x=${oc.env:HF_TOKEN_PATH}"], False)
