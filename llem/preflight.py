@@ -278,9 +278,8 @@ def check(args: list[str]) -> list[ExperimentConfig]:
     if cl.passthrough:
         return []
     plan = compose_jobs(cl)
-    from llem import pathcheck
-
     experiments = [exp for _, exp in plan.jobs]
+    from llem import pathcheck
     from llem.docker.engine import probe
     from llem.study.isolation import launch_mode
 
