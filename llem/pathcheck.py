@@ -53,6 +53,31 @@ def _secret_in(value: str, found: dict[str, str]) -> str | None:
     return read or next((name for name, secret in found.items() if secret in value), None)
 
 
+def check_command_line(
+    overrides: list[str], multirun: bool, config_path: str | None, config_name: str
+) -> None:
+    """:func:`check_overrides` for a command line, with the ``hydra.run.dir``/``hydra.sweep.dir``
+    its experiment file (``--config-path``/``--config-name``) sets, unless overridden."""
+    from llem.yamlguard import read_experiment_yaml
+
+    file = Path(config_path or "", f"{config_name}.yaml")
+    if config_path is None or not file.is_file():
+        return check_overrides(overrides, multirun)
+    data = read_experiment_yaml(file)
+    hydra = data.get("hydra") if isinstance(data, dict) else None
+    given = {o.partition("=")[0].lstrip("+~") for o in overrides}
+    from_file = [
+        f"hydra.{mode}.dir={node['dir']}"
+        for mode in ("run", "sweep")
+        if isinstance(hydra, dict)
+        and isinstance(node := hydra.get(mode), dict)
+        and isinstance(node.get("dir"), str)
+        and f"hydra.{mode}.dir" not in given
+    ]
+    study = isinstance(hydra, dict) and str(hydra.get("mode")) == "MULTIRUN"
+    return check_overrides([*from_file, *overrides], multirun or study)
+
+
 def check_overrides(overrides: Iterable[str], multirun: bool) -> None:
     """The command line's overrides: none reads a secret from the environment; each literal
     ``hydra.run.dir``/``hydra.sweep.dir`` is a sound folder; a single run's ``hydra.run.dir``

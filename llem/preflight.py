@@ -292,7 +292,7 @@ def check(args: list[str]) -> list[ExperimentConfig]:
         from llem.study.slurm import check_cluster
 
         check_cluster(plan.slurm_partition)
-    pathcheck.check_overrides(cl.overrides, cl.multirun)
+    pathcheck.check_command_line(cl.overrides, cl.multirun, cl.config_path, cl.config_name)
     checks = _SectionChecks(in_containers=mode == "docker")
     problems = []
     for job, exp in plan.jobs:

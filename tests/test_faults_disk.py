@@ -143,6 +143,18 @@ def test_a_second_run_into_a_run_folder_stops_before_it_starts(tmp_path):
     assert reproduced.returncode == 0 and "resolved config: identical" in reproduced.stdout
 
 
+def test_an_experiment_file_naming_a_finished_run_folder_stops_before_it_starts(tmp_path):
+    (tmp_path / "exp.yaml").write_text(
+        "defaults: [llem, _self_]\nn: 2\nhydra:\n  run:\n    dir: K\n"
+    )
+    args = ["run", "exp.yaml", *FAST[1:]]
+    assert run_llem(*args, cwd=tmp_path).returncode == 0
+    before = (tmp_path / "K" / ".hydra" / "overrides.yaml").read_text()
+    second = run_llem(*args, "seed=7", cwd=tmp_path)
+    assert second.returncode == 2 and "one run per folder" in _one_error_line(second)
+    assert (tmp_path / "K" / ".hydra" / "overrides.yaml").read_text() == before
+
+
 # --------------------------------------------------------------------------- hostile paths
 
 
