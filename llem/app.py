@@ -6,6 +6,7 @@ Kept free of test helpers: ``@hydra.main`` sets process-wide state when this mod
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,12 +50,17 @@ def run_job(cfg: DictConfig) -> dict[str, str | float]:
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    logging.raiseExceptions = False  # a log line a full disk cannot take is dropped, no traceback
     lock = FolderLock(run_dir, what="run")
     try:
         lock.acquire()
     except UsageError as exc:  # another llem owns the folder: leave it alone
         sys.stderr.write(f"Error: {exc}\n")
         raise SystemExit(EXIT_USAGE) from None
+    except OSError as exc:  # a full or vanished disk: nothing measured yet
+        _discard(hc, Path(str(cfg.output_dir)))
+        sys.stderr.write(f"Error: cannot write into {run_dir} ({exc.strerror}); nothing was run\n")
+        raise SystemExit(1) from None
     try:
         with stop_on_signals():
             experiment = validate(cfg)
@@ -76,6 +82,8 @@ def run_job(cfg: DictConfig) -> dict[str, str | float]:
     path = _keep(result, run_dir)
     if not experiment.quiet:
         print_summary(result, path)
+    if path.parent != run_dir:  # kept, but not where it was asked for: the run did not succeed
+        raise SystemExit(1)
     return {"result": str(path), "output_tokens_per_s": result.throughput.output_tokens_per_s}
 
 
@@ -91,21 +99,26 @@ def _record_failure(run_dir: Path, message: str, overrides: list[str]) -> None:
 
 
 def _keep(result: Result, run_dir: Path) -> Path:
-    """Write ``result.json`` into the run folder, or, when that fails, into a fallback folder in
-    llem's cache whose path is printed: a finished measurement is never lost."""
-    from llem.paths import cache_dir, claim_unique_dir
+    """Write ``result.json`` into the run folder, or, when that fails (a full or vanished disk, a
+    read-only folder), into the first fallback that takes it (:func:`llem.records.fallbacks`),
+    saying where in one ``Error:`` line: a finished measurement is never lost."""
+    from llem.records import fallbacks
     from llem.result import write_result
 
     try:
         return write_result(result, run_dir)
     except OSError as exc:
-        fallback = Path(claim_unique_dir(str(cache_dir("unsaved") / run_dir.name)))
-        path = write_result(result, fallback)
-        sys.stderr.write(
-            f"warning: cannot write {run_dir / RESULT_FILE} ({exc.strerror}); "
-            f"the result was saved to {path}\n"
-        )
+        first = f"cannot write {run_dir / RESULT_FILE} ({exc.strerror or exc})"
+    for folder in fallbacks(run_dir.name):
+        try:
+            path = write_result(result, folder())
+        except OSError:
+            continue
+        sys.stderr.write(f"Error: {first}; the result was saved to {path}\n")
         return path
+    sys.stderr.write(f"Error: {first}, nor in any fallback folder; the result follows\n")
+    sys.stderr.write(result.model_dump_json(indent=2) + "\n")
+    raise SystemExit(1)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://llem.conf", config_name="llem")

@@ -42,7 +42,7 @@ from llem.energy.report import energy_metrics, hardware_total
 from llem.errors import RunFailed, out_of_memory
 from llem.flops import analytic_flops
 from llem.plotworker import PlotWorker, plot_worker
-from llem.records import TIMESERIES_FILE, TIMESERIES_PNG
+from llem.records import TIMESERIES_FILE, TIMESERIES_PNG, write_optional
 from llem.result import (
     ENERGY_NOT_MEASURED,
     DatasetRecord,
@@ -213,16 +213,18 @@ class Harness:
             t_write = time.perf_counter()
             if backend is not None:
                 backend.close()
-            timeseries = session.close(self.run_dir / TIMESERIES_FILE)
+            series = self.run_dir / TIMESERIES_FILE
+            timeseries, unwritten = write_optional(series.name, lambda: session.close(series))
             if plotter is not None and sys.exc_info()[0] is not None:
                 plotter.close()  # the run failed: no picture
         try:
             if timeseries and cfg.plots:
-                self._plot(self.run_dir / timeseries, plotter)
+                unwritten = self._plot(self.run_dir / timeseries, plotter)
         finally:
             if plotter is not None:
                 plotter.close()
         write_s = time.perf_counter() - t_write
+        warnings += [unwritten] if unwritten else []
 
         tokens = metrics.token_counts(records)
         window_s = sum(w.seconds for w in windows)
@@ -273,9 +275,9 @@ class Harness:
             benchmark=benchmark_report(cfg, model, energy_section, tokens.requests),
         )
 
-    def _plot(self, parquet: Path, plotter: PlotWorker | None) -> None:
+    def _plot(self, parquet: Path, plotter: PlotWorker | None) -> str | None:
         """Draw ``timeseries.png`` beside the series (in ``plotter`` when given); a failure costs
-        the picture, not the run."""
+        the picture, not the run: its warning is returned."""
         from llem.runplot import write_run_plot
 
         try:
@@ -283,8 +285,11 @@ class Harness:
                 plotter.draw(parquet, parquet.with_name(TIMESERIES_PNG))
             else:
                 write_run_plot(parquet, parquet.with_name(TIMESERIES_PNG))
-        except Exception:
-            log.exception("could not draw %s (the series is written)", TIMESERIES_PNG)
+        except Exception as exc:
+            problem = f"{TIMESERIES_PNG} was not drawn ({exc}): the result is kept without it"
+            log.warning("%s", problem)
+            return problem
+        return None
 
     def _measure(
         self, backend: Backend, session: EnergySession, batches: list[list[Prompt]], repeat: int

@@ -178,6 +178,7 @@ def check(args: list[str]) -> list[ExperimentConfig]:
     experiments = [exp for _, exp in plan.jobs]
     if plan.chdir:
         _check_chdir(experiments)
+    from llem import pathcheck
     from llem.docker.engine import probe
     from llem.study.isolation import launch_mode
 
@@ -190,8 +191,7 @@ def check(args: list[str]) -> list[ExperimentConfig]:
         from llem.study.slurm import check_cluster
 
         check_cluster(plan.slurm_partition)
-    for folder in _hydra_dirs(cl.overrides):
-        _check_writable(folder, "the output folder")
+    pathcheck.check_command_line(cl.overrides, cl.multirun, cl.config_path, cl.config_name)
     checks = _SectionChecks(in_containers=mode == "docker")
     problems = []
     for job, exp in plan.jobs:
@@ -250,6 +250,7 @@ class _SectionChecks:
         from llem.backends.openai.config import OpenAIConfig, require_vllm
         from llem.datasets import check_dataset
         from llem.models.source import check_model, model_context
+        from llem.pathcheck import check_folder, check_job
 
         if not self.in_containers:
             self._once(f"backend:{exp.backend.name}", lambda: require_backend(exp.backend.name))
@@ -261,10 +262,8 @@ class _SectionChecks:
         self._once(f"model:{exp.model!r}", lambda: check_model(exp.model))
         available = self._once(f"dataset:{exp.dataset!r}", lambda: check_dataset(exp.dataset))
         self._once(f"energy:{exp.energy!r}", lambda: _check_energy(exp))
-        self._once(
-            f"output:{exp.output_dir}",
-            lambda: _check_writable(Path(exp.output_dir).expanduser(), "output_dir"),
-        )
+        self._once(f"output:{exp.output_dir}", lambda: check_folder("output_dir", exp.output_dir))
+        check_job(exp)
         if available is not None and exp.n > available:
             raise UsageError(
                 f"n={exp.n} but the dataset has {available} prompts: set n<={available} "
@@ -353,38 +352,6 @@ def _codecarbon_countries() -> frozenset[str] | None:
 
 
 CODECARBON_MIX = "data/private_infra/global_energy_mix.json"  # inside the codecarbon package
-
-
-def _hydra_dirs(overrides: list[str]) -> list[Path]:
-    """The literal part (before any ``${...}``) of ``hydra.run.dir``/``hydra.sweep.dir``
-    overrides."""
-    dirs = []
-    for override in overrides:
-        key, _, value = override.partition("=")
-        if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir"):
-            literal = value.split("${", 1)[0].strip("'\"")
-            if literal:
-                dirs.append(Path(literal).expanduser())
-    return dirs
-
-
-def _check_writable(folder: Path, what: str) -> None:
-    """``folder`` is (or can be made as) a folder llem can write: a folder is created and removed
-    in its nearest existing ancestor, so nothing is left behind."""
-    import os
-    import tempfile
-
-    path = folder.absolute()
-    existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
-    if not existing.is_dir():
-        raise UsageError(f"{what} {folder} cannot be made: {existing} is not a folder")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".llem-write-check-", dir=existing))
-    except OSError as exc:
-        raise UsageError(
-            f"{what} {folder} cannot be written ({exc.strerror} in {existing}): choose a "
-            "folder you can write"
-        ) from None
 
 
 def experiment(*overrides: str) -> ExperimentConfig:

@@ -8,13 +8,15 @@ study's sweep folder holds ``study.json`` (:class:`StudyPlan`, the launcher's pl
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from llem.clock import now_iso
-from llem.paths import write_atomic
+from llem.paths import cache_dir, claim_unique_dir, write_atomic
 
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
@@ -31,6 +33,27 @@ SUMMARY_MD = "study_summary.md"
 PARETO_PNG = "study_pareto.png"
 LATENCY_PNG = "study_latency.png"
 SUMMARY_LOCK = ".study_summary.lock"
+
+
+def write_optional(name: str, write: Callable[[], str | None]) -> tuple[str | None, str | None]:
+    """Run ``write``, which writes the optional file ``name`` of a run (the time series, its plot)
+    and returns its file name. A full or vanished disk costs that file, never the run's result:
+    ``(None, warning)`` instead of the OSError (atomic writes leave no partial file)."""
+    try:
+        return write(), None
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        return None, f"{name} was not written ({why}): the result is kept without it"
+
+
+def fallbacks(run_name: str) -> list[Callable[[], Path]]:
+    """Where a result goes when its run folder cannot take it, in order: a new folder
+    ``<llem cache>/unsaved/<run>[-N]``, then ``<temp dir>/llem-unsaved/<run>[-N]``. Each is made
+    (:func:`llem.paths.claim_unique_dir`) only when called; making one may raise OSError."""
+    return [
+        lambda: Path(claim_unique_dir(str(cache_dir("unsaved") / run_name))),
+        lambda: Path(claim_unique_dir(str(Path(tempfile.gettempdir(), "llem-unsaved", run_name)))),
+    ]
 
 
 def discard_run(

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from llem.paths import atomic_path
+
 FILE = "timeseries.png"
 _PHASE_COLOURS = {
     "baseline": "#d9d9d9",
@@ -146,7 +148,6 @@ def write_run_plot(parquet: Path, out: Path) -> Path | None:
             ax.legend(loc="upper right", fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp")
-    fig.savefig(tmp, format="png")
-    tmp.replace(out)
+    with atomic_path(out) as tmp:  # a full disk leaves no half picture
+        fig.savefig(tmp, format="png")
     return out

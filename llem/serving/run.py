@@ -31,7 +31,7 @@ from llem.flops import analytic_flops
 from llem.harness import Harness, MeasuredWindow
 from llem.load.config import ConcurrencyLoad, PoissonLoad, ServerLoad
 from llem.paths import atomic_path
-from llem.records import TIMESERIES_FILE
+from llem.records import TIMESERIES_FILE, write_optional
 from llem.result import (
     DatasetRecord,
     FlopsMetrics,
@@ -146,9 +146,13 @@ class ServedRun(Harness):
                     warnings += session.window_warnings(p.window)
             finally:
                 backend.stop()
-                timeseries = session.close(self.run_dir / TIMESERIES_FILE)
-                if sampler is not None and sampler.rows:
-                    timeseries = append_server_rows(self.run_dir / TIMESERIES_FILE, sampler.rows)
+                series = self.run_dir / TIMESERIES_FILE
+                timeseries, unwritten = write_optional(series.name, lambda: session.close(series))
+                if sampler is not None and sampler.rows and unwritten is None:
+                    rows = sampler.rows
+                    timeseries, unwritten = write_optional(
+                        series.name, lambda: append_server_rows(series, rows)
+                    )
 
         records = [r.request_record() for r in got.run.records if r.ok]  # only what was served
         tokens = metrics.token_counts(records)
@@ -159,6 +163,7 @@ class ServedRun(Harness):
         )
         serving = self._serving(backend, session, load, got)
         warnings += self._served_checks(got.run.records, serving)
+        warnings += [unwritten] if unwritten else []
         if energy_section.total_j is None:
             warnings.append(f"energy not measured: {energy_section.reason}")
         return Result(
