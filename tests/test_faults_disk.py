@@ -168,7 +168,7 @@ def test_an_experiment_file_naming_a_finished_run_folder_stops_before_it_starts(
         ("loop", "-m hydra.sweep.dir=link", "loops"),
         (None, "output_dir=", "output_dir is empty"),
         (None, "hydra.run.dir=", "hydra.run.dir is empty"),
-        (None, "model.slug=" + "s" * 300, "model.slug is 300 bytes"),
+        (None, "model.slug=" + "s" * 300, "model.slug is 300 characters long"),
         (None, "output_dir=" + "o" * 300, "longer than the file system allows"),
         (None, "hydra.run.dir=runs/" + "r" * 300, "longer than the file system allows"),
     ],
