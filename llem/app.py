@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from hydra.conf import HydraConf
 
     from llem.result import Result
+    from llem.signals import Stopped
 
 resolvers.register()
 register_plugins()
@@ -67,8 +68,7 @@ def run_job(cfg: DictConfig) -> dict[str, str | float]:
             result = Harness(experiment, run_dir, overrides=list(hc.overrides.task)).run()
     except Stopped as stopped:
         ignore_signals()
-        _discard(hc, Path(str(cfg.output_dir)))
-        sys.stderr.write(f"Error: stopped by {stopped.description}; nothing was recorded\n")
+        _record_stop(hc, stopped, Path(str(cfg.output_dir)))
         raise SystemExit(stopped.exit_code) from None
     except RunFailed as exc:  # the run's record is its error.json
         _record_failure(run_dir, str(exc), list(hc.overrides.task))
@@ -85,6 +85,32 @@ def run_job(cfg: DictConfig) -> dict[str, str | float]:
     if path.parent != run_dir:  # kept, but not where it was asked for: the run did not succeed
         raise SystemExit(1)
     return {"result": str(path), "output_tokens_per_s": result.throughput.output_tokens_per_s}
+
+
+def _record_stop(hc: HydraConf, stopped: Stopped, output_root: Path) -> None:
+    """A stopped run is never a result. A served run stopped during its load is kept, marked
+    interrupted in ``error.json`` with what it had served (its server log beside it); any other
+    stopped run's folder is removed."""
+    from llem.records import ErrorRecord, JobStatus, write_error
+
+    run_dir = Path(hc.runtime.output_dir)
+    if stopped.progress is None:
+        _discard(hc, output_root)
+        sys.stderr.write(f"Error: stopped by {stopped.description}; nothing was recorded\n")
+        return
+    what = f"stopped by {stopped.description} ({stopped.progress}): a cut run is not a measurement"
+    record = ErrorRecord(
+        status=JobStatus.INTERRUPTED,
+        error=what,
+        exit_code=stopped.exit_code,
+        overrides=list(hc.overrides.task),
+    )
+    try:
+        write_error(run_dir, record)
+        where = f"; recorded as interrupted in {run_dir / 'error.json'}"
+    except OSError as exc:
+        where = f"; error.json not written ({exc.strerror})"
+    sys.stderr.write(f"Error: {what}{where}\n")
 
 
 def _record_failure(run_dir: Path, message: str, overrides: list[str]) -> None:

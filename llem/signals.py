@@ -46,6 +46,7 @@ class Stopped(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        self.progress: str | None = None  # what a stopped served run had done (kept as its record)
 
     @property
     def exit_code(self) -> int:

@@ -25,7 +25,7 @@ from llem.preflight import experiment
 from llem.serving.stream import StreamClient, StreamRecord, bounded_lines, request
 from tests.fake_openai_server import Program, fake_server
 from tests.helpers import LLEM, run_llem
-from tests.test_serving_run import BASE, ENV, command, survivors
+from tests.serving_helpers import BASE, ENV, command, survivors
 
 MAX_TOKENS = 8
 
@@ -295,3 +295,55 @@ def test_sigterm_during_the_load_is_a_clean_stop(tmp_path: Path, wait_s: float) 
 
 def test_repeated_signals_never_hang(tmp_path: Path) -> None:
     stop_served_run(tmp_path, [signal.SIGTERM, signal.SIGTERM, signal.SIGINT], 2.0)
+
+
+def _served_so_far(server_log: Path) -> int:
+    """How many requests the fake server behind ``server_log`` has received (0: not yet known)."""
+    import urllib.request
+
+    ports = [ln.split()[1] for ln in server_log.read_text().splitlines() if ln.startswith("PORT ")]
+    if not ports:
+        return 0
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/requests", timeout=5) as answer:
+        return len(json.load(answer))
+
+
+def test_a_served_run_stopped_during_its_load_is_kept_marked_interrupted(tmp_path: Path) -> None:
+    """SIGTERM once the measured load is under way: exit 143, no result.json, and the run folder
+    kept with error.json saying interrupted and what had been served (its .hydra/ and server log
+    beside it)."""
+    cmd, marker = command()
+    args = [*BASE, "load=poisson", "load.rate=50", "load.duration_s=60", "n=8"]
+    proc = subprocess.Popen(
+        [str(LLEM), *args, "backend.launch=command", cmd],
+        cwd=tmp_path,
+        env={**os.environ, **ENV},
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        served = 0
+        while served < 30 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            logs = list(tmp_path.rglob("server.log"))
+            served = _served_so_far(logs[0]) if logs else 0
+        assert served >= 30, f"the load never got going: {proc.poll()}"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=45)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert not result_json(tmp_path) and survivors(marker) == []
+    (error_file,) = tmp_path.rglob("error.json")
+    record = json.loads(error_file.read_text())
+    assert record["status"] == "interrupted" and record["exit_code"] == 143
+    assert "requests completed" in record["error"] and "not a measurement" in record["error"]
+    completed = int(record["error"].split("(")[1].split()[0])
+    assert completed >= 20  # at 50 req/s for over half a second, less the warm-up
+    assert (error_file.parent / ".hydra" / "hydra.yaml").is_file()
+    lines = [line for line in err.splitlines() if line.startswith("Error: ")]
+    assert len(lines) == 1 and "recorded as interrupted" in lines[0], err

@@ -35,6 +35,18 @@ class Marks:
     drain: threading.Event = field(default_factory=threading.Event)
     steady_s: float | None = None  # ramp-up over
     drain_s: float | None = None  # sending stopped
+    completed: int = 0  # requests answered in full so far
+    failed: int = 0  # requests that failed so far
+
+    def finish(self, record: StreamRecord) -> None:
+        if record.ok:
+            self.completed += 1
+        else:
+            self.failed += 1
+
+    def progress(self) -> str:
+        """What was served so far, in words."""
+        return f"{self.completed} requests completed, {self.failed} failed"
 
     def reach_steady(self) -> None:
         if not self.steady.is_set():
@@ -75,9 +87,11 @@ class _InFlight:
                 self.marks.reach_drain()
 
         try:
-            return await self.client.send(req, scheduled_s, sent)
+            record = await self.client.send(req, scheduled_s, sent)
         finally:
             self.count -= 1
+        self.marks.finish(record)
+        return record
 
 
 async def open_loop(

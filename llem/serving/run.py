@@ -49,7 +49,7 @@ from llem.serving.phases import Phase, PhaseWindows
 from llem.serving.prometheus import MetricsSampler, ServerRow
 from llem.serving.stream import StreamClient, StreamRecord, StreamRequest
 from llem.serving.window import Span, span_figures
-from llem.signals import run_stoppable, stop_on_signals
+from llem.signals import Stopped, run_stoppable, stop_on_signals
 
 MEMORY_NOT_MEASURED = "not measured: the engine runs in the server's processes"
 FLOPS_REASON = "a server has no FLOP counter: analytic only"
@@ -117,6 +117,7 @@ class ServedRun(Harness):
         backend = OpenAIBackend(cfg.backend, cfg)
         session = EnergySession(cfg.energy)
         sampler: MetricsSampler | None = None
+        marks = Marks()
         with stop_on_signals():  # a signal raises Stopped (in the loop: cancels it, then Stopped)
             try:
                 session.open()
@@ -135,7 +136,7 @@ class ServedRun(Harness):
                 sampler = MetricsSampler(
                     backend.base_url + "/metrics", backend.bcfg.metrics_interval_s
                 )
-                got = self._measure_load(backend, session, sampler, load, measured)
+                got = self._measure_load(backend, session, sampler, load, measured, marks)
                 if backend.server is not None:
                     backend.server.check_alive(grace_s=2.0 if _failed(got.run.records) else 0.0)
                 failure = run_failure(got.run.records, load.max_failed_fraction)
@@ -144,6 +145,10 @@ class ServedRun(Harness):
                 warnings = backend.warnings() + session.warnings + session.end_checks()
                 for p in got.phases:
                     warnings += session.window_warnings(p.window)
+            except Stopped as stop:
+                if sampler is not None:  # the measured load had begun: the run is kept, interrupted
+                    stop.progress = marks.progress()
+                raise
             finally:
                 backend.stop()
                 series = self.run_dir / TIMESERIES_FILE
@@ -208,9 +213,10 @@ class ServedRun(Harness):
         sampler: MetricsSampler,
         load: ServerLoad,
         prompts: list[Prompt],
+        marks: Marks,
     ) -> _Measured:
-        """Drive the load between meter windows that follow it (ramp, steady, drain)."""
-        marks = Marks()
+        """Drive the load between meter windows that follow it (ramp, steady, drain); ``marks``
+        follows the run as it goes."""
         windows = PhaseWindows(marks, lambda name: session.window(name, _no_sync))
         sampler.start()
         windows.start()
