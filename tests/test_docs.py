@@ -93,3 +93,28 @@ def test_unknown_launcher_key_hint_names_a_command_that_lists_it(tmp_path):
     assert (
         listed.returncode == 0 and "timeout_s:" in listed.stdout and "mode: auto" in listed.stdout
     )
+
+
+def test_reliability_counts_are_the_fault_tests_pytest_collects():
+    """docs/reliability.md's table of test cases per fault module lists every
+    ``tests/test_faults*.py`` with the number of cases pytest collects from it."""
+    import subprocess
+    import sys
+
+    text = (REPO / "docs" / "reliability.md").read_text(encoding="utf-8")
+    table = text.split("<!-- fault-test-counts -->")[1].split("<!-- /fault-test-counts -->")[0]
+    documented = {
+        m[0]: int(m[1]) for m in re.findall(r"\| `(tests/test_faults\w*\.py)` \| (\d+) \|", table)
+    }
+    modules = sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").glob("test_faults*.py"))
+    assert sorted(documented) == modules
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:xdist", *modules],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    collected: dict[str, int] = {}
+    for line in proc.stdout.splitlines():
+        if "::" in line:
+            module = line.split("::")[0]
+            collected[module] = collected.get(module, 0) + 1
+    assert collected == documented, proc.stdout[-2000:]
