@@ -75,7 +75,7 @@ from llem.records import (
 from llem.signals import Stopped, ignore_signals, stop_on_signals
 from llem.study.forkserver import ForkServer, claim, server_modules
 from llem.study.scan import read_result
-from llem.study.studyfiles import EXIT_UNSAVED, plan_or_exit, plan_or_warn, unwritten
+from llem.study.studyfiles import EXIT_UNSAVED, plan_or_exit, plan_or_warn, why, writing
 
 KILL_GRACE_S = 10.0
 REPLOT_S = 30.0  # the study's charts are redrawn after a job at most this often (and at the end)
@@ -448,9 +448,10 @@ class Scheduler:
             self.running.append(job)  # first: a stop during its start stops and records it
             try:
                 self._start(job)
-            except OSError as exc:  # its spec or log: the disk is full or read-only
+            except OSError as exc:  # e.g. its spec or log on a full or read-only disk
                 spec = self.sweep_dir / JOBS_DIR / f"{job.num}.pkl"
-                job.status, job.error = JobStatus.FAILED, f"not started: {unwritten(exc, spec)}"
+                job.status, job.error = JobStatus.FAILED, f"not started: {exc.filename or spec}"
+                job.error += f" ({why(exc)})"
                 job.record_error()
                 self._settle(job)
                 continue
@@ -466,7 +467,8 @@ class Scheduler:
         """The job's composed config, pickled (keeps Hydra's typed nodes; read by the same llem)."""
         spec = self.sweep_dir / JOBS_DIR / f"{job.num}.pkl"
         spec.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(spec, pickle.dumps(job.config))
+        with writing(spec):  # a failure names the spec, not its temp file
+            write_atomic(spec, pickle.dumps(job.config))
         return spec
 
     def _command(self, job: Job, spec: Path) -> tuple[list[str], dict[str, str]]:
