@@ -69,10 +69,10 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _unwritten(exc: OSError) -> str:
-    """``cannot write <file> (<reason>)`` (:func:`llem.study.studyfiles.unwritten`)."""
-    from llem.study.studyfiles import unwritten
+    """``cannot write <file> (<reason>)``, or the reason alone when no file is named."""
+    from llem.study.studyfiles import unwritten, why
 
-    return unwritten(exc, Path("study_summary.json"))
+    return unwritten(exc, Path(exc.filename)) if exc.filename else why(exc)
 
 
 def write_error_json(folder: Path, job_return: JobReturn) -> None:
@@ -105,7 +105,11 @@ class StudySummaryCallback(Callback):
                 write_error_json(Path(str(hc.runtime.output_dir)), job_return)
             write_summary(sweep_dir_of_job(hc))
         except OSError as exc:  # the disk: one line naming the file, no traceback
-            log.warning("llem: %s; the job itself is unaffected", _unwritten(exc))
+            log.error(
+                "llem: could not update the study summary after this job: %s "
+                "(the job itself is unaffected)",
+                _unwritten(exc),
+            )
         except Exception:
             log.exception(
                 "llem: could not update the study summary after this job "
@@ -124,6 +128,9 @@ class StudySummaryCallback(Callback):
 
             write_summary(sweep_dir, final=True)
         except OSError as exc:
-            log.error("llem: %s; the job results are kept", _unwritten(exc))
+            log.error(
+                "llem: could not write the final study summary: %s (the job results are kept)",
+                _unwritten(exc),
+            )
         except Exception:
             log.exception("llem: could not write the final study summary")
