@@ -95,3 +95,33 @@ def gone_within(pid: int, seconds: float = 15.0) -> bool:
     while alive(pid) and time.time() < deadline:
         time.sleep(0.05)
     return not alive(pid)
+
+
+def mount_tmpfs(folder: Path, size: str) -> None:
+    """Mount a real tmpfs of ``size`` (e.g. "2m") on ``folder`` (created); skip the test with the
+    reason where mounting is not allowed. Unmount with :func:`unmount`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
+
+
+def unmount(folder: Path) -> None:
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill_disk(disk: Path) -> Path:
+    """Take every free byte of the file system of ``disk``; the file that holds them."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler

@@ -68,6 +68,13 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _unwritten(exc: OSError) -> str:
+    """``cannot write <file> (<reason>)``, or the reason alone when no file is named."""
+    from llem.study.studyfiles import unwritten, why
+
+    return unwritten(exc, Path(exc.filename)) if exc.filename else why(exc)
+
+
 def write_error_json(folder: Path, job_return: JobReturn) -> None:
     """``error.json`` of a job whose task raised (only where the folder has no result and no
     error.json)."""
@@ -97,6 +104,12 @@ class StudySummaryCallback(Callback):
             if job_return.status == JobStatus.FAILED:
                 write_error_json(Path(str(hc.runtime.output_dir)), job_return)
             write_summary(sweep_dir_of_job(hc))
+        except OSError as exc:  # the disk: one line naming the file, no traceback
+            log.error(
+                "llem: could not update the study summary after this job: %s "
+                "(the job itself is unaffected)",
+                _unwritten(exc),
+            )
         except Exception:
             log.exception(
                 "llem: could not update the study summary after this job "
@@ -114,5 +127,10 @@ class StudySummaryCallback(Callback):
             from llem.study.summary import write_summary
 
             write_summary(sweep_dir, final=True)
+        except OSError as exc:
+            log.error(
+                "llem: could not write the final study summary: %s (the job results are kept)",
+                _unwritten(exc),
+            )
         except Exception:
             log.exception("llem: could not write the final study summary")

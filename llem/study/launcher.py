@@ -28,6 +28,7 @@ GPU slot.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
@@ -55,8 +56,6 @@ from hydra_plugins.llem_plugins.llem_launcher import (
     LlemLauncherConf,
     OnFailure,
 )
-from llem import __version__
-from llem.clock import now_iso
 from llem.docker.engine import Engine, probe
 from llem.errors import EXIT_USAGE, UsageError
 from llem.keymetrics import PROGRESS
@@ -70,15 +69,13 @@ from llem.records import (
     TIMESERIES_FILE,
     ErrorRecord,
     JobStatus,
-    PlannedJob,
-    StudyPlan,
     read_error,
     write_error,
-    write_plan,
 )
 from llem.signals import Stopped, ignore_signals, stop_on_signals
 from llem.study.forkserver import ForkServer, claim, server_modules
 from llem.study.scan import read_result
+from llem.study.studyfiles import EXIT_UNSAVED, plan_or_exit, plan_or_warn, why, writing
 
 KILL_GRACE_S = 10.0
 REPLOT_S = 30.0  # the study's charts are redrawn after a job at most this often (and at the end)
@@ -86,6 +83,7 @@ POLL_S = 0.05
 REPLACED_DIR = f"{JOBS_DIR}/replaced"  # earlier outcomes of re-run jobs (never scanned)
 FORKED = "fork server"
 FORKSERVER_LOG = "forkserver.log"
+KEPT = (JobStatus.OK, JobStatus.SKIPPED)  # the outcomes of a study that succeeded
 
 
 class JobProcess(Protocol):
@@ -189,17 +187,16 @@ class Job:
         return " ".join(self.overrides) or "(defaults)"
 
     def record_error(self) -> None:
-        """This job's ``error.json``."""
-        write_error(
-            self.folder,
-            ErrorRecord(
-                status=self.status,
-                error=self.error,
-                exit_code=self.exit_code,
-                overrides=self.overrides,
-                log=str(self.log) if self.log else None,
-            ),
+        """This job's ``error.json`` (a disk that refuses it: the summary says ``incomplete``)."""
+        record = ErrorRecord(
+            status=self.status,
+            error=self.error,
+            exit_code=self.exit_code,
+            overrides=self.overrides,
+            log=str(self.log) if self.log else None,
         )
+        with contextlib.suppress(OSError):
+            write_error(self.folder, record)
 
 
 def prepare_jobs(
@@ -398,7 +395,7 @@ class Scheduler:
         Call it inside :func:`llem.signals.stop_on_signals`: the first Ctrl-C/SIGTERM/SIGHUP stops
         the running jobs (their whole process groups, SIGKILL after the grace period); later
         signals are ignored until every job is down."""
-        from llem.study.summary import write_summary
+        from llem.study.summary import keep_summary
 
         stop = False
         try:
@@ -409,7 +406,7 @@ class Scheduler:
                     if self._finished(job):
                         self._settle(job)
                         plot = time.monotonic() >= self.plotted + REPLOT_S
-                        write_summary(self.sweep_dir, plot=plot)
+                        keep_summary(self.sweep_dir, plot=plot)
                         self.plotted = time.monotonic() if plot else self.plotted
                         stop |= job.status is not JobStatus.OK and (
                             self.conf.on_failure is OnFailure["stop"]
@@ -449,7 +446,15 @@ class Scheduler:
             job = self.todo.popleft()
             job.slot = entry[0]
             self.running.append(job)  # first: a stop during its start stops and records it
-            self._start(job)
+            try:
+                self._start(job)
+            except OSError as exc:  # e.g. its spec or log on a full or read-only disk
+                spec = self.sweep_dir / JOBS_DIR / f"{job.num}.pkl"
+                job.status, job.error = JobStatus.FAILED, f"not started: {exc.filename or spec}"
+                job.error += f" ({why(exc)})"
+                job.record_error()
+                self._settle(job)
+                continue
             _print(
                 f"[llem] job {self._position(job)} started: {job.label}"
                 + (f" on {job.slot}" if job.slot else "")
@@ -462,7 +467,8 @@ class Scheduler:
         """The job's composed config, pickled (keeps Hydra's typed nodes; read by the same llem)."""
         spec = self.sweep_dir / JOBS_DIR / f"{job.num}.pkl"
         spec.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(spec, pickle.dumps(job.config))
+        with writing(spec):  # a failure names the spec, not its temp file
+            write_atomic(spec, pickle.dumps(job.config))
         return spec
 
     def _command(self, job: Job, spec: Path) -> tuple[list[str], dict[str, str]]:
@@ -496,7 +502,7 @@ class Scheduler:
                 for j in self.jobs:
                     if j.process == FORKED and j.status in (JobStatus.PENDING, JobStatus.RUNNING):
                         j.process = f"fresh interpreter ({exc})"
-                _write_plan(self.sweep_dir, self.jobs, self.conf.mode.value)
+                plan_or_warn(self.sweep_dir, self.jobs, self.conf.mode.value)
         with job.log.open("w") as log:
             job.proc = subprocess.Popen(
                 argv,
@@ -603,6 +609,7 @@ class Study:
     ) -> None:
         self.conf, self.config = conf, config
         self.hydra_context, self.task = hydra_context, task_path(task_function)
+        self.saved = False  # whether the final summary was written
 
     def run(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
         setup_globals()
@@ -632,18 +639,20 @@ class Study:
                 stopped = self._run(jobs, sweep_dir)
         finally:
             lock.release()
+        if stopped is None and not self.saved and all(j.status in KEPT for j in jobs):
+            raise SystemExit(EXIT_UNSAVED)  # the final summary was not written (said in one line)
         return self._outcome(jobs, sweep_dir, stopped)
 
     def _run(self, jobs: list[Job], sweep_dir: Path) -> Stopped | None:
         """Plan and schedule the jobs; the summary is final when it returns (Stopped or not)."""
-        from llem.study.summary import write_summary
+        from llem.study.summary import keep_summary
 
         stopped: Stopped | None = None
         server: ForkServer | None = None
         try:
             _resume(jobs, self.conf.resume)
             server = self._fork_server(jobs, sweep_dir)
-            _write_plan(sweep_dir, jobs, self.conf.mode.value)
+            plan_or_exit(sweep_dir, jobs, self.conf.mode.value)
             scheduler = Scheduler(self.conf, sweep_dir, self.task, jobs, server)
             skipped = len(jobs) - len(scheduler.todo)
             if skipped:
@@ -660,8 +669,7 @@ class Study:
         finally:
             if server is not None:
                 server.close()
-        write_summary(sweep_dir, final=True, interrupted=stopped is not None)
-        _print(f"[llem] summary: {sweep_dir / SUMMARY_MD}")
+        self.saved = keep_summary(sweep_dir, final=True, interrupted=stopped is not None)
         return stopped
 
     def _fork_server(self, jobs: list[Job], sweep_dir: Path) -> ForkServer | None:
@@ -696,19 +704,20 @@ class Study:
             job.process = f"fresh interpreter ({problem})"
         return None
 
-    @staticmethod
-    def _outcome(jobs: list[Job], sweep_dir: Path, stopped: Stopped | None) -> list[JobReturn]:
+    def _outcome(
+        self, jobs: list[Job], sweep_dir: Path, stopped: Stopped | None
+    ) -> list[JobReturn]:
         """Exit 128 + signal when stopped; non-zero when any planned job is not ok; else the
         returns."""
         if stopped is not None:
             raise SystemExit(stopped.exit_code)
-        failed = [j for j in jobs if j.status not in (JobStatus.OK, JobStatus.SKIPPED)]
+        failed = [j for j in jobs if j.status not in KEPT]
         if failed:
             not_run = sum(j.status is JobStatus.PENDING for j in failed)
             detail = f", {not_run} not run (on_failure=stop)" if not_run else ""
             raise StudyFailed(
                 f"{len(failed) - not_run}/{len(jobs)} jobs failed{detail} "
-                f"(see {sweep_dir / SUMMARY_MD})"
+                f"(see {sweep_dir / SUMMARY_MD if self.saved else 'the job folders'})"
             )
         return [_job_return(j) for j in jobs]
 
@@ -760,29 +769,6 @@ def _result_problem(folder: Path) -> str | None:
     except (OSError, ValueError) as exc:
         return f"its {series.name} is damaged ({str(exc).splitlines()[0][:80]})"
     return None
-
-
-def _write_plan(sweep_dir: Path, jobs: list[Job], mode: str, launcher: str = "llem") -> None:
-    write_plan(
-        sweep_dir,
-        StudyPlan(
-            llem_version=__version__,
-            created_at=now_iso(),
-            sweep_dir=str(sweep_dir),
-            launcher=launcher,
-            mode=mode,
-            jobs=[
-                PlannedJob(
-                    num=j.num,
-                    subdir=j.folder.name,
-                    overrides=j.overrides,
-                    config_hash=j.config_hash,
-                    process=j.process or None,
-                )
-                for j in jobs
-            ],
-        ),
-    )
 
 
 def _job_return(job: Job) -> JobReturn:

@@ -46,12 +46,12 @@ from llem.study.launcher import (
     _job_return,
     _resume,
     _tail,
-    _write_plan,
     above_maxima,
     prepare_jobs,
     task_path,
 )
 from llem.study.scan import read_result
+from llem.study.studyfiles import write_study_plan
 
 LLEM_KEYS = ("resume", "poll_s", "pending_timeout_min", "grace_min", "lost_after_s")
 # the highest value of each option llem waits on, and its unit (beyond: a wait without end)
@@ -199,7 +199,7 @@ def launch(
             f"resuming: {len(jobs) - len(todo)} of {len(jobs)} jobs already have a result with "
             "the same config; skipped (hydra.launcher.resume=false to rerun)"
         )
-    _write_plan(sweep_dir, jobs, "slurm", launcher="llem_slurm")
+    write_study_plan(sweep_dir, jobs, "slurm", launcher="llem_slurm")
     tracked = _submit(launcher, todo, sweep_dir) if todo else []
     array = f" as array {tracked[0].slurm_id.split('_')[0]}" if tracked else ""
     _say(

@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ from llem.records import (
     JobStatus,
 )
 from llem.study.scan import JobEntry, read_result, scan
+from llem.study.studyfiles import REBUILD, unwritten, warn, writing
 from llem.study.table import (
     METRIC_COLUMNS,
     Cell,
@@ -74,6 +76,7 @@ __all__ = [
     "SUMMARY_PARQUET",
     "Summary",
     "build_summary",
+    "keep_summary",
     "pareto_front",
     "read_result",
     "status_line",
@@ -183,7 +186,10 @@ def _draw(sweep_dir: Path, summary: Summary) -> None:
     swept = list(summary.meta.swept)
     for name, draw in ((PARETO_PNG, write_plot), (LATENCY_PNG, write_latency_plot)):
         try:
-            drawn = draw(sweep_dir / name, summary.rows, swept)
+            with writing(sweep_dir / name):
+                drawn = draw(sweep_dir / name, summary.rows, swept)
+        except OSError:
+            raise  # the disk: said as one line by the caller, like the tables
         except Exception:
             log.exception("llem: could not draw %s (the tables are written)", sweep_dir / name)
             continue
@@ -210,12 +216,37 @@ def write_summary(
             sweep_dir, final=final, interrupted=interrupted, previous=_previous(sweep_dir)
         )
         meta, rows, columns = summary.meta, summary.rows, summary.columns
-        write_parquet(sweep_dir / SUMMARY_PARQUET, rows, columns, meta)
-        write_atomic(sweep_dir / SUMMARY_CSV, csv_text(rows, columns))
-        write_atomic(sweep_dir / SUMMARY_MD, md_text(meta, rows, columns))
+        with writing(sweep_dir / SUMMARY_PARQUET):
+            write_parquet(sweep_dir / SUMMARY_PARQUET, rows, columns, meta)
+        with writing(sweep_dir / SUMMARY_CSV):
+            write_atomic(sweep_dir / SUMMARY_CSV, csv_text(rows, columns))
+        with writing(sweep_dir / SUMMARY_MD):
+            write_atomic(sweep_dir / SUMMARY_MD, md_text(meta, rows, columns))
         if plot and plots_wanted(summary.jobs, sweep_dir):
             _draw(sweep_dir, summary)
         # written last: its presence with these counts means every other file is at least this
         # recent
-        write_atomic(sweep_dir / SUMMARY_JSON, json_text(meta, summary.jobs))
+        with writing(sweep_dir / SUMMARY_JSON):
+            write_atomic(sweep_dir / SUMMARY_JSON, json_text(meta, summary.jobs))
     return summary
+
+
+def keep_summary(
+    sweep_dir: Path, *, final: bool = False, interrupted: bool = False, plot: bool = True
+) -> bool:
+    """:func:`write_summary` for llem's launcher: whether it was written. A file the disk refuses
+    is one line naming it and why, never a traceback: a warning after a job (the study goes on),
+    an ``Error:`` line for the final summary (the study then exits 1, :mod:`llem.study.studyfiles`).
+    """
+    try:
+        write_summary(sweep_dir, final=final, interrupted=interrupted, plot=plot)
+    except OSError as exc:
+        message = unwritten(exc, Path(sweep_dir) / SUMMARY_JSON)
+        if not final:
+            warn(f"{message}; the study goes on, the next job rebuilds it")
+            return False
+        sys.stderr.write(f"Error: {message}; the job results are kept: {REBUILD}\n")
+        return False
+    if final:
+        print(f"[llem] summary: {Path(sweep_dir).resolve() / SUMMARY_MD}", flush=True)
+    return True
