@@ -4,7 +4,6 @@ tmpfs, real symbolic links."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from llem.result import Result
-from tests.helpers import LLEM, run_llem
+from tests.helpers import LLEM, fill_disk, mount_tmpfs, run_llem, unmount
 
 pytestmark = pytest.mark.e2e
 FAST = ["n=2", "max_new_tokens=2", "quiet=true", "energy=none", "flops.enabled=false"]
@@ -43,21 +42,13 @@ def tmpfs(tmp_path):
 
     def mount(size: str) -> Path:
         folder = tmp_path / f"disk{len(mounts)}"
-        folder.mkdir()
-        proc = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
+        mount_tmpfs(folder, size)
         mounts.append(folder)
         return folder
 
     yield mount
     for folder in mounts:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+        unmount(folder)
 
 
 def _start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
@@ -87,17 +78,10 @@ def _when_loading(proc: subprocess.Popen[str], log: Path, then: Callable[[], obj
             proc.wait()
 
 
-def _fill(disk: Path) -> None:
-    """Take every free byte of ``disk``."""
-    with open(disk / "filler", "wb", buffering=0) as fh, contextlib.suppress(OSError):
-        while True:
-            fh.write(b"\0" * 4096)
-
-
 def test_a_disk_that_fills_mid_run_keeps_the_result_in_the_fallback_folder(tmp_path, tmpfs):
     disk = tmpfs("2m")
     proc = _start(tmp_path, f"hydra.run.dir={disk}/run")
-    err = _when_loading(proc, disk / "run" / "llem.log", lambda: _fill(disk))
+    err = _when_loading(proc, disk / "run" / "llem.log", lambda: fill_disk(disk))
     assert proc.returncode == 1, err
     line = _one_error_line(subprocess.CompletedProcess(proc.args, 1, "", err))
     (saved,) = (tmp_path / "cache" / "unsaved").glob("*/result.json")
