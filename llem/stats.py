@@ -56,7 +56,12 @@ class Interval(BaseModel):
 
 
 def _std(values: Sequence[float], mean: float) -> float:
-    return math.sqrt(math.fsum((v - mean) * (v - mean) for v in values) / (len(values) - 1))
+    """Sample standard deviation, scaled by the largest deviation so squares cannot overflow."""
+    scale = max(abs(v - mean) for v in values)
+    if scale == 0 or not math.isfinite(scale):
+        return scale
+    squares = math.fsum(((v - mean) / scale) ** 2 for v in values)
+    return scale * math.sqrt(squares / (len(values) - 1))
 
 
 def _no_interval(vals: list[float], reason: str, geometric: float | None = None) -> Interval:
