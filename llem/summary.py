@@ -143,8 +143,8 @@ def print_summary(result: Result, path: Path) -> None:
 
 
 def interval_text(iv: Interval) -> str:
-    """``'893.1 geometric mean (95% CI 655 .. 1132, t on log scale)'``, or the point and why there is
-    no interval (``'56.71 geometric mean; too few repeats for an interval (2 < 3)'``)."""
+    """``'893.1 geometric mean (95% CI 655 .. 1132, t on log scale)'``, or the point and why
+    there is no interval (``'56.71 geometric mean; too few repeats for an interval (2 < 3)'``)."""
     if iv.ci95_low is None or iv.ci95_high is None:
         return f"{iv.point:.4g} {iv.estimate}; {iv.reason}"
     scale = "t on log scale" if iv.estimate == "geometric mean" else "t"
