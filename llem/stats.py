@@ -45,7 +45,7 @@ class Interval(BaseModel):
         description="the estimate the interval belongs to, named by `estimate` (the geometric mean "
         "for a positive quantity whose values are all > 0)"
     )
-    estimate: Estimate = Field(description="what `point` is: geometric mean | arithmetic mean")
+    estimate: Estimate = Field(description="what `point` is")
     method: str | None = Field(description="how the interval was computed; null without one")
     ci95_low: float | None
     ci95_high: float | None
