@@ -68,6 +68,7 @@ def test_a_positive_quantity_with_a_zero_gets_no_log_interval():
     iv = summarize([0.0, 2.0, 4.0])  # e.g. a meter that did not tick in one window
     assert iv is not None and iv.ci95_low is None and iv.reason == "a repeat's value is 0 (<= 0)"
     assert (iv.point, iv.estimate) == (2.0, "arithmetic mean")
+    assert summarize([1.0, math.nan, 2.0]).reason == "a repeat's value is nan"
 
 
 def test_a_quantity_that_can_be_negative_gets_the_plain_t_interval():
