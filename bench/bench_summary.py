@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from llem.records import ERROR_FILE, RESULT_FILE, STUDY_FILE
+from llem.stats import LOG_T
 from llem.study.plot import write_plot
 from llem.study.summary import PARETO_PNG, SUMMARY_JSON, build_summary, write_summary
 
@@ -103,8 +104,12 @@ def vary(template: dict, i: int, batch: int, rng: random.Random) -> dict:
                 "n": 3,
                 "mean": value,
                 "std": value * 0.02,
+                "point": value,
+                "estimate": "geometric mean",
+                "method": LOG_T,
                 "ci95_low": value * 0.95,
                 "ci95_high": value * 1.05,
+                "reason": None,
             }
     return data
 

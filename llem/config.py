@@ -202,8 +202,8 @@ class ExperimentConfig(_Strict):
         1,
         ge=1,
         le=MAX_REPEATS,
-        description="measured windows over the same prompts; >= 3 gives useful 95% confidence "
-        "intervals",
+        description="measured windows over the same prompts; >= 3 gives 95% intervals (fewer: a "
+        "reason instead)",
     )
     repeat_gap_s: float = Field(
         0.0, ge=0, le=MAX_GAP_S, description="idle cool-down between repeats (s)"

@@ -259,7 +259,8 @@ KEY_METRICS: tuple[KeyMetric, ...] = (
 )
 BY_NAME: dict[str, KeyMetric] = {m.name: m for m in KEY_METRICS}
 
-# metrics with a 95% confidence interval across repeats (``<name>_ci95_low`` / ``_high`` columns)
+# metrics with a 95% interval across repeats (``<name>_ci95_low`` / ``_high``: the log-scale
+# interval of the geometric mean, llem.stats; None with fewer than 3 repeats)
 CI_METRICS: tuple[KeyMetric, ...] = (
     BY_NAME["output_tokens_per_s"],
     BY_NAME["energy_per_output_token_j"],

@@ -255,7 +255,8 @@ class RepeatMetrics(_Model):
 
 
 class RepeatSummary(_Model):
-    """Per-repeat values and, across repeats, mean, std and 95% CI (Student's t)."""
+    """Per-repeat values and, across repeats, mean, std and a 95% interval (Student's t on the log
+    scale: an interval of the geometric mean; a reason instead with fewer than 3 repeats)."""
 
     per_repeat: list[RepeatMetrics]
     stats: dict[str, Interval | None]

@@ -1,80 +1,146 @@
-"""Statistics over repeats: mean, sample standard deviation, 95% interval (Student's t)."""
+"""Statistics over repeats: mean, sample standard deviation and a 95% interval that respects the
+quantity's sign.
+
+Every quantity llem summarises over repeats (window length, throughput, energy, latency) is positive
+and varies multiplicatively (a busy neighbour halves throughput, it does not subtract 500 tok/s), so
+its interval is Student's t on the logs of the values, back-transformed: an interval for the
+geometric mean, asymmetric, and never reaching 0 or below. A quantity that can be zero or negative
+(``positive=False``) gets the plain t interval around the arithmetic mean. Fewer than
+:data:`MIN_REPEATS` values, or a positive quantity with a value <= 0, give a reason instead of
+bounds. The t quantile comes from SciPy (``scipy.special.stdtrit``, the inverse of Student's t CDF).
+"""
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
+from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from scipy.special import stdtrit
 
-# two-sided 95% critical values of Student's t by degrees of freedom
-_T95 = {
-    1: 12.706,
-    2: 4.303,
-    3: 3.182,
-    4: 2.776,
-    5: 2.571,
-    6: 2.447,
-    7: 2.365,
-    8: 2.306,
-    9: 2.262,
-    10: 2.228,
-    11: 2.201,
-    12: 2.179,
-    13: 2.160,
-    14: 2.145,
-    15: 2.131,
-    16: 2.120,
-    17: 2.110,
-    18: 2.101,
-    19: 2.093,
-    20: 2.086,
-    21: 2.080,
-    22: 2.074,
-    23: 2.069,
-    24: 2.064,
-    25: 2.060,
-    26: 2.056,
-    27: 2.052,
-    28: 2.048,
-    29: 2.045,
-    30: 2.042,
-    40: 2.021,
-    60: 2.000,
-    120: 1.980,
-}
+MIN_REPEATS = 3  # fewest values an interval is given for
+LEVEL = 0.95
+LOG_T = "Student t on the log values, back-transformed: interval of the geometric mean, 95%"
+PLAIN_T = "Student t: interval of the arithmetic mean, 95%"
+_LOG_MAX = math.log(sys.float_info.max)  # exp() overflows above it
+Estimate = Literal["geometric mean", "arithmetic mean"]
 
 
-def t_critical_95(df: int) -> float:
-    """Two-sided 95% t value; between rows interpolated linearly in 1/df (exact to 3 decimals)."""
+def t_quantile(df: int, level: float = LEVEL) -> float:
+    """Two-sided critical value of Student's t with ``df`` degrees of freedom (2.776 at df 4)."""
     if df < 1:
         raise ValueError("need at least 2 values")
-    if df in _T95:
-        return _T95[df]
-    rows = sorted(_T95)
-    lo = max(r for r in rows if r < df)
-    hi = next((r for r in rows if r > df), None)  # None: past the table, towards df = infinity
-    t_hi, x_hi = (1.960, 0.0) if hi is None else (_T95[hi], 1 / hi)
-    x, x_lo = 1 / df, 1 / lo
-    return t_hi + (_T95[lo] - t_hi) * (x - x_hi) / (x_lo - x_hi)
+    return float(stdtrit(df, 0.5 + level / 2))
 
 
 class Interval(BaseModel):
-    n: int
-    mean: float
-    std: float | None  # sample standard deviation (n - 1)
+    """One quantity across repeats; ``ci95_low``..``ci95_high`` is an interval for ``point``."""
+
+    n: int = Field(description="repeats summarised")
+    mean: float = Field(description="arithmetic mean of the per-repeat values")
+    std: float | None = Field(description="sample standard deviation (n - 1); null for one value")
+    point: float = Field(
+        description="the estimate the interval belongs to, named by `estimate` (the geometric mean "
+        "for a positive quantity whose values are all > 0)"
+    )
+    estimate: Estimate = Field(description="what `point` is")
+    method: str | None = Field(description="how the interval was computed; null without one")
     ci95_low: float | None
     ci95_high: float | None
+    reason: str | None = Field(
+        description="why there is no interval (too few repeats, a value <= 0 of a positive "
+        "quantity, a spread beyond floating point); null with one"
+    )
 
 
-def summarize(values: Sequence[float]) -> Interval | None:
-    """None for no values; std and interval None for a single value."""
+def _std(values: Sequence[float], mean: float) -> float:
+    """Sample standard deviation, scaled by the largest deviation so squares cannot overflow."""
+    scale = max(abs(v - mean) for v in values)
+    if scale == 0 or not math.isfinite(scale):
+        return scale
+    squares = math.fsum(((v - mean) / scale) ** 2 for v in values)
+    return scale * math.sqrt(squares / (len(values) - 1))
+
+
+def _no_interval(vals: list[float], reason: str, geometric: float | None = None) -> Interval:
+    n, mean = len(vals), math.fsum(vals) / len(vals)
+    return Interval(
+        n=n,
+        mean=mean,
+        std=_std(vals, mean) if n > 1 else None,
+        point=mean if geometric is None else geometric,
+        estimate="arithmetic mean" if geometric is None else "geometric mean",
+        method=None,
+        ci95_low=None,
+        ci95_high=None,
+        reason=reason,
+    )
+
+
+def _plain(vals: list[float]) -> Interval:
+    n, mean = len(vals), math.fsum(vals) / len(vals)
+    std = _std(vals, mean)
+    half = t_quantile(n - 1) * std / math.sqrt(n)
+    return Interval(
+        n=n,
+        mean=mean,
+        std=std,
+        point=mean,
+        estimate="arithmetic mean",
+        method=PLAIN_T,
+        ci95_low=mean - half,
+        ci95_high=mean + half,
+        reason=None,
+    )
+
+
+def _log_mean(vals: list[float]) -> float:
+    """Mean of the natural logs (every value > 0)."""
+    return math.fsum(math.log(v) for v in vals) / len(vals)
+
+
+def _log_scale(vals: list[float]) -> Interval:
+    n, mean = len(vals), math.fsum(vals) / len(vals)
+    centre = _log_mean(vals)
+    half = t_quantile(n - 1) * _std([math.log(v) for v in vals], centre) / math.sqrt(n)
+    geometric = math.exp(centre)
+    low = math.exp(centre - half)  # 0.0 on underflow
+    if low <= 0 or centre + half > _LOG_MAX:
+        return _no_interval(vals, "spread too large for a floating-point interval", geometric)
+    return Interval(
+        n=n,
+        mean=mean,
+        std=_std(vals, mean),
+        point=geometric,
+        estimate="geometric mean",
+        method=LOG_T,
+        ci95_low=low,
+        ci95_high=math.exp(centre + half),
+        reason=None,
+    )
+
+
+def summarize(values: Sequence[float], positive: bool = True) -> Interval | None:
+    """None for no values; a reason instead of bounds for fewer than :data:`MIN_REPEATS` values.
+
+    ``positive``: the quantity cannot be <= 0 (throughput, energy, latency, power, durations); its
+    interval is on the log scale, and a value <= 0 (a meter that did not tick) gives no interval.
+    """
     vals = [float(v) for v in values]
     if not vals:
         return None
-    n, mean = len(vals), sum(vals) / len(vals)
-    if n < 2:
-        return Interval(n=n, mean=mean, std=None, ci95_low=None, ci95_high=None)
-    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
-    half = t_critical_95(n - 1) * std / math.sqrt(n)
-    return Interval(n=n, mean=mean, std=std, ci95_low=mean - half, ci95_high=mean + half)
+    bad = next((v for v in vals if not math.isfinite(v)), None)
+    if bad is not None:
+        return _no_interval(vals, f"a repeat's value is {bad}")
+    few = f"too few repeats for an interval ({len(vals)} < {MIN_REPEATS})"
+    if not positive:
+        return _plain(vals) if len(vals) >= MIN_REPEATS else _no_interval(vals, few)
+    if min(vals) <= 0:
+        return _no_interval(
+            vals, few if len(vals) < MIN_REPEATS else f"a repeat's value is {min(vals):g} (<= 0)"
+        )
+    if len(vals) < MIN_REPEATS:
+        return _no_interval(vals, few, math.exp(_log_mean(vals)))
+    return _log_scale(vals)

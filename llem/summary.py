@@ -9,6 +9,7 @@ from pathlib import Path
 from llem.benchmarks import summary_line
 from llem.keymetrics import BY_NAME, CI_METRICS
 from llem.result import ENERGY_NOT_MEASURED, Distribution, EnergyMetrics, EnergyReading, Result
+from llem.stats import Interval
 
 THROUGHPUT = tuple(
     BY_NAME[n] for n in ("output_tokens_per_s", "total_tokens_per_s", "requests_per_s")
@@ -131,17 +132,23 @@ def print_summary(result: Result, path: Path) -> None:
     if len(result.repeats.per_repeat) > 1:
         for metric in CI_METRICS:
             iv = result.repeats.stats.get(metric.name)
-            if iv is not None and iv.ci95_low is not None and iv.ci95_high is not None:
-                table.add_row(
-                    f"{metric.unit} over {iv.n} repeats",
-                    f"{iv.mean:.4g} (95% CI {iv.ci95_low:.4g} .. {iv.ci95_high:.4g})",
-                )
+            if iv is not None:
+                table.add_row(f"{metric.unit} over {iv.n} repeats", interval_text(iv))
     Console().print(table)
     for w in result.warnings:
         if w.startswith(ENERGY_NOT_MEASURED):  # the table's energy line says it in one line
             continue
         Console(stderr=True).print(Text("warning: ", style="yellow") + Text(w), highlight=False)
     print(f"result: {path}")
+
+
+def interval_text(iv: Interval) -> str:
+    """``'893.1 geometric mean (95% CI 655 .. 1132, t on log scale)'``, or the point and why
+    there is no interval (``'56.71 geometric mean; too few repeats for an interval (2 < 3)'``)."""
+    if iv.ci95_low is None or iv.ci95_high is None:
+        return f"{iv.point:.4g} {iv.estimate}; {iv.reason}"
+    scale = "t on log scale" if iv.estimate == "geometric mean" else "t"
+    return f"{iv.point:.4g} {iv.estimate} (95% CI {iv.ci95_low:.4g} .. {iv.ci95_high:.4g}, {scale})"
 
 
 def threads_line(result: Result) -> str:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from llem.result import Result
+from llem.stats import LOG_T
 from tests.helpers import AIENERGYSCORE, REPO, needs_aienergyscore, run_llem
 
 pytestmark = pytest.mark.e2e
@@ -232,7 +233,10 @@ def test_repeats_report_intervals(tmp_path):
     r = _load(_results(tmp_path)[0])
     assert r.tokens.requests == 12 and len(r.repeats.per_repeat) == 3
     tp = r.repeats.stats["output_tokens_per_s"]
-    assert tp.n == 3 and tp.ci95_low < tp.mean < tp.ci95_high
+    assert tp.n == 3 and 0 < tp.ci95_low <= tp.point <= tp.ci95_high
+    assert tp.estimate == "geometric mean" and tp.method == LOG_T and tp.reason is None
+    raw = json.loads(_results(tmp_path)[0].read_text())["repeats"]["stats"]["output_tokens_per_s"]
+    assert raw["method"] == LOG_T  # named in result.json itself
     assert (
         r.repeats.stats["energy_per_output_token_j"] is None
     )  # nothing measured: no interval invented

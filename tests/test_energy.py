@@ -3,6 +3,7 @@ Zeus/CodeCarbon on this (GPU-less) machine."""
 
 from __future__ import annotations
 
+import math
 import sys
 from types import SimpleNamespace
 
@@ -16,7 +17,7 @@ from llem.energy.quality import device_problems, sample_problems, short_window
 from llem.energy.rapl import RaplMeter, find_zones
 from llem.energy.report import energy_metrics, hardware_total
 from llem.energy.sampler import Sampler, write_timeseries
-from llem.stats import summarize, t_critical_95
+from llem.stats import LOG_T, summarize, t_quantile
 from tests.fake_nvml import Clock, FakeGpu, make_nvml
 
 UUIDS = ["GPU-aaaa-0000", "GPU-bbbb-1111", "GPU-cccc-2222"]
@@ -428,12 +429,16 @@ def test_energy_metrics_none_is_null_never_zero():
 
 
 def test_student_t_interval():
-    assert t_critical_95(2) == 4.303 and t_critical_95(4) == 2.776 and t_critical_95(9) == 2.262
-    assert t_critical_95(50) == pytest.approx(2.009, abs=0.002)
-    assert t_critical_95(10_000) == pytest.approx(1.96, abs=0.002)
-    iv = summarize([10.0, 12.0, 14.0])  # mean 12, s = 2, half-width 4.303 * 2 / sqrt(3)
-    assert (iv.mean, iv.std) == (12.0, 2.0)
-    half = 4.303 * 2 / 3**0.5
-    assert iv.ci95_low == pytest.approx(12 - half) and iv.ci95_high == pytest.approx(12 + half)
+    assert t_quantile(2) == pytest.approx(4.303, abs=5e-4)
+    assert t_quantile(4) == pytest.approx(2.776, abs=5e-4)
+    assert t_quantile(10_000) == pytest.approx(1.96, abs=0.002)
+    iv = summarize([10.0, 12.0, 14.0])  # logs: mean m, sd s; interval exp(m -+ 4.303 s / sqrt(3))
+    logs = [math.log(v) for v in (10.0, 12.0, 14.0)]
+    m = sum(logs) / 3
+    half = t_quantile(2) * math.sqrt(sum((x - m) ** 2 for x in logs) / 2) / math.sqrt(3)
+    assert (iv.mean, iv.std, iv.estimate) == (12.0, 2.0, "geometric mean")
+    assert iv.point == pytest.approx(math.exp(m)) and iv.method == LOG_T and iv.reason is None
+    assert iv.ci95_low == pytest.approx(math.exp(m - half))
+    assert iv.ci95_high == pytest.approx(math.exp(m + half))
     single = summarize([5.0])
     assert single.std is None and single.ci95_low is None and summarize([]) is None

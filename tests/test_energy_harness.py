@@ -51,7 +51,7 @@ def test_energy_section_from_a_simulated_gpu(tmp_path, fake_gpu, tiny_model_dir)
     assert e.prefill is not None and 0 < e.prefill.prefill_j < e.total_j
 
     stats = result.repeats.stats["energy_per_output_token_j"]
-    assert stats.n == 3 and stats.ci95_low <= stats.mean <= stats.ci95_high
+    assert stats.n == 3 and 0 < stats.ci95_low <= stats.point <= stats.ci95_high
     assert [p.repeat for p in result.repeats.per_repeat] == [1, 2, 3]
     assert any("persistence mode is off" in w for w in result.warnings)
     assert fake_gpu.state["inits"] == fake_gpu.state["shutdowns"]  # one init per session, paired

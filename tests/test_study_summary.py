@@ -27,6 +27,8 @@ from llem.keymetrics import CI_COLUMNS, key_metrics
 from llem.paths import write_json_atomic
 from llem.records import SUMMARY_LOCK
 from llem.result import Result
+from llem.stats import LOG_T
+from llem.stats import summarize as summarize_repeats
 from llem.study import scan as scan_mod
 from llem.study.summary import (
     METRIC_COLUMNS,
@@ -79,11 +81,26 @@ def template(tiny_model_dir, tmp_path_factory) -> dict:
     return data
 
 
+def _interval(point: float, low: float, high: float) -> dict:
+    """A 3-repeat log-scale interval with chosen bounds."""
+    return {
+        "n": 3,
+        "mean": point,
+        "std": 1.0,
+        "point": point,
+        "estimate": "geometric mean",
+        "method": LOG_T,
+        "ci95_low": low,
+        "ci95_high": high,
+        "reason": None,
+    }
+
+
 def variant(
     template: dict, overrides: list[str], *, tps: float, jpt: float | None = None, repeats: int = 1
 ) -> dict:
-    """A copy of the real result with chosen throughput, J/token (None: not measured) and repeats (1
-    or 3)."""
+    """A copy of the real result with chosen throughput, J/token (None: not measured) and repeats
+    (1, 2 or 3)."""
     data = copy.deepcopy(template)
     data["overrides"] = overrides
     data["throughput"]["output_tokens_per_s"] = tps
@@ -102,33 +119,15 @@ def variant(
     else:
         energy["per_output_token_j"] = jpt
     stats = data["repeats"]["stats"]
-    if repeats == 1:
-        data["repeats"]["per_repeat"] = data["repeats"]["per_repeat"][:1]
+    if repeats < 3:
+        data["repeats"]["per_repeat"] = data["repeats"]["per_repeat"][:repeats]
         for name, iv in stats.items():
             if iv is not None:
-                stats[name] = {
-                    "n": 1,
-                    "mean": iv["mean"],
-                    "std": None,
-                    "ci95_low": None,
-                    "ci95_high": None,
-                }
+                stats[name] = summarize_repeats([iv["mean"]] * repeats).model_dump()
     else:
-        stats["output_tokens_per_s"] = {
-            "n": 3,
-            "mean": tps,
-            "std": 1.0,
-            "ci95_low": tps - 5,
-            "ci95_high": tps + 5,
-        }
+        stats["output_tokens_per_s"] = _interval(tps, tps - 5, tps + 5)
         if jpt is not None:
-            stats["energy_per_output_token_j"] = {
-                "n": 3,
-                "mean": jpt,
-                "std": 0.01,
-                "ci95_low": jpt * 0.9,
-                "ci95_high": jpt * 1.1,
-            }
+            stats["energy_per_output_token_j"] = _interval(jpt, jpt * 0.9, jpt * 1.1)
     return data
 
 
@@ -294,6 +293,8 @@ def test_metrics_and_ci_columns_with_repeats(tmp_path, template):
     o1, o2 = ["batch=1"], ["batch=2"]
     make_job(sweep, 0, o1, result=variant(template, o1, tps=100.0, jpt=0.4, repeats=3))
     make_job(sweep, 1, o2, result=variant(template, o2, tps=150.0, jpt=0.3, repeats=1))
+    o3 = ["batch=3"]
+    make_job(sweep, 2, o3, result=variant(template, o3, tps=170.0, jpt=0.2, repeats=2))
     s = summarize(sweep)
 
     m = s["jobs"][0]["metrics"]
@@ -320,7 +321,9 @@ def test_metrics_and_ci_columns_with_repeats(tmp_path, template):
     assert table[1]["output_tokens_per_s_ci95_low"] is None  # one repeat: no interval
     assert table[0]["energy_per_output_token_j"] == 0.4 and table[1]["repeats"] == 1
     md = (sweep / SUMMARY_MD).read_text()
-    assert "100 [95, 105]" in md and "95% confidence interval" in md
+    assert "100 [95, 105]" in md and "95% interval of the geometric mean" in md
+    assert table[2]["output_tokens_per_s_ci95_low"] is None  # two repeats: too few
+    assert "| 170 (n<3) |" in md and "(n<3): too few repeats for an interval" in md
 
 
 def test_swept_key_named_like_a_metric_shares_the_column(tmp_path, template):

@@ -15,7 +15,7 @@
 ``study_latency.png``: p50 and p99 latency (TTFT when measured, else E2E; ms) against output
 tokens/s, one point per job labelled by its swept values.
 
-Error bars are the 95% confidence intervals across repeats (jobs with repeats >= 2). No completed
+Error bars are the 95% intervals across repeats (jobs with repeats >= 3). No completed
 job: no png.
 """
 

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from llem.keymetrics import CI_METRICS
 from llem.paths import atomic_path
+from llem.stats import MIN_REPEATS
 from llem.study.scan import JobEntry
 from llem.study.table import Cell, Column, Row, status_line
 
@@ -116,9 +118,27 @@ def _with_ci(row: Row, name: str) -> str:
     value, low, high = row.get(name), row.get(f"{name}_ci95_low"), row.get(f"{name}_ci95_high")
     if value is None:
         return ""
-    if low is None or high is None:
-        return _fmt(value)
-    return f"{_fmt(value)} [{_fmt(low, 3)}, {_fmt(high, 3)}]"
+    if low is not None and high is not None:
+        return f"{_fmt(value)} [{_fmt(low, 3)}, {_fmt(high, 3)}]"
+    n = _repeats(row)
+    if n >= MIN_REPEATS:
+        return f"{_fmt(value)} (no CI)"
+    return f"{_fmt(value)} (n<{MIN_REPEATS})" if n > 1 else _fmt(value)
+
+
+def _interval_note(rows: list[Row]) -> list[str]:
+    """The footnote saying what the brackets are and why a cell has none."""
+    if not any(_repeats(r) >= 2 for r in rows):
+        return []
+    text = (
+        "Brackets: 95% interval of the geometric mean of the per-repeat values (Student's t on "
+        "the log scale, never <= 0); the value before them covers all measured windows together."
+    )
+    if any(1 < _repeats(r) < MIN_REPEATS for r in rows):
+        text += f" (n<{MIN_REPEATS}): too few repeats for an interval."
+    if any("(no CI)" in _with_ci(r, m.name) for r in rows for m in CI_METRICS):
+        text += " (no CI): no interval, the reason is in result.json `repeats.stats`."
+    return ["", text]
 
 
 def _md_cell(text: str, limit: int = 80) -> str:
@@ -204,6 +224,5 @@ def md_text(meta: SummaryMeta, rows: list[Row], columns: list[Column]) -> str:
         "",
         "FLOP/out tok (window): closed-form FLOPs of every measured batch / output tokens.",
     ]
-    if any(_repeats(r) >= 2 for r in rows):
-        lines += ["", "Brackets: 95% confidence interval across repeats (Student's t)."]
+    lines += _interval_note(rows)
     return "\n".join(lines) + "\n"
