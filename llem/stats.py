@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from scipy.special import stdtrit
 
 MIN_REPEATS = 3  # fewest values an interval is given for
@@ -53,6 +53,21 @@ class Interval(BaseModel):
         description="why there is no interval (too few repeats, a value <= 0 of a positive "
         "quantity, a spread beyond floating point); null with one"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_record(cls, data: object) -> object:
+        """A record written before ``point`` existed: a t interval around the arithmetic mean."""
+        if isinstance(data, dict) and "point" not in data and "mean" in data:
+            low = data.get("ci95_low")
+            return {
+                "point": data["mean"],
+                "estimate": "arithmetic mean",
+                "method": None if low is None else PLAIN_T,
+                "reason": None if low is not None else "no interval recorded",
+                **data,
+            }
+        return data
 
 
 def _std(values: Sequence[float], mean: float) -> float:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from llem.stats import LOG_T, MIN_REPEATS, PLAIN_T, summarize
+from llem.stats import LOG_T, MIN_REPEATS, PLAIN_T, Interval, summarize
 from llem.summary import interval_text
 
 
@@ -94,3 +94,15 @@ def test_the_terminal_table_names_the_estimate_and_the_reason():
     assert interval_text(summarize([10.0, 12.0])) == (
         "10.95 geometric mean; too few repeats for an interval (2 < 3)"
     )
+
+
+def test_a_record_written_before_point_existed_still_loads() -> None:
+    """An earlier llem's result.json (mean and t bounds only) is read as what it was."""
+    old = Interval.model_validate(
+        {"n": 3, "mean": 2.0, "std": 1.0, "ci95_low": 0.5, "ci95_high": 3.5}
+    )
+    assert (old.point, old.estimate, old.method) == (2.0, "arithmetic mean", PLAIN_T)
+    single = Interval.model_validate(
+        {"n": 1, "mean": 2.0, "std": None, "ci95_low": None, "ci95_high": None}
+    )
+    assert single.method is None and single.reason == "no interval recorded"
