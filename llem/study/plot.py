@@ -13,7 +13,12 @@
   (:func:`best_load_row`).
 
 ``study_latency.png``: p50 and p99 latency (TTFT when measured, else E2E; ms) against output
-tokens/s, one point per job labelled by its swept values.
+tokens/s; each job's p50 and p99 joined by a grey segment and labelled once by its swept values,
+where the label overlaps no other label nor marker (a leader line when it had to move).
+
+A job whose measured windows were CPU-contended (summary column ``contended``: other processes used
+more than :data:`llem.hostcpu.CONTENTION_CORES` cores) is framed by a red square in every chart,
+with one legend entry.
 
 Error bars are the 95% confidence intervals across repeats (jobs with repeats >= 2). No completed
 job: no png.
@@ -24,6 +29,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llem.hostcpu import CONTENTION_CORES
 from llem.paths import atomic_path
 from llem.study.table import Cell, Row, pareto_front
 
@@ -32,11 +38,35 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 MAX_LABELS = 30
+CONTENDED_LABEL = f"CPU contended (other processes > {CONTENTION_CORES:g} cores)"
+CONTENDED_MS = 13  # square round a contended job's markers (points)
 SLO_ATTAINMENT = 0.99  # a served job meets its SLOs when this share of its requests does
 
 
 def _col(row: Row, key: str) -> str:
     return key if key in row else f"param.{key}"
+
+
+def _contended(row: Row) -> bool:
+    """True for a job whose measured windows other processes' CPU contended."""
+    return row.get("contended") is True
+
+
+def _mark_contended(ax: Axes, rows: list[Row], points: list[tuple[float, float]]) -> None:
+    """A red square round each point of a contended job, with one legend entry."""
+    ring = [p for r, p in zip(rows, points, strict=True) if _contended(r)]
+    if ring:
+        ax.plot(
+            [x for x, _ in ring],
+            [y for _, y in ring],
+            "s",
+            ms=CONTENDED_MS,
+            mfc="none",
+            mec="tab:red",
+            mew=1.6,
+            label=CONTENDED_LABEL,
+            zorder=3,
+        )
 
 
 def _label(row: Row, swept: list[str]) -> str:
@@ -99,6 +129,7 @@ def _pareto_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
         label="job",
         zorder=2,
     )
+    _mark_contended(ax, pts, list(zip(xs, ys, strict=True)))
     front = pareto_front(list(zip(xs, ys, strict=True)))
     ax.plot(
         [xs[i] for i in front],
@@ -172,6 +203,9 @@ def _param_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
         capsize=3,
         ms=5,
     )
+    _mark_contended(ax, pts, list(zip(xs, ys, strict=True)))
+    if any(_contended(r) for r in pts):
+        ax.legend(fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("output tokens/s")
     ax.set_title(title)
@@ -201,6 +235,7 @@ def _load_energy_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
     xs = _nums(pts, "steady_output_tokens_per_s")
     ys = _nums(pts, "steady_energy_per_output_token_j")
     ax.plot(xs, ys, "-o", color="tab:blue", ms=5)
+    _mark_contended(ax, pts, list(zip(xs, ys, strict=True)))
     for r, x, y in zip(pts, xs, ys, strict=True):
         ax.annotate(_label(r, swept), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     best = best_load_row(rows)
@@ -213,6 +248,7 @@ def _load_energy_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
             ms=14,
             label=f"lowest J/token meeting the SLOs: {_label(best, swept)}",
         )
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     if not pts:
         ax.text(0.5, 0.5, "energy not measured", ha="center", transform=ax.transAxes)
@@ -266,9 +302,10 @@ def _save(fig: Figure, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=100)
 
 
-def write_latency_plot(path: Path, rows: list[Row], swept: list[str]) -> bool:
-    """Draw ``path``: p50/p99 latency against output tokens/s; False (nothing written) when no
-    completed job has a latency."""
+def latency_figure(rows: list[Row], swept: list[str], study: str) -> Figure | None:
+    """The latency chart of ``rows`` (see the module docstring); None when no completed job has a
+    latency. Each job's p50 and p99 are joined by a grey segment (``gid`` "p50-p99 #<num>") and
+    labelled once, where the label overlaps nothing (:func:`llem.study.labels.place_labels`)."""
     kind = "ttft" if any(_num(r, "ttft_p50_ms") is not None for r in rows) else "e2e"
     done = [
         r
@@ -278,30 +315,60 @@ def write_latency_plot(path: Path, rows: list[Row], swept: list[str]) -> bool:
         and _num(r, f"{kind}_p50_ms") is not None
     ]
     if not done:
-        return False
+        return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from llem.study.labels import marker_boxes, place_labels
 
     fig = Figure(figsize=(6.4, 4.8), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     xs = _nums(done, "output_tokens_per_s")
-    for pct, marker in (("p50", "o"), ("p99", "^")):
-        pts = [(x, _num(r, f"{kind}_{pct}_ms")) for r, x in zip(done, xs, strict=True)]
-        shown = [(x, y) for x, y in pts if y is not None]
-        if shown:
-            ax.plot(*zip(*shown, strict=True), marker, ms=6, label=f"{kind.upper()} {pct}")
-    if len(done) <= MAX_LABELS:
-        for r, x in zip(done, xs, strict=True):
-            y = _num(r, f"{kind}_p50_ms")
-            ax.annotate(
-                _label(r, swept), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7
-            )
+    p50 = _nums(done, f"{kind}_p50_ms")
+    p99 = [
+        (r, x, lo, hi)
+        for r, x, lo in zip(done, xs, p50, strict=True)
+        if (hi := _num(r, f"{kind}_p99_ms")) is not None
+    ]
+    joins = [
+        ax.plot([x, x], [lo, hi], "-", color="0.6", lw=1.2, zorder=1.8)[0] for _, x, lo, hi in p99
+    ]
+    for line, p in zip(joins, p99, strict=True):
+        line.set_gid(f"p50-p99 #{p[0]['num']}")
+    ax.plot(xs, p50, "o", ms=6, color="tab:blue", label=f"{kind.upper()} p50", zorder=2)
+    if p99:
+        ax.plot(
+            [p[1] for p in p99],
+            [p[3] for p in p99],
+            "^",
+            ms=6,
+            color="tab:orange",
+            label=f"{kind.upper()} p99",
+            zorder=2,
+        )
+    points = list(zip(xs, p50, strict=True)) + [(p[1], p[3]) for p in p99]
+    _mark_contended(ax, done + [p[0] for p in p99], points)
+    ax.margins(0.12, 0.15)
     ax.set_xlabel("output tokens/s (higher is better)")
     ax.set_ylabel(f"{kind.upper()} (ms, lower is better)")
     ax.set_title(f"Latency vs throughput ({'time to first token' if kind == 'ttft' else 'E2E'})")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.suptitle(f"llem study: {path.parent.name}, {len(done)} completed jobs", fontsize=10)
+    fig.legend(loc="outside lower center", ncols=3, fontsize=8)
+    fig.suptitle(f"llem study: {study}, {len(done)} completed jobs", fontsize=10)
+    fig.canvas.draw()  # settle the layout, then freeze it: labels are placed in pixels
+    fig.set_layout_engine("none")
+    if len(done) <= MAX_LABELS:
+        labels = [(_label(r, swept), p) for r, p in zip(done, points, strict=False)]
+        place_labels(ax, labels, marker_boxes(ax, points, CONTENDED_MS), joins)
+    return fig
+
+
+def write_latency_plot(path: Path, rows: list[Row], swept: list[str]) -> bool:
+    """Draw ``path``: p50/p99 latency against output tokens/s; False (nothing written) when no
+    completed job has a latency."""
+    fig = latency_figure(rows, swept, path.parent.name)
+    if fig is None:
+        return False
     _save(fig, path)
     return True

@@ -1,0 +1,73 @@
+"""The study's charts read at a glance: each job's p50 and p99 joined and labelled once, no two
+labels overlapping (measured with matplotlib's renderer), contended jobs framed by a red square."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from llem.study.plot import CONTENDED_LABEL, latency_figure, write_latency_plot, write_plot
+from llem.study.table import Row
+
+
+def _rows(n: int) -> list[Row]:
+    """``n`` - 1 jobs with nearly equal throughput and latency, and one far away that stretches the
+    axes: the first ``n`` - 1 labels all collide where first put."""
+    return [
+        {
+            "num": i,
+            "status": "ok",
+            "param.batch": 2**i,
+            "param.n": 8,
+            "output_tokens_per_s": 100.0 + 0.05 * i if i < n - 1 else 160.0,
+            "e2e_p50_ms": 50.0 + 0.1 * i if i < n - 1 else 30.0,
+            "e2e_p99_ms": 80.0 + 0.5 * i,
+            "energy_per_output_token_j": 0.5 + 0.001 * i,
+            "contended": i in (1, 4),
+        }
+        for i in range(n)
+    ]
+
+
+def test_latency_labels_do_not_overlap_and_p50_p99_are_joined(tmp_path: Path) -> None:
+    rows = _rows(7)
+    fig = latency_figure(rows, ["batch", "n"], "crowded")
+    assert fig is not None
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    (ax,) = fig.axes
+    labels = [t for t in ax.texts if t.get_text()]
+    assert sorted(t.get_text() for t in labels) == sorted(f"batch={2**i}, n=8" for i in range(7))
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    frame = ax.get_window_extent(renderer)
+    for a, b in itertools.combinations(boxes, 2):
+        assert not a.overlaps(b), (a, b)
+    assert all(frame.contains(b.x0, b.y0) and frame.contains(b.x1, b.y1) for b in boxes)
+    joins = {line.get_gid(): line for line in ax.lines if str(line.get_gid()).startswith("p50")}
+    assert sorted(joins) == [f"p50-p99 #{i}" for i in range(7)]
+    for r in rows:
+        line = joins[f"p50-p99 #{r['num']}"]
+        assert list(line.get_xdata()) == [r["output_tokens_per_s"]] * 2
+        assert list(line.get_ydata()) == [r["e2e_p50_ms"], r["e2e_p99_ms"]]
+    (legend,) = fig.legends
+    assert CONTENDED_LABEL in [t.get_text() for t in legend.get_texts()]
+    assert "0.25 cores" in CONTENDED_LABEL
+    ring = next(line for line in ax.lines if line.get_label() == CONTENDED_LABEL)
+    assert sorted(ring.get_xdata()) == [100.05, 100.05, 100.2, 100.2]  # p50, p99 of jobs 1, 4
+    moved = [line for line in ax.lines if line.get_gid() == "leader"]
+    assert moved  # labels pushed off their point are tied to it
+    png = tmp_path / "study_latency.png"
+    assert write_latency_plot(png, rows, ["batch", "n"])
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_pareto_chart_marks_contended_jobs(tmp_path: Path) -> None:
+    png = tmp_path / "study_pareto.png"
+    assert write_plot(png, _rows(6), ["batch"])
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_no_contended_job_no_ring(tmp_path: Path) -> None:
+    rows = [{**r, "contended": False} for r in _rows(3)]
+    fig = latency_figure(rows, ["batch"], "quiet")
+    assert fig is not None
+    assert all(line.get_label() != CONTENDED_LABEL for line in fig.axes[0].lines)
