@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+from llem.runplot import plot_spans, window_spans
 from llem.study.plot import CONTENDED_LABEL, latency_figure, write_latency_plot, write_plot
 from llem.study.table import Row
 
@@ -64,6 +65,25 @@ def test_the_pareto_chart_marks_contended_jobs(tmp_path: Path) -> None:
     png = tmp_path / "study_pareto.png"
     assert write_plot(png, _rows(6), ["batch"])
     assert png.read_bytes().startswith(b"\x89PNG")
+    served = [
+        {**r, "steady_output_tokens_per_s": 10.0 * (i + 1), "steady_e2e_p50_ms": 50.0 + i,
+         "steady_e2e_p99_ms": 90.0 + i, "steady_energy_per_output_token_j": 0.2 + 0.01 * i}
+        for i, r in enumerate(_rows(4))
+    ]  # fmt: skip
+    assert write_plot(tmp_path / "load.png", served, ["load.rate"])
+
+
+def test_sampled_phases_yield_to_the_meters_windows() -> None:
+    times = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    phases = ["warmup", "warmup", "repeat-1", "repeat-1", "idle", "flops"]  # sampled 0.14-0.33
+    metered = window_spans([("repeat-1", 100.15, 100.33), ("repeat-1", 100.14, 100.32)], 100.0)
+    assert [(p, round(a, 6), round(b, 6)) for p, a, b in metered] == [("repeat-1", 0.14, 0.33)]
+    spans = plot_spans(times, phases, metered)
+    assert [(p, round(a, 6), round(b, 6)) for p, a, b in spans] == [
+        ("warmup", 0.0, 0.14),
+        ("repeat-1", 0.14, 0.33),
+        ("idle", 0.4, 0.5),  # the last sample's phase has no length: not drawn
+    ]
 
 
 def test_no_contended_job_no_ring(tmp_path: Path) -> None:

@@ -261,9 +261,16 @@ def _load_energy_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
 def _load_latency_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
     pts = _served(rows)
     xs = _nums(pts, "steady_output_tokens_per_s")
+    marked: list[tuple[Row, tuple[float, float]]] = []
     for name, style in (("steady_e2e_p50_ms", "-o"), ("steady_e2e_p99_ms", "--s")):
-        got = [(x, y) for x, r in zip(xs, pts, strict=True) if (y := _num(r, name)) is not None]
-        ax.plot([x for x, _ in got], [y for _, y in got], style, ms=5, label=name.split("_")[2])
+        got = [
+            (r, (x, y)) for x, r in zip(xs, pts, strict=True) if (y := _num(r, name)) is not None
+        ]
+        ax.plot(
+            [p[0] for _, p in got], [p[1] for _, p in got], style, ms=5, label=name.split("_")[2]
+        )
+        marked += got
+    _mark_contended(ax, [r for r, _ in marked], [p for _, p in marked])
     ax.set_xlabel("achieved output tokens/s (steady window)")
     ax.set_ylabel("E2E latency (ms)")
     ax.set_title("Latency vs load")
