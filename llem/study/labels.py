@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from matplotlib.text import Annotation
     from matplotlib.transforms import Bbox
 
-RINGS_PT = (5.0, 14.0, 26.0, 40.0, 56.0, 74.0)  # label offsets from the point (points)
+RINGS_PT = (7.0, 15.0, 26.0, 40.0, 56.0, 74.0)  # label offsets from the point (points)
 ANGLES_DEG = (45, 0, -45, 90, -90, 135, 180, -135)  # up-right first, then round the point
 PAD_PX = 2.0  # free space kept around each label (pixels)
 
@@ -56,15 +56,15 @@ def _candidates() -> list[Align]:
     return out
 
 
-def marker_boxes(ax: Axes, points: list[tuple[float, float]], size_pt: float) -> list[Bbox]:
-    """Square boxes (pixels) of markers ``size_pt`` wide at data ``points``."""
+def marker_boxes(ax: Axes, points: list[tuple[float, float]], sizes_pt: list[float]) -> list[Bbox]:
+    """Square boxes (pixels) of markers at data ``points``, each ``sizes_pt`` wide (points)."""
     from matplotlib.transforms import Bbox
 
-    half = size_pt * ax.figure.dpi / 72 / 2
-    return [
-        Bbox.from_extents(x - half, y - half, x + half, y + half)
-        for x, y in (ax.transData.transform(p) for p in points)
-    ]
+    boxes = []
+    for (x, y), size in zip((ax.transData.transform(p) for p in points), sizes_pt, strict=True):
+        half = size * ax.figure.dpi / 72 / 2
+        boxes.append(Bbox.from_extents(x - half, y - half, x + half, y + half))
+    return boxes
 
 
 def _padded(box: Bbox) -> Bbox:
@@ -90,7 +90,7 @@ def place_labels(
     """Annotate each (text, data point) of ``labels`` where it overlaps nothing; returns them."""
     renderer: RendererBase = ax.figure.canvas.get_renderer()  # type: ignore[attr-defined]
     frame = ax.get_window_extent(renderer)
-    obstacles = list(markers) + [line.get_window_extent(renderer) for line in lines]
+    obstacles = list(markers) + [line.get_window_extent(renderer).padded(2) for line in lines]
     placed: list[Bbox] = []
     out: list[Annotation] = []
     for text, point in labels:

@@ -36,9 +36,11 @@ from llem.study.table import Cell, Row, pareto_front
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
 MAX_LABELS = 30
 CONTENDED_LABEL = f"CPU contended (other processes > {CONTENTION_CORES:g} cores)"
+MARKER_MS = 6  # the latency chart's markers (points)
 CONTENDED_MS = 13  # square round a contended job's markers (points)
 SLO_ATTAINMENT = 0.99  # a served job meets its SLOs when this share of its requests does
 
@@ -309,6 +311,40 @@ def _save(fig: Figure, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=100)
 
 
+def _draw_latency(
+    ax: Axes, done: list[Row], kind: str
+) -> tuple[list[tuple[float, float]], list[Row], list[Line2D]]:
+    """Each job's p50 and p99 markers joined by a segment, contended jobs framed: returns the
+    marker points (all p50s, then the p99s), their rows and the joining segments."""
+    xs = _nums(done, "output_tokens_per_s")
+    p50 = _nums(done, f"{kind}_p50_ms")
+    p99 = [
+        (r, x, lo, hi)
+        for r, x, lo in zip(done, xs, p50, strict=True)
+        if (hi := _num(r, f"{kind}_p99_ms")) is not None
+    ]
+    joins = [
+        ax.plot([x, x], [lo, hi], "-", color="0.6", lw=1.2, zorder=1.8)[0] for _, x, lo, hi in p99
+    ]
+    for line, p in zip(joins, p99, strict=True):
+        line.set_gid(f"p50-p99 #{p[0]['num']}")
+    ax.plot(xs, p50, "o", ms=MARKER_MS, color="tab:blue", label=f"{kind.upper()} p50", zorder=2)
+    if p99:
+        ax.plot(
+            [p[1] for p in p99],
+            [p[3] for p in p99],
+            "^",
+            ms=MARKER_MS,
+            color="tab:orange",
+            label=f"{kind.upper()} p99",
+            zorder=2,
+        )
+    points = list(zip(xs, p50, strict=True)) + [(p[1], p[3]) for p in p99]
+    marked = done + [p[0] for p in p99]
+    _mark_contended(ax, marked, points)
+    return points, marked, joins
+
+
 def latency_figure(rows: list[Row], swept: list[str], study: str) -> Figure | None:
     """The latency chart of ``rows`` (see the module docstring); None when no completed job has a
     latency. Each job's p50 and p99 are joined by a grey segment (``gid`` "p50-p99 #<num>") and
@@ -331,31 +367,7 @@ def latency_figure(rows: list[Row], swept: list[str], study: str) -> Figure | No
     fig = Figure(figsize=(6.4, 4.8), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    xs = _nums(done, "output_tokens_per_s")
-    p50 = _nums(done, f"{kind}_p50_ms")
-    p99 = [
-        (r, x, lo, hi)
-        for r, x, lo in zip(done, xs, p50, strict=True)
-        if (hi := _num(r, f"{kind}_p99_ms")) is not None
-    ]
-    joins = [
-        ax.plot([x, x], [lo, hi], "-", color="0.6", lw=1.2, zorder=1.8)[0] for _, x, lo, hi in p99
-    ]
-    for line, p in zip(joins, p99, strict=True):
-        line.set_gid(f"p50-p99 #{p[0]['num']}")
-    ax.plot(xs, p50, "o", ms=6, color="tab:blue", label=f"{kind.upper()} p50", zorder=2)
-    if p99:
-        ax.plot(
-            [p[1] for p in p99],
-            [p[3] for p in p99],
-            "^",
-            ms=6,
-            color="tab:orange",
-            label=f"{kind.upper()} p99",
-            zorder=2,
-        )
-    points = list(zip(xs, p50, strict=True)) + [(p[1], p[3]) for p in p99]
-    _mark_contended(ax, done + [p[0] for p in p99], points)
+    points, marked, joins = _draw_latency(ax, done, kind)
     ax.margins(0.12, 0.15)
     ax.set_xlabel("output tokens/s (higher is better)")
     ax.set_ylabel(f"{kind.upper()} (ms, lower is better)")
@@ -367,7 +379,8 @@ def latency_figure(rows: list[Row], swept: list[str], study: str) -> Figure | No
     fig.set_layout_engine("none")
     if len(done) <= MAX_LABELS:
         labels = [(_label(r, swept), p) for r, p in zip(done, points, strict=False)]
-        place_labels(ax, labels, marker_boxes(ax, points, CONTENDED_MS), joins)
+        sizes = [float(CONTENDED_MS if _contended(r) else MARKER_MS) for r in marked]
+        place_labels(ax, labels, marker_boxes(ax, points, sizes), joins)
     return fig
 
 
