@@ -265,13 +265,15 @@ def contention_warning(c: CpuContention) -> str | None:
 def _descendants(proc: Path, pid: int) -> list[int]:
     """Live descendants of ``pid`` from each thread's ``children`` list (no scan of /proc)."""
     out: list[int] = []
+    tasks = f"{proc}/{pid}/task"  # plain strings: this runs at every sample
     try:
-        tasks = list((proc / str(pid) / "task").iterdir())
+        tids = os.listdir(tasks)
     except OSError:
         return out
-    for task in tasks:
+    for tid in tids:
         try:
-            kids = [int(k) for k in (task / "children").read_text().split()]
+            with open(f"{tasks}/{tid}/children") as f:
+                kids = [int(k) for k in f.read().split()]
         except (OSError, ValueError):
             continue
         for kid in kids:
@@ -287,8 +289,14 @@ def others_cpu_s(proc: Path = PROC, root: int = 0) -> float | None:
     busy = _system_busy_s(proc)
     if busy is None:
         return None
+    root = root or os.getpid()
+    pids = _descendants(proc, root)
     own = 0.0
-    for pid in [root or os.getpid(), *_descendants(proc, root or os.getpid())]:
+    if root == os.getpid():
+        own = sum(os.times()[:4])  # a system call: cheaper than reading our own stat file
+    else:
+        pids.append(root)
+    for pid in pids:
         fields = _stat_fields(proc, pid)
         own += _cpu_s(fields) if fields is not None and len(fields) >= 15 else 0.0
     return busy - own

@@ -5,17 +5,34 @@ CPU is drawn beside llem's."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from PIL import Image
 
+from llem.hostcpu import others_cpu_s
 from llem.records import TIMESERIES_PNG
 from llem.result import Result
 from llem.runplot import CPU_LABEL, OTHER_CPU, SPANS_KEY, run_figure
 from tests.helpers import run_llem
 
 TOLERANCE_S = 0.001
+
+
+def system_busy() -> float:
+    """All CPUs' busy seconds since boot (/proc/stat, iowait as idle)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split()[1:9]]
+    return (sum(ticks[:3]) + sum(ticks[5:8])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_cpu(pid: int) -> float:
+    """CPU seconds of process ``pid`` (utime + stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_windows_shaded_from_the_meters_readings(tmp_path: Path) -> None:
@@ -57,3 +74,20 @@ def test_windows_shaded_from_the_meters_readings(tmp_path: Path) -> None:
     other = [line for line in cpu.lines if line.get_label() == OTHER_CPU]
     assert other and len(other[0].get_xdata()) >= 5
     assert any(v is not None for v in parquet["other_cpu_pct"])
+
+
+def test_other_cpu_leaves_out_llems_own_children() -> None:
+    """A child of this process spinning on one core is llem's, not another process's: all CPUs'
+    busy time minus ``others_cpu_s`` moves by exactly this process's and the child's CPU time."""
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        before = (system_busy(), others_cpu_s(), child_cpu(child.pid), sum(os.times()[:4]))
+        time.sleep(0.5)
+        after = (system_busy(), others_cpu_s(), child_cpu(child.pid), sum(os.times()[:4]))
+    finally:
+        child.kill()
+        child.wait()
+    busy, others, kid, own = (b - a for a, b in zip(before, after, strict=True))
+    assert kid > 0.05  # the child ran
+    assert abs((busy - others) - (kid + own)) < 0.05  # a few 10 ms ticks between the reads
