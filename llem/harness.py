@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from llem import __version__, environment, hostcpu, metrics
 from llem.backends import load_backend
@@ -57,9 +57,6 @@ from llem.result import (
     TokenCounts,
 )
 from llem.stats import Interval, summarize
-
-if TYPE_CHECKING:
-    from llem.runplot import MeterWindow
 
 log = logging.getLogger(__name__)
 
@@ -222,10 +219,7 @@ class Harness:
                 plotter.close()  # the run failed: no picture
         try:
             if timeseries and cfg.plots:
-                metered = [(w.window.name, w.window.readings) for w in windows]
-                metered += [("prefill", prefill[0])] if prefill else []
-                spans = [(name, r.start_s, r.end_s) for name, rs in metered for r in rs]
-                unwritten = self._plot(self.run_dir / timeseries, plotter, spans)
+                unwritten = self._plot(self.run_dir / timeseries, plotter, windows, prefill)
         finally:
             if plotter is not None:
                 plotter.close()
@@ -282,18 +276,25 @@ class Harness:
         )
 
     def _plot(
-        self, parquet: Path, plotter: PlotWorker | None, windows: list[MeterWindow]
+        self,
+        parquet: Path,
+        plotter: PlotWorker | None,
+        windows: list[MeasuredWindow],
+        prefill: tuple[list[Reading], float] | None,
     ) -> str | None:
         """Draw ``timeseries.png`` beside the series (in ``plotter`` when given), the measured
-        windows from the meters' ``windows``; a failure costs the picture, not the run: its
-        warning is returned."""
+        windows (and the prefill pass) shaded where their meter readings start and end; a failure
+        costs the picture, not the run: its warning is returned."""
         from llem.runplot import write_run_plot
 
+        metered = [(w.window.name, w.window.readings) for w in windows]
+        metered += [("prefill", prefill[0])] if prefill else []
+        spans = [(name, r.start_s, r.end_s) for name, readings in metered for r in readings]
         try:
             if plotter is not None:
-                plotter.draw(parquet, parquet.with_name(TIMESERIES_PNG), windows)
+                plotter.draw(parquet, parquet.with_name(TIMESERIES_PNG), spans)
             else:
-                write_run_plot(parquet, parquet.with_name(TIMESERIES_PNG), windows)
+                write_run_plot(parquet, parquet.with_name(TIMESERIES_PNG), spans)
         except Exception as exc:
             problem = f"{TIMESERIES_PNG} was not drawn ({exc}): the result is kept without it"
             log.warning("%s", problem)
