@@ -66,10 +66,16 @@ def test_the_pareto_chart_marks_contended_jobs(tmp_path: Path) -> None:
     assert write_plot(png, _rows(6), ["batch"])
     assert png.read_bytes().startswith(b"\x89PNG")
     served = [
-        {**r, "steady_output_tokens_per_s": 10.0 * (i + 1), "steady_e2e_p50_ms": 50.0 + i,
-         "steady_e2e_p99_ms": 90.0 + i, "steady_energy_per_output_token_j": 0.2 + 0.01 * i}
+        {
+            **r,
+            "param.load.rate": i + 1,
+            "steady_output_tokens_per_s": 10.0 * (i + 1),
+            "steady_e2e_p50_ms": 50.0 + i,
+            "steady_e2e_p99_ms": 90.0 + i,
+            "steady_energy_per_output_token_j": 0.2 + 0.01 * i,
+        }
         for i, r in enumerate(_rows(4))
-    ]  # fmt: skip
+    ]
     assert write_plot(tmp_path / "load.png", served, ["load.rate"])
 
 
