@@ -16,6 +16,8 @@
 tokens/s; each job's p50 and p99 joined by a grey segment and labelled once by its swept values,
 where the label overlaps no other label nor marker (a leader line when it had to move).
 
+Every chart's point labels are placed the same way (:mod:`llem.study.labels`).
+
 A job whose measured windows were CPU-contended (summary column ``contended``: other processes used
 more than :data:`llem.hostcpu.CONTENTION_CORES` cores) is framed by a red square in every chart,
 with one legend entry.
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from llem.hostcpu import CONTENTION_CORES
 from llem.paths import atomic_path
+from llem.study.labels import arrange_axes_labels, label, marker_boxes, place_labels
 from llem.study.table import Cell, Row, pareto_front
 
 if TYPE_CHECKING:
@@ -146,9 +149,7 @@ def _pareto_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
     )
     if len(pts) <= MAX_LABELS:
         for r, x, y in zip(pts, xs, ys, strict=True):
-            ax.annotate(
-                _label(r, swept), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7
-            )
+            label(ax, _label(r, swept), (x, y))  # placed by arrange_axes_labels
     covers = next((r["energy_covers"] for r in pts if r.get("energy_covers")), None)
     if column == MODELLED:
         covers = "modelled estimate, CodeCarbon"
@@ -239,7 +240,7 @@ def _load_energy_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
     ax.plot(xs, ys, "-o", color="tab:blue", ms=5)
     _mark_contended(ax, pts, list(zip(xs, ys, strict=True)))
     for r, x, y in zip(pts, xs, ys, strict=True):
-        ax.annotate(_label(r, swept), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        label(ax, _label(r, swept), (x, y))  # placed by arrange_axes_labels
     best = best_load_row(rows)
     if best is not None:
         ax.plot(
@@ -302,6 +303,10 @@ def write_plot(path: Path, rows: list[Row], swept: list[str]) -> bool:
         f"llem study: {path.parent.name}, {len(done)} completed job{'s' if len(done) != 1 else ''}",
         fontsize=10,
     )
+    fig.canvas.draw()  # settle the layout, then freeze it: labels are placed in pixels
+    fig.set_layout_engine("none")
+    for ax in fig.axes:
+        arrange_axes_labels(ax, CONTENDED_MS)
     _save(fig, path)
     return True
 
@@ -361,8 +366,6 @@ def latency_figure(rows: list[Row], swept: list[str], study: str) -> Figure | No
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from llem.study.labels import marker_boxes, place_labels
 
     fig = Figure(figsize=(6.4, 4.8), layout="constrained")
     FigureCanvasAgg(fig)
