@@ -6,8 +6,17 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
+
 from llem.runplot import plot_spans, window_spans
-from llem.study.plot import CONTENDED_LABEL, latency_figure, write_latency_plot, write_plot
+from llem.study.plot import (
+    CONTENDED_LABEL,
+    latency_figure,
+    study_figure,
+    write_latency_plot,
+    write_plot,
+)
 from llem.study.table import Row
 
 
@@ -61,7 +70,24 @@ def test_latency_labels_do_not_overlap_and_p50_p99_are_joined(tmp_path: Path) ->
     assert png.read_bytes().startswith(b"\x89PNG")
 
 
+def _label_boxes(fig: Figure) -> list[list[Bbox]]:
+    """Per axes, the window boxes of its non-empty texts (the point labels)."""
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    return [[t.get_window_extent(renderer) for t in ax.texts if t.get_text()] for ax in fig.axes]
+
+
 def test_the_pareto_chart_marks_contended_jobs(tmp_path: Path) -> None:
+    fig = study_figure(_rows(7), ["batch"], "crowded")
+    assert fig is not None
+    pareto = fig.axes[0]
+    legend = pareto.get_legend()
+    assert legend is not None and CONTENDED_LABEL in [t.get_text() for t in legend.get_texts()]
+    (boxes, _) = _label_boxes(fig)
+    assert len(boxes) == 7
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    legend_box = legend.get_window_extent(renderer)
+    for a, b in itertools.combinations([*boxes, legend_box], 2):
+        assert not a.overlaps(b), (a, b)
     png = tmp_path / "study_pareto.png"
     assert write_plot(png, _rows(6), ["batch"])
     assert png.read_bytes().startswith(b"\x89PNG")

@@ -283,9 +283,19 @@ def _load_latency_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
 
 def write_plot(path: Path, rows: list[Row], swept: list[str]) -> bool:
     """Draw ``path`` from the summary rows; False (nothing written) when no job completed."""
+    fig = study_figure(rows, swept, path.parent.name)
+    if fig is None:
+        return False
+    _save(fig, path)
+    return True
+
+
+def study_figure(rows: list[Row], swept: list[str], study: str) -> Figure | None:
+    """The ``study_pareto.png`` chart of ``rows`` (see the module docstring); None when no job
+    completed."""
     done = [r for r in rows if r.get("status") == "ok" and r.get("output_tokens_per_s") is not None]
     if not done:
-        return False
+        return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -300,15 +310,14 @@ def write_plot(path: Path, rows: list[Row], swept: list[str]) -> bool:
     for i, panel in enumerate(panels):
         panel(fig.add_subplot(1, len(panels), i + 1), done, swept)
     fig.suptitle(
-        f"llem study: {path.parent.name}, {len(done)} completed job{'s' if len(done) != 1 else ''}",
+        f"llem study: {study}, {len(done)} completed job{'s' if len(done) != 1 else ''}",
         fontsize=10,
     )
     fig.canvas.draw()  # settle the layout, then freeze it: labels are placed in pixels
     fig.set_layout_engine("none")
     for ax in fig.axes:
         arrange_axes_labels(ax, CONTENDED_MS)
-    _save(fig, path)
-    return True
+    return fig
 
 
 def _save(fig: Figure, path: Path) -> None:
