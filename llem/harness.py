@@ -219,7 +219,7 @@ class Harness:
                 plotter.close()  # the run failed: no picture
         try:
             if timeseries and cfg.plots:
-                unwritten = self._plot(self.run_dir / timeseries, plotter)
+                unwritten = self._plot(self.run_dir / timeseries, plotter, windows, prefill)
         finally:
             if plotter is not None:
                 plotter.close()
@@ -275,16 +275,26 @@ class Harness:
             benchmark=benchmark_report(cfg, model, energy_section, tokens.requests),
         )
 
-    def _plot(self, parquet: Path, plotter: PlotWorker | None) -> str | None:
-        """Draw ``timeseries.png`` beside the series (in ``plotter`` when given); a failure costs
-        the picture, not the run: its warning is returned."""
+    def _plot(
+        self,
+        parquet: Path,
+        plotter: PlotWorker | None,
+        windows: list[MeasuredWindow],
+        prefill: tuple[list[Reading], float] | None,
+    ) -> str | None:
+        """Draw ``timeseries.png`` beside the series (in ``plotter`` when given), the measured
+        windows (and the prefill pass) shaded where their meter readings start and end; a failure
+        costs the picture, not the run: its warning is returned."""
         from llem.runplot import write_run_plot
 
+        metered = [(w.window.name, w.window.readings) for w in windows]
+        metered += [("prefill", prefill[0])] if prefill else []
+        spans = [(name, r.start_s, r.end_s) for name, readings in metered for r in readings]
         try:
             if plotter is not None:
-                plotter.draw(parquet, parquet.with_name(TIMESERIES_PNG))
+                plotter.draw(parquet, parquet.with_name(TIMESERIES_PNG), spans)
             else:
-                write_run_plot(parquet, parquet.with_name(TIMESERIES_PNG))
+                write_run_plot(parquet, parquet.with_name(TIMESERIES_PNG), spans)
         except Exception as exc:
             problem = f"{TIMESERIES_PNG} was not drawn ({exc}): the result is kept without it"
             log.warning("%s", problem)

@@ -152,6 +152,12 @@ def _stat_fields(proc: Path, pid: int) -> list[str] | None:
     return text[text.rfind(")") + 2 :].split()  # fields from 'state' on (comm may hold spaces)
 
 
+def _cpu_s(fields: list[str]) -> float:
+    """CPU seconds of one process and its reaped children from its stat ``fields``."""
+    # utime stime cutime cstime = fields 14-17 of stat = index 11-14 after 'state'
+    return sum(int(v) for v in fields[11:15]) * _tick_s()
+
+
 def _tree_cpu_s(proc: Path, root: int) -> float:
     """CPU seconds of ``root`` (incl. its reaped children) and every live descendant."""
     parents: dict[int, int] = {}
@@ -164,10 +170,7 @@ def _tree_cpu_s(proc: Path, root: int) -> float:
             continue
         pid = int(entry.name)
         parents[pid] = int(fields[1])
-        # utime stime cutime cstime = fields 14-17 of stat = index 11-14 after 'state'
-        own = int(fields[11]) + int(fields[12])
-        reaped = int(fields[13]) + int(fields[14])
-        times[pid] = (own + reaped) * _tick_s()
+        times[pid] = _cpu_s(fields)
     total = 0.0
     for pid, cpu in times.items():
         p = pid
@@ -257,3 +260,43 @@ def contention_warning(c: CpuContention) -> str | None:
         f"(> {CONTENTION_CORES} flagged); throughput and energy of this window are not comparable "
         "with an idle machine's"
     )
+
+
+def _descendants(proc: Path, pid: int) -> list[int]:
+    """Live descendants of ``pid`` from each thread's ``children`` list (no scan of /proc)."""
+    out: list[int] = []
+    tasks = f"{proc}/{pid}/task"  # plain strings: this runs at every sample
+    try:
+        tids = os.listdir(tasks)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"{tasks}/{tid}/children") as f:
+                kids = [int(k) for k in f.read().split()]
+        except (OSError, ValueError):
+            continue
+        for kid in kids:
+            out += [kid, *_descendants(proc, kid)]
+    return out
+
+
+def others_cpu_s(proc: Path = PROC, root: int = 0) -> float | None:
+    """CPU seconds every process but llem's tree (``root``, default this process, and its live
+    descendants) has used since boot: all CPUs' busy time minus the tree's. Cheap enough for every
+    time-series sample (a few small files); the difference between two reads over their wall time
+    is other processes' CPU use in cores. None where ``/proc/stat`` is not readable."""
+    busy = _system_busy_s(proc)
+    if busy is None:
+        return None
+    root = root or os.getpid()
+    pids = _descendants(proc, root)
+    own = 0.0
+    if root == os.getpid():
+        own = sum(os.times()[:4])  # a system call: cheaper than reading our own stat file
+    else:
+        pids.append(root)
+    for pid in pids:
+        fields = _stat_fields(proc, pid)
+        own += _cpu_s(fields) if fields is not None and len(fields) >= 15 else 0.0
+    return busy - own

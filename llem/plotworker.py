@@ -3,10 +3,11 @@
 Importing matplotlib takes about 0.4 s of one core, which a run would otherwise pay after its last
 measurement. :class:`PlotWorker` starts ``python -m llem.plotworker <llem pid>`` when the run
 starts: it imports what drawing needs (:data:`llem.runplot.PRELOAD`) beside the engine's imports
-and the model load, says ``ready``, then waits (using no CPU) for one ``<parquet>\\t<png>`` line,
-draws and ends. The harness waits for ``ready`` before the warm-up, so nothing it does overlaps a
-measured window. The worker dies with llem (``PR_SET_PDEATHSIG``), ignores the terminal's Ctrl-C
-(llem handles it and closes the worker) and is killed by :meth:`PlotWorker.close` if still running.
+and the model load, says ``ready``, then waits (using no CPU) for one
+``<parquet>\\t<png>\\t<meter windows as JSON>`` line, draws and ends. The harness waits for
+``ready`` before the warm-up, so nothing it does overlaps a measured window. The worker dies with
+llem (``PR_SET_PDEATHSIG``), ignores the terminal's Ctrl-C (llem handles it and closes the worker)
+and is killed by :meth:`PlotWorker.close` if still running.
 A process that has matplotlib imported already (a study job forked from the fork server) draws
 in-process instead: :func:`plot_worker` returns ``None``.
 """
@@ -14,11 +15,17 @@ in-process instead: :func:`plot_worker` returns ``None``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llem.runplot import MeterWindow
 
 READY_TIMEOUT_S = 60.0
 DRAW_TIMEOUT_S = 120.0
@@ -46,10 +53,12 @@ class PlotWorker:
             return False
         return True
 
-    def draw(self, parquet: Path, png: Path) -> None:
-        """Draw ``png`` from ``parquet``; raises :class:`RuntimeError` with the worker's error."""
+    def draw(self, parquet: Path, png: Path, windows: Sequence[MeterWindow] = ()) -> None:
+        """Draw ``png`` from ``parquet`` and the meters' ``windows``
+        (:func:`llem.runplot.write_run_plot`); raises :class:`RuntimeError` with the worker's
+        error."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write(f"{parquet}\t{png}\n")
+        self.proc.stdin.write(f"{parquet}\t{png}\t{json.dumps(list(windows))}\n")
         self.proc.stdin.close()
         answer = _line_within(self.proc, DRAW_TIMEOUT_S)
         if answer != "drawn":
@@ -98,7 +107,9 @@ def serve(parent_pid: int) -> int:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # llem handles Ctrl-C and closes the worker
     die_with_parent(parent_pid)
-    from llem.runplot import PRELOAD, write_run_plot
+    from pydantic import TypeAdapter
+
+    from llem.runplot import PRELOAD, MeterWindow, write_run_plot
 
     for module in PRELOAD:
         importlib.import_module(module)
@@ -106,8 +117,9 @@ def serve(parent_pid: int) -> int:
     line = sys.stdin.readline().rstrip("\n")
     if not line:
         return 0  # the run ended without a series to draw
-    parquet, png = line.split("\t")
-    write_run_plot(Path(parquet), Path(png))
+    parquet, png, windows = line.split("\t")
+    meter_windows = TypeAdapter(list[MeterWindow]).validate_json(windows)
+    write_run_plot(Path(parquet), Path(png), meter_windows)
     print("drawn", flush=True)
     return 0
 

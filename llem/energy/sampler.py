@@ -18,6 +18,8 @@ memory_used_bytes      device memory in use
 sm_clock_mhz           SM clock
 throttle_reasons       NVML clock event reason bit mask (see llem.energy.nvml.THROTTLE_BITS)
 cpu_util_pct           process CPU time / wall time over the last period (100 = one core busy)
+other_cpu_pct          CPU time of all other processes (all CPUs' busy time minus llem's process
+                       tree) / wall time over the last period (100 = one core busy)
 rss_bytes              process resident memory
 =====================  ======================================================================
 
@@ -36,6 +38,7 @@ from types import ModuleType
 from typing import TypedDict, TypeVar
 
 from llem.energy.nvml import Gpu
+from llem.hostcpu import others_cpu_s
 from llem.paths import atomic_path
 
 T = TypeVar("T")
@@ -53,6 +56,7 @@ COLUMNS = (
     "sm_clock_mhz",
     "throttle_reasons",
     "cpu_util_pct",
+    "other_cpu_pct",
     "rss_bytes",
 )
 
@@ -75,6 +79,7 @@ class Row(_RowKeys, total=False):
     sm_clock_mhz: float | None
     throttle_reasons: int | None
     cpu_util_pct: float | None
+    other_cpu_pct: float | None
     rss_bytes: int | None
 
 
@@ -105,7 +110,7 @@ class Sampler:
         self.phase = "idle"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._last_cpu: tuple[float, float] | None = None
+        self._last_cpu: tuple[float, float, float | None] | None = None  # time, own, others (s)
         self._instant_ok = {g.uuid: True for g in self.gpus}
         self._lock = threading.RLock()
 
@@ -152,18 +157,22 @@ class Sampler:
                 self.rows.extend(self._gpu_row(self.nvml, now, g) for g in self.gpus)
 
     def _process_row(self, now: float) -> Row:
-        cpu = sum(os.times()[:2])
-        util = None
-        # os.times() ticks every 10 ms: a ratio over a much shorter gap (phase changes) is noise
+        cpu, others = sum(os.times()[:2]), others_cpu_s()
+        util = other = None
+        # CPU times tick every 10 ms: a ratio over a much shorter gap (phase changes) is noise
         if self._last_cpu is not None and now - self._last_cpu[0] >= self.interval_s / 2:
-            util = 100.0 * (cpu - self._last_cpu[1]) / (now - self._last_cpu[0])
+            last_t, last_cpu, last_others = self._last_cpu
+            util = 100.0 * (cpu - last_cpu) / (now - last_t)
+            if others is not None and last_others is not None:
+                other = max(0.0, 100.0 * (others - last_others) / (now - last_t))
         if util is not None or self._last_cpu is None:
-            self._last_cpu = (now, cpu)
+            self._last_cpu = (now, cpu, others)
         return {
             "time_unix_s": now,
             "phase": self.phase,
             "device": "process",
             "cpu_util_pct": util,
+            "other_cpu_pct": other,
             "rss_bytes": _rss_bytes(),
         }
 
@@ -257,6 +266,7 @@ def write_timeseries(rows: list[Row], path: Path) -> None:
             ("sm_clock_mhz", pa.float64()),
             ("throttle_reasons", pa.int64()),
             ("cpu_util_pct", pa.float64()),
+            ("other_cpu_pct", pa.float64()),
             ("rss_bytes", pa.int64()),
         ]
     )

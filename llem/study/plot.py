@@ -13,7 +13,14 @@
   (:func:`best_load_row`).
 
 ``study_latency.png``: p50 and p99 latency (TTFT when measured, else E2E; ms) against output
-tokens/s, one point per job labelled by its swept values.
+tokens/s; each job's p50 and p99 joined by a grey segment and labelled once by its swept values,
+where the label overlaps no other label nor marker (a leader line when it had to move).
+
+Every chart's point labels are placed the same way (:mod:`llem.study.labels`).
+
+A job whose measured windows were CPU-contended (summary column ``contended``: other processes used
+more than :data:`llem.hostcpu.CONTENTION_CORES` cores) is framed by a red square in every chart,
+with one legend entry.
 
 Error bars are the 95% intervals across repeats (jobs with repeats >= 3). No completed
 job: no png.
@@ -24,19 +31,47 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llem.hostcpu import CONTENTION_CORES
 from llem.paths import atomic_path
+from llem.study.labels import arrange_axes_labels, label, marker_boxes, place_labels
 from llem.study.table import Cell, Row, pareto_front
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
 MAX_LABELS = 30
+CONTENDED_LABEL = f"CPU contended (other processes > {CONTENTION_CORES:g} cores)"
+MARKER_MS = 6  # the latency chart's markers (points)
+CONTENDED_MS = 13  # square round a contended job's markers (points)
 SLO_ATTAINMENT = 0.99  # a served job meets its SLOs when this share of its requests does
 
 
 def _col(row: Row, key: str) -> str:
     return key if key in row else f"param.{key}"
+
+
+def _contended(row: Row) -> bool:
+    """True for a job whose measured windows other processes' CPU contended."""
+    return row.get("contended") is True
+
+
+def _mark_contended(ax: Axes, rows: list[Row], points: list[tuple[float, float]]) -> None:
+    """A red square round each point of a contended job, with one legend entry."""
+    ring = [p for r, p in zip(rows, points, strict=True) if _contended(r)]
+    if ring:
+        ax.plot(
+            [x for x, _ in ring],
+            [y for _, y in ring],
+            "s",
+            ms=CONTENDED_MS,
+            mfc="none",
+            mec="tab:red",
+            mew=1.6,
+            label=CONTENDED_LABEL,
+            zorder=3,
+        )
 
 
 def _label(row: Row, swept: list[str]) -> str:
@@ -99,6 +134,7 @@ def _pareto_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
         label="job",
         zorder=2,
     )
+    _mark_contended(ax, pts, list(zip(xs, ys, strict=True)))
     front = pareto_front(list(zip(xs, ys, strict=True)))
     ax.plot(
         [xs[i] for i in front],
@@ -113,9 +149,7 @@ def _pareto_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
     )
     if len(pts) <= MAX_LABELS:
         for r, x, y in zip(pts, xs, ys, strict=True):
-            ax.annotate(
-                _label(r, swept), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7
-            )
+            label(ax, _label(r, swept), (x, y))  # placed by arrange_axes_labels
     covers = next((r["energy_covers"] for r in pts if r.get("energy_covers")), None)
     if column == MODELLED:
         covers = "modelled estimate, CodeCarbon"
@@ -172,6 +206,9 @@ def _param_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
         capsize=3,
         ms=5,
     )
+    _mark_contended(ax, pts, list(zip(xs, ys, strict=True)))
+    if any(_contended(r) for r in pts):
+        ax.legend(fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("output tokens/s")
     ax.set_title(title)
@@ -201,8 +238,9 @@ def _load_energy_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
     xs = _nums(pts, "steady_output_tokens_per_s")
     ys = _nums(pts, "steady_energy_per_output_token_j")
     ax.plot(xs, ys, "-o", color="tab:blue", ms=5)
+    _mark_contended(ax, pts, list(zip(xs, ys, strict=True)))
     for r, x, y in zip(pts, xs, ys, strict=True):
-        ax.annotate(_label(r, swept), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        label(ax, _label(r, swept), (x, y))  # placed by arrange_axes_labels
     best = best_load_row(rows)
     if best is not None:
         ax.plot(
@@ -213,6 +251,7 @@ def _load_energy_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
             ms=14,
             label=f"lowest J/token meeting the SLOs: {_label(best, swept)}",
         )
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     if not pts:
         ax.text(0.5, 0.5, "energy not measured", ha="center", transform=ax.transAxes)
@@ -225,9 +264,16 @@ def _load_energy_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
 def _load_latency_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
     pts = _served(rows)
     xs = _nums(pts, "steady_output_tokens_per_s")
+    marked: list[tuple[Row, tuple[float, float]]] = []
     for name, style in (("steady_e2e_p50_ms", "-o"), ("steady_e2e_p99_ms", "--s")):
-        got = [(x, y) for x, r in zip(xs, pts, strict=True) if (y := _num(r, name)) is not None]
-        ax.plot([x for x, _ in got], [y for _, y in got], style, ms=5, label=name.split("_")[2])
+        got = [
+            (r, (x, y)) for x, r in zip(xs, pts, strict=True) if (y := _num(r, name)) is not None
+        ]
+        ax.plot(
+            [p[0] for _, p in got], [p[1] for _, p in got], style, ms=5, label=name.split("_")[2]
+        )
+        marked += got
+    _mark_contended(ax, [r for r, _ in marked], [p for _, p in marked])
     ax.set_xlabel("achieved output tokens/s (steady window)")
     ax.set_ylabel("E2E latency (ms)")
     ax.set_title("Latency vs load")
@@ -237,9 +283,19 @@ def _load_latency_panel(ax: Axes, rows: list[Row], swept: list[str]) -> None:
 
 def write_plot(path: Path, rows: list[Row], swept: list[str]) -> bool:
     """Draw ``path`` from the summary rows; False (nothing written) when no job completed."""
+    fig = study_figure(rows, swept, path.parent.name)
+    if fig is None:
+        return False
+    _save(fig, path)
+    return True
+
+
+def study_figure(rows: list[Row], swept: list[str], study: str) -> Figure | None:
+    """The ``study_pareto.png`` chart of ``rows`` (see the module docstring); None when no job
+    completed."""
     done = [r for r in rows if r.get("status") == "ok" and r.get("output_tokens_per_s") is not None]
     if not done:
-        return False
+        return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -254,11 +310,14 @@ def write_plot(path: Path, rows: list[Row], swept: list[str]) -> bool:
     for i, panel in enumerate(panels):
         panel(fig.add_subplot(1, len(panels), i + 1), done, swept)
     fig.suptitle(
-        f"llem study: {path.parent.name}, {len(done)} completed job{'s' if len(done) != 1 else ''}",
+        f"llem study: {study}, {len(done)} completed job{'s' if len(done) != 1 else ''}",
         fontsize=10,
     )
-    _save(fig, path)
-    return True
+    fig.canvas.draw()  # settle the layout, then freeze it: labels are placed in pixels
+    fig.set_layout_engine("none")
+    for ax in fig.axes:
+        arrange_axes_labels(ax, CONTENDED_MS)
+    return fig
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -266,9 +325,44 @@ def _save(fig: Figure, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=100)
 
 
-def write_latency_plot(path: Path, rows: list[Row], swept: list[str]) -> bool:
-    """Draw ``path``: p50/p99 latency against output tokens/s; False (nothing written) when no
-    completed job has a latency."""
+def _draw_latency(
+    ax: Axes, done: list[Row], kind: str
+) -> tuple[list[tuple[float, float]], list[Row], list[Line2D]]:
+    """Each job's p50 and p99 markers joined by a segment, contended jobs framed: returns the
+    marker points (all p50s, then the p99s), their rows and the joining segments."""
+    xs = _nums(done, "output_tokens_per_s")
+    p50 = _nums(done, f"{kind}_p50_ms")
+    p99 = [
+        (r, x, lo, hi)
+        for r, x, lo in zip(done, xs, p50, strict=True)
+        if (hi := _num(r, f"{kind}_p99_ms")) is not None
+    ]
+    joins = [
+        ax.plot([x, x], [lo, hi], "-", color="0.6", lw=1.2, zorder=1.8)[0] for _, x, lo, hi in p99
+    ]
+    for line, p in zip(joins, p99, strict=True):
+        line.set_gid(f"p50-p99 #{p[0]['num']}")
+    ax.plot(xs, p50, "o", ms=MARKER_MS, color="tab:blue", label=f"{kind.upper()} p50", zorder=2)
+    if p99:
+        ax.plot(
+            [p[1] for p in p99],
+            [p[3] for p in p99],
+            "^",
+            ms=MARKER_MS,
+            color="tab:orange",
+            label=f"{kind.upper()} p99",
+            zorder=2,
+        )
+    points = list(zip(xs, p50, strict=True)) + [(p[1], p[3]) for p in p99]
+    marked = done + [p[0] for p in p99]
+    _mark_contended(ax, marked, points)
+    return points, marked, joins
+
+
+def latency_figure(rows: list[Row], swept: list[str], study: str) -> Figure | None:
+    """The latency chart of ``rows`` (see the module docstring); None when no completed job has a
+    latency. Each job's p50 and p99 are joined by a grey segment (``gid`` "p50-p99 #<num>") and
+    labelled once, where the label overlaps nothing (:func:`llem.study.labels.place_labels`)."""
     kind = "ttft" if any(_num(r, "ttft_p50_ms") is not None for r in rows) else "e2e"
     done = [
         r
@@ -278,30 +372,35 @@ def write_latency_plot(path: Path, rows: list[Row], swept: list[str]) -> bool:
         and _num(r, f"{kind}_p50_ms") is not None
     ]
     if not done:
-        return False
+        return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 4.8), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    xs = _nums(done, "output_tokens_per_s")
-    for pct, marker in (("p50", "o"), ("p99", "^")):
-        pts = [(x, _num(r, f"{kind}_{pct}_ms")) for r, x in zip(done, xs, strict=True)]
-        shown = [(x, y) for x, y in pts if y is not None]
-        if shown:
-            ax.plot(*zip(*shown, strict=True), marker, ms=6, label=f"{kind.upper()} {pct}")
-    if len(done) <= MAX_LABELS:
-        for r, x in zip(done, xs, strict=True):
-            y = _num(r, f"{kind}_p50_ms")
-            ax.annotate(
-                _label(r, swept), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7
-            )
+    points, marked, joins = _draw_latency(ax, done, kind)
+    ax.margins(0.12, 0.15)
     ax.set_xlabel("output tokens/s (higher is better)")
     ax.set_ylabel(f"{kind.upper()} (ms, lower is better)")
     ax.set_title(f"Latency vs throughput ({'time to first token' if kind == 'ttft' else 'E2E'})")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.suptitle(f"llem study: {path.parent.name}, {len(done)} completed jobs", fontsize=10)
+    fig.legend(loc="outside lower center", ncols=3, fontsize=8)
+    fig.suptitle(f"llem study: {study}, {len(done)} completed jobs", fontsize=10)
+    fig.canvas.draw()  # settle the layout, then freeze it: labels are placed in pixels
+    fig.set_layout_engine("none")
+    if len(done) <= MAX_LABELS:
+        labels = [(_label(r, swept), p) for r, p in zip(done, points, strict=False)]
+        sizes = [float(CONTENDED_MS if _contended(r) else MARKER_MS) for r in marked]
+        place_labels(ax, labels, marker_boxes(ax, points, sizes), joins)
+    return fig
+
+
+def write_latency_plot(path: Path, rows: list[Row], swept: list[str]) -> bool:
+    """Draw ``path``: p50/p99 latency against output tokens/s; False (nothing written) when no
+    completed job has a latency."""
+    fig = latency_figure(rows, swept, path.parent.name)
+    if fig is None:
+        return False
     _save(fig, path)
     return True
