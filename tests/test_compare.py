@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,3 +146,18 @@ def test_a_bad_command_line_is_one_error_line(tmp_path, args):
     proc = run_llem("compare", *args, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.startswith("Error: ")
     assert len(proc.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+
+
+def test_compare_imports_no_torch(runs, tmp_path):
+    code = (
+        "import sys\nfrom llem.cli import main\ntry:\n"
+        f"    main(['compare', {str(runs / 'b1')!r}, {str(runs / 'b4')!r}])\n"
+        "except SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+        "print('torch' in sys.modules)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False"
+    assert (tmp_path / "compare.md").is_file() and (tmp_path / "compare.json").is_file()

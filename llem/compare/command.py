@@ -37,8 +37,6 @@ def parse(args: list[str]) -> tuple[list[str], Path]:
             out = Path(value).expanduser().absolute()
         elif word.startswith("--out="):
             out = Path(word.partition("=")[2]).expanduser().absolute()
-        elif word in ("-h", "--help"):
-            raise UsageError(f"usage: {USAGE}")
         elif word.startswith("-"):
             raise UsageError(f"unknown flag {word}: {USAGE}")
         else:
@@ -105,6 +103,9 @@ def build(sides: list[Side]) -> Comparison:
 
 
 def main(args: list[str]) -> int:
+    if args[:1] in (["-h"], ["--help"]):
+        print(f"usage: {USAGE}\nmethod and verdicts: docs/compare.md")
+        return 0
     folders, out = parse(args)
     sides = [read_side(f) for f in folders]  # every folder read before anything is written
     comparison = build(sides)
