@@ -93,7 +93,7 @@ def _facts(p: PairReport) -> list[str]:
 
 def verdict_lines(metrics: list[MetricComparison]) -> list[str]:
     """``'  energy per output token: B uses 23% less ... : better'`` per measured metric."""
-    return [f"  {m.label}: {m.verdict}" for m in metrics]
+    return [f"  {m.noun}: {m.verdict}" for m in metrics]
 
 
 def print_metrics(metrics: list[MetricComparison], names: tuple[str, str], title: str) -> None:

@@ -98,6 +98,7 @@ class MetricComparison(BaseModel):
 
     name: str
     label: str
+    noun: str = Field(description="what the verdict calls the metric")
     unit: str
     better: Better
     a: float | None
@@ -187,6 +188,7 @@ def judge(spec: Compared, a: Result, b: Result, names: tuple[str, str]) -> Metri
     return MetricComparison(
         name=spec.metric.name,
         label=spec.metric.label,
+        noun=spec.noun,
         unit=spec.metric.unit,
         better=spec.better,
         a=fa,
