@@ -109,12 +109,12 @@ def main(args: list[str]) -> int:
     folders, out = parse(args)
     sides = [read_side(f) for f in folders]  # every folder read before anything is written
     comparison = build(sides)
-    print_comparison(comparison)
-    try:
+    try:  # the files first: a closed stdout (``| head``) costs the printout, not the files
         written = write(comparison, out)
     except OSError as exc:
         raise UsageError(
             f"cannot write compare.md and compare.json in {out} ({exc.strerror}): give --out DIR"
         ) from None
+    print_comparison(comparison)
     print(f"\nwritten: {', '.join(str(p) for p in written)}")
     return 0
