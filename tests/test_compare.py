@@ -161,3 +161,19 @@ def test_compare_imports_no_torch(runs, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False"
     assert (tmp_path / "compare.md").is_file() and (tmp_path / "compare.json").is_file()
+
+
+def test_latency_without_enough_requests_or_repeats_says_both(runs):
+    from llem.compare.verdict import METRICS, judge
+    from llem.result import Result
+
+    data = json.loads((runs / "b1" / "result.json").read_text())
+    data["requests"] = [q for q in data["requests"] if q["repeat"] == 1]  # 4 requests
+    data["repeats"]["per_repeat"] = data["repeats"]["per_repeat"][:1]
+    for window in data["cpu_contention"]:
+        window["other_cores"] = 0.0  # quiet: the verdict is about the samples
+    one = Result.model_validate(data)
+    (ttft,) = [spec for spec in METRICS if spec.metric.name == "ttft_p50_ms"]
+    m = judge(ttft, one, one, ("A", "B"))
+    assert m.outcome == "no interval"
+    assert m.verdict == "no interval: fewer than 10 requests and fewer than 2 repeats on a side"

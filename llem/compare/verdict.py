@@ -120,12 +120,17 @@ def contention(a: Result, b: Result, names: tuple[str, str]) -> str | None:
 
 
 def interval_of(spec: Compared, a: Result, b: Result) -> RatioInterval:
-    """Per-request bootstrap where both runs kept enough requests, else Welch over repeats."""
-    if spec.requests is not None:
-        ra, rb = spec.requests(a), spec.requests(b)
-        if min(len(ra), len(rb)) >= MIN_REQUESTS:
-            return bootstrap_median_ratio(ra, rb)
-    return log_welch(spec.repeats(a), spec.repeats(b))
+    """Per-request bootstrap where both runs kept enough requests, else Welch over repeats (its
+    reason, when neither suffices, names both)."""
+    if spec.requests is None:
+        return log_welch(spec.repeats(a), spec.repeats(b))
+    ra, rb = spec.requests(a), spec.requests(b)
+    if min(len(ra), len(rb)) >= MIN_REQUESTS:
+        return bootstrap_median_ratio(ra, rb)
+    iv = log_welch(spec.repeats(a), spec.repeats(b))
+    if iv.reason is not None:
+        iv.reason = f"fewer than {MIN_REQUESTS} requests and {iv.reason}"
+    return iv
 
 
 def _pct(x: float) -> str:
