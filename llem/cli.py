@@ -139,6 +139,10 @@ def main(argv: list[str] | None = None) -> None:
 
             examples_main(args[1:])
             return
+        if args and args[0] == "compare":
+            from llem.compare.command import main as compare_main
+
+            raise SystemExit(compare_main(args[1:]))
         if args and args[0] == "reproduce":
             from llem.study.reproduce import main as reproduce_main
 

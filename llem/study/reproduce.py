@@ -5,7 +5,8 @@ the user's file), its group choices and every override — not from the frozen `
 loses group choices. It runs in a fresh ``llem`` process into a new folder that its own command
 line decides (``hydra.run.dir=``, or ``output_dir=``, by default beside the original run; never a
 path the saved files name); then the resolved configs are compared (identical, or the
-differences listed) and the key metrics printed side by side.
+differences listed), the key metrics printed side by side, and the same verdicts as ``llem compare``
+(:mod:`llem.compare.verdict`) close the report.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
 
+from llem.compare.facts import config_differences
+from llem.compare.inputs import load_result
+from llem.compare.report import verdict_lines
+from llem.compare.verdict import judge_all
 from llem.errors import UsageError
 from llem.keymetrics import COMPARED, Value
 from llem.paths import CLAIMED, claim_unique_dir
@@ -117,23 +120,6 @@ def new_run_dir(folder: Path, extra: list[str]) -> Path:
         ) from None
 
 
-def _flat(d: Mapping[str, object], prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out |= _flat(v, key + ".") if isinstance(v, dict) else {key: v}
-    return out
-
-
-def config_differences(old: Mapping[str, object], new: Mapping[str, object]) -> list[str]:
-    a, b = _flat(old), _flat(new)
-    return [
-        f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
-        for k in sorted(a.keys() | b.keys())
-        if a.get(k) != b.get(k) and k != "output_dir"
-    ]
-
-
 def main(args: list[str]) -> int:
     if not args:
         raise UsageError(
@@ -145,7 +131,7 @@ def main(args: list[str]) -> int:
         raise UsageError(
             f"{folder} has no {RESULT_FILE} to compare with: give a finished run or job folder"
         )
-    original = _load(original_path)
+    original = load_result(original_path)
     recompose(folder)  # every check before the new folder is made
     run_dir = new_run_dir(folder, args[1:])
     argv = command_line(folder, args[1:], run_dir)
@@ -159,19 +145,8 @@ def main(args: list[str]) -> int:
         why = f"exit code {code}" if code else f"no {RESULT_FILE} in {run_dir}"
         print(f"[llem] the reproduction failed ({why})", file=sys.stderr)
         return code or 1
-    report(original, _load(new_path), new_path)
+    report(original, load_result(new_path), new_path)
     return 0
-
-
-def _load(path: Path) -> Result:
-    try:
-        return Result.model_validate_json(path.read_bytes())
-    except OSError as exc:
-        raise UsageError(f"{path} cannot be read ({exc.strerror})") from None
-    except ValidationError as exc:
-        raise UsageError(
-            f"{path} is not a valid llem result ({exc.error_count()} problems)"
-        ) from None
 
 
 def report(original: Result, new: Result, new_path: Path) -> None:
@@ -197,6 +172,8 @@ def report(original: Result, new: Result, new_path: Path) -> None:
         label = f"{metric.label} ({metric.unit})" if metric.unit else metric.label
         table.add_row(label, _fmt(a), _fmt(b), diff)
     console.print(table)
+    print("verdicts (the reproduction against the original):")
+    print("\n".join(verdict_lines(judge_all(original, new, ("the original", "the reproduction")))))
     print(f"result: {new_path}")
 
 
