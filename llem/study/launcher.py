@@ -72,8 +72,10 @@ from llem.records import (
     read_error,
     write_error,
 )
+from llem.result import ResultMetrics
 from llem.signals import Stopped, ignore_signals, stop_on_signals
 from llem.study.forkserver import ForkServer, claim, server_modules
+from llem.study.remeasure import contention_note, keep_attempt, should_remeasure
 from llem.study.scan import read_result
 from llem.study.studyfiles import EXIT_UNSAVED, plan_or_exit, plan_or_warn, why, writing
 
@@ -115,6 +117,7 @@ MAXIMA: dict[str, tuple[float, str]] = {
     "cooldown_s": (3_600.0, "s (1 hour)"),
     "gpus_per_job": (256, "GPUs"),
     "max_parallel": (1024, "jobs"),
+    "max_attempts": (10, "attempts"),
 }
 
 
@@ -140,6 +143,7 @@ def option_problems(conf: LlemLauncherConf) -> list[str]:
             conf.max_parallel is not None and conf.max_parallel < 1,
             "max_parallel must be >= 1 or null",
         ),
+        (conf.max_attempts < 1, "max_attempts must be >= 1 (1 = no re-measuring)"),
     )
     values = {key: getattr(conf, key) for key in MAXIMA}
     return [f"hydra.launcher.{text}" for bad, text in checks if bad] + above_maxima(values, MAXIMA)
@@ -181,6 +185,7 @@ class Job:
     log: Path | None = None
     error: str | None = None
     exit_code: int | None = None
+    attempt: int = 1  # re-measured after contention: 2, 3, ... (hydra.launcher.max_attempts)
 
     @property
     def label(self) -> str:
@@ -435,7 +440,24 @@ class Scheduler:
         self.running.remove(job)
         self.free.append((job.slot, time.time() + self.conf.cooldown_s))
         self.durations.append(job.duration_s)
-        self._report(job)
+        result = self._report(job)
+        if should_remeasure(result, job.attempt, self.conf.max_attempts):
+            self._remeasure(job)
+
+    def _remeasure(self, job: Job) -> None:
+        """Keep the contended attempt aside and queue the job again, first in line."""
+        try:
+            kept = keep_attempt(job.folder, job.log, job.attempt)
+        except OSError as exc:
+            _print(f"[llem] job {self._position(job)} not re-measured: {why(exc)}")
+            return
+        job.attempt += 1
+        job.status, job.proc = JobStatus.PENDING, None
+        self.todo.appendleft(job)
+        _print(
+            f"[llem] job {self._position(job)} re-measuring (attempt {job.attempt}/"
+            f"{self.conf.max_attempts}): contended; the earlier attempt is kept in {kept}"
+        )
 
     def _start_ready(self, stop: bool) -> None:
         now = time.time()
@@ -575,14 +597,16 @@ class Scheduler:
             env=env,
         )
 
-    def _report(self, job: Job) -> None:
-        """The job's progress line: its key metrics (or its error), elapsed time and ETA."""
+    def _report(self, job: Job) -> ResultMetrics | None:
+        """The job's progress line: its key metrics and contention (or its error), elapsed time
+        and ETA; its result (None when it failed)."""
         remaining = len(self.todo)
         mean = sum(self.durations) / len(self.durations) if self.durations else 0.0
         eta = mean * remaining / len(self.slots)
         result = read_result(job.folder / RESULT_FILE) if job.status is JobStatus.OK else None
         if result is not None:
             detail = ", ".join(m.format(m.of(result)) for m in PROGRESS if m.of(result) is not None)
+            detail += contention_note(result)
         else:
             detail = job.error or ""
             tail = _tail(job.log)
@@ -592,6 +616,7 @@ class Scheduler:
             f"[llem] job {self._position(job)} {job.status} in {job.duration_s:.1f} s: {job.label}"
             f" -> {detail} (elapsed {time.time() - self.t_start:.0f} s, ETA {eta:.0f} s)"
         )
+        return result
 
 
 # ---------------------------------------------------------------------------- the study
