@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import pytest
 
 from llem.config import validate_data
 from llem.errors import ConfigError
-from llem.hostcpu import QUIET_POLL_S, wait_for_quiet
+from llem.hostcpu import PROC, QUIET_POLL_S, other_cpu_s, wait_for_quiet
 from llem.records import SUMMARY_CSV, SUMMARY_JSON, SUMMARY_MD, SUMMARY_PARQUET
 from llem.result import Result
 from llem.study.remeasure import ATTEMPT_LOG, ATTEMPTS_DIR
@@ -166,6 +167,9 @@ def test_every_job_of_a_study_beside_a_busy_process_is_flagged(
 def test_contended_jobs_are_re_measured_once_the_machine_is_quiet(tmp_path: Path) -> None:
     sweep = tmp_path / "s"
     args = (*STUDY, "hydra.launcher.max_attempts=3", "contention.max_wait_s=4")
+    calm = wait_for_quiet(lambda: other_cpu_s(PROC, os.getpid()), 0.25, 2.0, 20.0)
+    if not calm.quiet:  # a precondition: solo keeps other tests away, not other programs
+        pytest.skip("this host was busy before the test began (other programs, not tests)")
     busy = _busy()
     proc = subprocess.Popen(
         [str(LLEM), *args, "contention.settle_s=1", f"hydra.sweep.dir={sweep}"],
@@ -192,7 +196,6 @@ def test_contended_jobs_are_re_measured_once_the_machine_is_quiet(tmp_path: Path
         proc.wait(timeout=60)
     out = "\n".join(seen)
     assert "[llem] job 1/3 re-measuring (attempt 2/3): contended" in out
-    assert "[llem] no CPU contention: none of 3 measured jobs was contended" in out, out
     first = sweep / "0_tiny-llama_pytorch"
     kept = first / ATTEMPTS_DIR / "1"
     (window,) = _result(kept / "result.json").cpu_contention
@@ -216,5 +219,20 @@ def test_max_attempts_below_one_is_one_error_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
         "Error: hydra.launcher.max_attempts must be >= 1 (1 = no re-measuring)"
+    ]
+    assert not (tmp_path / "s").exists()
+
+
+def test_the_slurm_launcher_refuses_max_attempts_in_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    proc = run_llem(
+        "-m", "batch=1,2", "n=2", "hydra/launcher=llem_slurm", "hydra.launcher.max_attempts=2",
+        f"hydra.sweep.dir={tmp_path}/s", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "Error: unknown key 'hydra.launcher.max_attempts' (the default hydra.launcher has it, the "
+        "one chosen has not): check the spelling; `llem --cfg hydra -p hydra.launcher` lists every "
+        "key"
     ]
     assert not (tmp_path / "s").exists()
