@@ -177,7 +177,7 @@ class Harness:
                     session.phase("cooldown")
                     time.sleep(cfg.repeat_gap_s)
                 cpu = hostcpu.CpuWindow(f"repeat-{i}", cfg.contention.threshold_cores)
-                cpu.wait_quiet(cfg.contention)  # sampled as the cool-down's (or warm-up's) tail
+                cpu.wait_quiet(cfg.contention, session.phase)
                 cpu.start()
                 windows.append(self._measure(backend, session, batches, i))
                 contention.append(cpu.stop())

@@ -237,10 +237,12 @@ class CpuWindow:
     _own0: float = 0.0
     _load0: float | None = None
 
-    def wait_quiet(self, conf: ContentionConfig) -> None:
-        """Wait for quiet per ``conf`` (nothing when ``max_wait_s`` is 0); recorded by stop()."""
+    def wait_quiet(self, conf: ContentionConfig, phase: Callable[[str], None]) -> None:
+        """Wait for quiet per ``conf`` (nothing when ``max_wait_s`` is 0), as the time series phase
+        ``quiet-wait`` (``phase`` names it); recorded by stop()."""
         if conf.max_wait_s <= 0:
             return
+        phase("quiet-wait")
         self.root_pid = self.root_pid or os.getpid()
         self.wait = wait_for_quiet(
             lambda: other_cpu_s(self.proc, self.root_pid),
