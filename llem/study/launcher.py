@@ -409,7 +409,7 @@ class Scheduler:
                 time.sleep(POLL_S)
                 for job in list(self.running):
                     if self._finished(job):
-                        self._settle(job)
+                        self._settle(job, again=not stop)
                         plot = time.monotonic() >= self.plotted + REPLOT_S
                         keep_summary(self.sweep_dir, plot=plot)
                         self.plotted = time.monotonic() if plot else self.plotted
@@ -427,7 +427,7 @@ class Scheduler:
             for job in list(self.running):
                 self._stop(job, signal.SIGINT)
                 if job.proc is not None and self._finished(job) and job.status is JobStatus.OK:
-                    self._settle(job)  # it finished just before the signal: keep its result
+                    self._settle(job, again=False)  # it finished just before the signal: keep it
                     continue
                 job.status, job.error = JobStatus.INTERRUPTED, f"stopped by {stopped.description}"
                 (job.folder / ERROR_FILE).unlink(missing_ok=True)
@@ -435,13 +435,14 @@ class Scheduler:
             return stopped
         return None
 
-    def _settle(self, job: Job) -> None:
-        """Book a job that has ended: free its slot, report it."""
+    def _settle(self, job: Job, again: bool) -> None:
+        """Book a job that has ended: free its slot, report it; ``again``: re-measure it when it
+        was contended and attempts are left (never while the study stops)."""
         self.running.remove(job)
         self.free.append((job.slot, time.time() + self.conf.cooldown_s))
         self.durations.append(job.duration_s)
         result = self._report(job)
-        if should_remeasure(result, job.attempt, self.conf.max_attempts):
+        if again and should_remeasure(result, job.attempt, self.conf.max_attempts):
             self._remeasure(job)
 
     def _remeasure(self, job: Job) -> None:
@@ -475,7 +476,7 @@ class Scheduler:
                 job.status, job.error = JobStatus.FAILED, f"not started: {exc.filename or spec}"
                 job.error += f" ({why(exc)})"
                 job.record_error()
-                self._settle(job)
+                self._settle(job, again=False)
                 continue
             _print(
                 f"[llem] job {self._position(job)} started: {job.label}"
