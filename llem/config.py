@@ -28,6 +28,7 @@ from llem.backends.pytorch.config import PyTorchConfig
 from llem.backends.registry import validate_backend
 from llem.energy.config import EnergyConfig
 from llem.errors import ConfigError
+from llem.hostcpu import ContentionConfig
 from llem.load.config import BatchLoad, LoadConfig
 from llem.strict import (
     MAX_GAP_S,
@@ -209,6 +210,11 @@ class ExperimentConfig(_Strict):
         0.0, ge=0, le=MAX_GAP_S, description="idle cool-down between repeats (s)"
     )
     flops: FlopsConfig = FlopsConfig()
+    contention: ContentionConfig = Field(
+        ContentionConfig(),
+        description="when a measured window counts as CPU-contended, and the wait for quiet "
+        "before each one",
+    )
     output_dir: str = Field("results", description="root folder of result folders")
     quiet: bool = Field(
         False,
@@ -267,10 +273,9 @@ class ExperimentConfig(_Strict):
 
     def config_hash(self) -> str:
         """sha256 (hex, 16 chars) of the settings that change what is measured (not
-        output_dir/quiet/protocol)."""
-        data = self.model_dump(
-            mode="json", exclude={"output_dir", "quiet", "plots", "record_hostname", "protocol"}
-        )
+        output_dir/quiet/protocol, nor how llem waits for a quiet CPU)."""
+        exclude = {"output_dir", "quiet", "plots", "record_hostname", "protocol", "contention"}
+        data = self.model_dump(mode="json", exclude=exclude)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

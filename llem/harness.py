@@ -176,7 +176,8 @@ class Harness:
                 if i > 1 and cfg.repeat_gap_s:
                     session.phase("cooldown")
                     time.sleep(cfg.repeat_gap_s)
-                cpu = hostcpu.CpuWindow(f"repeat-{i}")
+                cpu = hostcpu.CpuWindow(f"repeat-{i}", cfg.contention.threshold_cores)
+                cpu.wait_quiet(cfg.contention, session.phase)
                 cpu.start()
                 windows.append(self._measure(backend, session, batches, i))
                 contention.append(cpu.stop())

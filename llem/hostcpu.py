@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llem.strict import MAX_GAP_S, Strict
+
 PROC = Path("/proc")
 CONTENTION_CORES = 0.25  # other processes' average CPU use (cores) above which a window is flagged
+QUIET_POLL_S = 0.25  # how often the wait for quiet reads /proc/stat (s)
 _ENV_THREADS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -158,29 +162,6 @@ def _cpu_s(fields: list[str]) -> float:
     return sum(int(v) for v in fields[11:15]) * _tick_s()
 
 
-def _tree_cpu_s(proc: Path, root: int) -> float:
-    """CPU seconds of ``root`` (incl. its reaped children) and every live descendant."""
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(proc, int(entry.name))
-        if fields is None or len(fields) < 15:
-            continue
-        pid = int(entry.name)
-        parents[pid] = int(fields[1])
-        times[pid] = _cpu_s(fields)
-    total = 0.0
-    for pid, cpu in times.items():
-        p = pid
-        while p > 1 and p != root:
-            p = parents.get(p, 0)
-        if p == root:
-            total += cpu
-    return total
-
-
 class CpuContention(BaseModel):
     """CPU use during one measured window, split into llem's process tree and everything else."""
 
@@ -197,6 +178,21 @@ class CpuContention(BaseModel):
     )
     loadavg_1m_end: float | None = Field(description="1-minute load average when it closed")
     reason: str | None = Field(None, description="why the CPU figures are null")
+    threshold_cores: float | None = Field(
+        None, description="contention.threshold_cores the window was judged by (cores)"
+    )
+    contended: bool | None = Field(
+        None, description="other_cores > threshold_cores (null: not measured)"
+    )
+    waited_s: float | None = Field(
+        None,
+        description="time spent waiting for quiet before the window (s); null: no wait "
+        "(contention.max_wait_s=0)",
+    )
+    quiet_reached: bool | None = Field(
+        None,
+        description="whether the wait saw settle_s of quiet (false: it gave up after max_wait_s)",
+    )
 
 
 def _loadavg(proc: Path) -> float | None:
@@ -208,15 +204,32 @@ def _loadavg(proc: Path) -> float | None:
 
 @dataclass
 class CpuWindow:
-    """Reads system and own-tree CPU time at :meth:`start` and :meth:`stop`."""
+    """Reads system and own-tree CPU time at :meth:`start` and :meth:`stop`; :meth:`wait_quiet`
+    before :meth:`start` waits for the other processes to go quiet."""
 
     name: str
+    threshold_cores: float = CONTENTION_CORES
     proc: Path = PROC
     root_pid: int = 0
+    wait: QuietWait | None = None
     _t0: float = 0.0
     _busy0: float | None = None
     _own0: float = 0.0
     _load0: float | None = None
+
+    def wait_quiet(self, conf: ContentionConfig, phase: Callable[[str], None]) -> None:
+        """Wait for quiet per ``conf`` (nothing when ``max_wait_s`` is 0), as the time series phase
+        ``quiet-wait`` (``phase`` names it); recorded by stop()."""
+        if conf.max_wait_s <= 0:
+            return
+        phase("quiet-wait")
+        self.root_pid = self.root_pid or os.getpid()
+        self.wait = wait_for_quiet(
+            lambda: others_cpu_s(self.proc, self.root_pid),
+            conf.threshold_cores,
+            conf.settle_s,
+            conf.max_wait_s,
+        )
 
     def start(self) -> None:
         self.root_pid = self.root_pid or os.getpid()
@@ -229,35 +242,46 @@ class CpuWindow:
         wall = time.perf_counter() - self._t0
         busy1 = _system_busy_s(self.proc)
         load1 = _loadavg(self.proc)
+        common = {
+            "window": self.name,
+            "duration_s": wall,
+            "loadavg_1m_start": self._load0,
+            "loadavg_1m_end": load1,
+            "threshold_cores": self.threshold_cores,
+            "waited_s": None if self.wait is None else round(self.wait.waited_s, 3),
+            "quiet_reached": None if self.wait is None else self.wait.quiet,
+        }
         if self._busy0 is None or busy1 is None or wall <= 0:
-            return CpuContention(
-                window=self.name,
-                duration_s=wall,
-                llem_cores=None,
-                other_cores=None,
-                loadavg_1m_start=self._load0,
-                loadavg_1m_end=load1,
-                reason="/proc/stat is not readable (not Linux?)",
-            )
+            reason = "/proc/stat is not readable (not Linux?)"
+            return CpuContention(llem_cores=None, other_cores=None, reason=reason, **common)
         own = _tree_cpu_s(self.proc, self.root_pid) - self._own0
-        other = max(0.0, (busy1 - self._busy0) - own)
+        other = round(max(0.0, (busy1 - self._busy0) - own) / wall, 4)
         return CpuContention(
-            window=self.name,
-            duration_s=wall,
             llem_cores=round(own / wall, 4),
-            other_cores=round(other / wall, 4),
-            loadavg_1m_start=self._load0,
-            loadavg_1m_end=load1,
+            other_cores=other,
+            contended=other > self.threshold_cores,
+            **common,
         )
 
 
+def threshold_of(c: CpuContention) -> float:
+    """The window's threshold (cores; :data:`CONTENTION_CORES` for results written before it was
+    recorded)."""
+    return CONTENTION_CORES if c.threshold_cores is None else c.threshold_cores
+
+
+def is_contended(c: CpuContention) -> bool | None:
+    """Whether other processes took more than the window's threshold; None when not measured."""
+    return None if c.other_cores is None else c.other_cores > threshold_of(c)
+
+
 def contention_warning(c: CpuContention) -> str | None:
-    """The warning for a window where other processes used more than :data:`CONTENTION_CORES`."""
-    if c.other_cores is None or c.other_cores <= CONTENTION_CORES:
+    """The warning for a window where other processes used more than its threshold."""
+    if c.other_cores is None or not is_contended(c):
         return None
     return (
         f"CPU contention in {c.window}: other processes used {c.other_cores:.2f} cores on average "
-        f"(> {CONTENTION_CORES} flagged); throughput and energy of this window are not comparable "
+        f"(> {threshold_of(c):g} flagged); throughput and energy of this window are not comparable "
         "with an idle machine's"
     )
 
@@ -281,22 +305,91 @@ def _descendants(proc: Path, pid: int) -> list[int]:
     return out
 
 
+def _tree_cpu_s(proc: Path, root: int) -> float:
+    """CPU seconds of ``root`` (incl. its reaped children) and every live descendant."""
+    own = 0.0
+    if root == os.getpid():
+        own = sum(os.times()[:4])  # a system call: cheaper than reading our own stat file
+    else:
+        fields = _stat_fields(proc, root)
+        own = _cpu_s(fields) if fields is not None and len(fields) >= 15 else 0.0
+    for pid in _descendants(proc, root):
+        fields = _stat_fields(proc, pid)
+        own += _cpu_s(fields) if fields is not None and len(fields) >= 15 else 0.0
+    return own
+
+
 def others_cpu_s(proc: Path = PROC, root: int = 0) -> float | None:
     """CPU seconds every process but llem's tree (``root``, default this process, and its live
     descendants) has used since boot: all CPUs' busy time minus the tree's. Cheap enough for every
     time-series sample (a few small files); the difference between two reads over their wall time
     is other processes' CPU use in cores. None where ``/proc/stat`` is not readable."""
     busy = _system_busy_s(proc)
-    if busy is None:
-        return None
-    root = root or os.getpid()
-    pids = _descendants(proc, root)
-    own = 0.0
-    if root == os.getpid():
-        own = sum(os.times()[:4])  # a system call: cheaper than reading our own stat file
-    else:
-        pids.append(root)
-    for pid in pids:
-        fields = _stat_fields(proc, pid)
-        own += _cpu_s(fields) if fields is not None and len(fields) >= 15 else 0.0
-    return busy - own
+    return None if busy is None else busy - _tree_cpu_s(proc, root or os.getpid())
+
+
+# --------------------------------------------------------------------------- waiting for quiet
+
+
+class ContentionConfig(Strict):
+    """``contention.*``: when a measured window counts as contended, and the wait for quiet
+    before each one (docs/measurement.md, "Waiting for quiet")."""
+
+    threshold_cores: float = Field(
+        CONTENTION_CORES,
+        gt=0,
+        le=1024,
+        description="other processes' average CPU use (cores) above which a window is contended",
+    )
+    settle_s: float = Field(
+        2.0,
+        gt=0,
+        le=MAX_GAP_S,
+        description="quiet means other processes stayed under threshold_cores for this long (s)",
+    )
+    max_wait_s: float = Field(
+        0.0,
+        ge=0,
+        le=MAX_GAP_S,
+        description="longest wait for quiet before each measured window (s); 0 = no wait",
+    )
+
+
+@dataclass(frozen=True)
+class QuietWait:
+    """How a wait for quiet went: ``quiet`` False when it gave up (or None: not measurable)."""
+
+    waited_s: float
+    quiet: bool | None
+
+
+def wait_for_quiet(
+    read_other_s: Callable[[], float | None],
+    threshold_cores: float,
+    settle_s: float,
+    max_wait_s: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> QuietWait:
+    """Poll other processes' CPU time every :data:`QUIET_POLL_S` until, over the last
+    ``settle_s``, they used at most ``threshold_cores`` on average; give up after ``max_wait_s``
+    (s). ``read_other_s``: their CPU seconds so far (a counter; None when unreadable)."""
+    t0 = clock()
+    first = read_other_s()
+    if first is None:
+        return QuietWait(0.0, None)
+    samples = [(t0, first)]
+    while True:
+        sleep(QUIET_POLL_S)
+        now, other = clock(), read_other_s()
+        if other is None:
+            return QuietWait(now - t0, None)
+        samples.append((now, other))
+        # the latest sample at least settle_s old opens the span that is judged
+        while len(samples) > 2 and now - samples[1][0] >= settle_s:
+            samples.pop(0)
+        since, before = samples[0]
+        if now - since >= settle_s and (other - before) / (now - since) <= threshold_cores:
+            return QuietWait(now - t0, True)
+        if now - t0 >= max_wait_s:
+            return QuietWait(now - t0, False)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from llem.hostcpu import CpuContention, HostCpu
+from llem.hostcpu import CpuContention, HostCpu, is_contended
 from llem.result import (
     Distribution,
     EnergyMetrics,
@@ -27,8 +27,8 @@ from llem.result import (
     TimingMetrics,
 )
 
-Value = float | int | str | None
-Kind = Literal["float", "int", "str"]
+Value = float | int | str | bool | None
+Kind = Literal["float", "int", "str", "bool"]
 
 
 class Measured(Protocol):
@@ -75,6 +75,8 @@ class KeyMetric:
         """``'123.4 output tok/s'``, ``'n/a'`` for ``None``."""
         if value is None:
             return "n/a"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
         text = f"{value:.4g}" if isinstance(value, float) else str(value)
         return f"{text} {self.unit}".rstrip()
 
@@ -103,6 +105,12 @@ def _other_cores(r: Measured) -> float | None:
     """The busiest measured window's CPU use by other processes (cores)."""
     values = [c.other_cores for c in r.cpu_contention if c.other_cores is not None]
     return max(values) if values else None
+
+
+def contended(r: Measured) -> bool | None:
+    """Whether any measured window had other processes above its threshold (None: none measured)."""
+    flags = [f for c in r.cpu_contention if (f := is_contended(c)) is not None]
+    return any(flags) if flags else None
 
 
 def _steady(r: Measured) -> SpanFigures | None:
@@ -212,6 +220,13 @@ KEY_METRICS: tuple[KeyMetric, ...] = (
         "cores",
         "float",
         _other_cores,
+    ),
+    KeyMetric(
+        "contended",
+        "CPU contended (other processes above the threshold)",
+        "",
+        "bool",
+        contended,
     ),
     # served runs (backend=openai under a load): the steady-state window (docs/serving.md)
     KeyMetric(

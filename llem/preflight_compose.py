@@ -97,7 +97,9 @@ def _composition_message(exc: Exception, compose_fn: ComposeFn, config_name: str
             close = (
                 difflib.get_close_matches(leaf, list(node.keys()), n=1) if node is not None else []
             )
-            if close:
+            if close and close[0] == leaf:  # e.g. a key of llem's launcher given to another one
+                hint = f" (the default {parent} has it, the one chosen has not)"
+            elif close:
                 hint = f" (did you mean '{'.'.join(filter(None, [parent, close[0]]))}'?)"
         except Exception:
             pass

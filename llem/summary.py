@@ -162,4 +162,5 @@ def threads_line(result: Result) -> str:
     other = BY_NAME["other_cpu_cores"].of(result)
     if isinstance(other, float):
         text += f"; other processes {other:.2f} cores"
+        text += " (contended)" if BY_NAME["contended"].of(result) is True else ""
     return text

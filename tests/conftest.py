@@ -1,8 +1,10 @@
-"""Test settings: one CPU thread, no hub access, a private llem cache for the whole session."""
+"""Test settings: one CPU thread, no hub access, a private llem cache for the whole session, and
+the solo lock: a test that measures CPU contention runs with no other test running."""
 
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import shutil
 import tempfile
@@ -17,6 +19,28 @@ os.environ["HYDRA_FULL_ERROR"] = "0"
 _CACHE = tempfile.mkdtemp(prefix="llem-test-cache-")
 os.environ["LLEM_CACHE_DIR"] = _CACHE
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _test_lock(tmp_path_factory: pytest.TempPathFactory):
+    """A shared ``flock`` held by every test on a file all workers of this session see (the
+    parent of a pytest-xdist worker's temp folder); a ``solo`` test takes it exclusively."""
+    base = tmp_path_factory.getbasetemp()
+    folder = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    fd = os.open(folder / "llem-solo.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield fd
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@pytest.fixture
+def solo(_test_lock: int) -> None:
+    """Run this test alone: wait until every other running test of the session has ended (the
+    other pytest-xdist worker then waits). Other processes' CPU is what contention tests
+    measure, and another test on the second core is one."""
+    fcntl.flock(_test_lock, fcntl.LOCK_EX)  # converts the shared lock: no deadlock between two
 
 
 @pytest.fixture(scope="session")

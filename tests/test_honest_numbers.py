@@ -58,6 +58,7 @@ def test_thread_policy_rules() -> None:
     assert thread_policy(None, {}) == unset  # deterministic
 
 
+@pytest.mark.usefixtures("solo")  # its busy process would contend another test's windows
 def test_busy_process_is_recorded_and_warned(
     tmp_path: Path, busy_process: subprocess.Popen[bytes]
 ) -> None:
@@ -73,6 +74,7 @@ def test_busy_process_is_recorded_and_warned(
     (window,) = r.cpu_contention
     assert window.window == "repeat-1" and window.duration_s > 0
     assert window.other_cores is not None and window.other_cores > CONTENTION_CORES
+    assert window.contended is True and window.threshold_cores == CONTENTION_CORES
     assert window.llem_cores is not None and window.llem_cores > 0
     warning = next(w for w in r.warnings if w.startswith("CPU contention in repeat-1"))
     assert " ".join(warning.split()) in " ".join(proc.stderr.split())  # rich wraps the lines

@@ -86,6 +86,8 @@ class LlemLauncherConf:
     docker: DockerConf = field(default_factory=DockerConf)
     # fork each job from a pre-imported server (no repeated imports); false: fresh interpreters
     fork: bool = True
+    # >= 1: run a job whose measured windows were CPU-contended again, up to this many attempts
+    max_attempts: int = 1
 
 
 ConfigStore.instance().store(

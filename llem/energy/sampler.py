@@ -5,8 +5,8 @@ value):
 
 =====================  ======================================================================
 time_unix_s            sample time (Unix seconds)
-phase                  what the job was doing: baseline, warmup, repeat-1 …, cooldown, prefill,
-                       flops, idle
+phase                  what the job was doing: baseline, warmup, quiet-wait (waiting for other
+                       processes to go quiet), repeat-1 …, cooldown, prefill, flops, idle
 device                 "process" (this Python process) or "gpu<cuda index>"
 power_w                instant board power (NVML_FI_DEV_POWER_INSTANT; see power_source)
 power_source           field:POWER_INSTANT, or power_usage (nvmlDeviceGetPowerUsage, a ~1 s average

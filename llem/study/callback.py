@@ -124,9 +124,11 @@ class StudySummaryCallback(Callback):
             sweep_dir = Path(str(hc.sweep.dir)).resolve()
             if not sweep_dir.is_dir():  # no job ran
                 return
+            from llem.study.remeasure import contention_line
             from llem.study.summary import write_summary
 
-            write_summary(sweep_dir, final=True)
+            if line := contention_line(write_summary(sweep_dir, final=True).rows):
+                print(line, flush=True)
         except OSError as exc:
             log.error(
                 "llem: could not write the final study summary: %s (the job results are kept)",

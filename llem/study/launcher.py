@@ -72,8 +72,10 @@ from llem.records import (
     read_error,
     write_error,
 )
+from llem.result import ResultMetrics
 from llem.signals import Stopped, ignore_signals, stop_on_signals
 from llem.study.forkserver import ForkServer, claim, server_modules
+from llem.study.remeasure import contention_note, keep_attempt, should_remeasure
 from llem.study.scan import read_result
 from llem.study.studyfiles import EXIT_UNSAVED, plan_or_exit, plan_or_warn, why, writing
 
@@ -115,6 +117,7 @@ MAXIMA: dict[str, tuple[float, str]] = {
     "cooldown_s": (3_600.0, "s (1 hour)"),
     "gpus_per_job": (256, "GPUs"),
     "max_parallel": (1024, "jobs"),
+    "max_attempts": (10, "attempts"),
 }
 
 
@@ -140,6 +143,7 @@ def option_problems(conf: LlemLauncherConf) -> list[str]:
             conf.max_parallel is not None and conf.max_parallel < 1,
             "max_parallel must be >= 1 or null",
         ),
+        (conf.max_attempts < 1, "max_attempts must be >= 1 (1 = no re-measuring)"),
     )
     values = {key: getattr(conf, key) for key in MAXIMA}
     return [f"hydra.launcher.{text}" for bad, text in checks if bad] + above_maxima(values, MAXIMA)
@@ -181,6 +185,7 @@ class Job:
     log: Path | None = None
     error: str | None = None
     exit_code: int | None = None
+    attempt: int = 1  # re-measured after contention: 2, 3, ... (hydra.launcher.max_attempts)
 
     @property
     def label(self) -> str:
@@ -404,7 +409,7 @@ class Scheduler:
                 time.sleep(POLL_S)
                 for job in list(self.running):
                     if self._finished(job):
-                        self._settle(job)
+                        self._settle(job, again=not stop)
                         plot = time.monotonic() >= self.plotted + REPLOT_S
                         keep_summary(self.sweep_dir, plot=plot)
                         self.plotted = time.monotonic() if plot else self.plotted
@@ -422,7 +427,7 @@ class Scheduler:
             for job in list(self.running):
                 self._stop(job, signal.SIGINT)
                 if job.proc is not None and self._finished(job) and job.status is JobStatus.OK:
-                    self._settle(job)  # it finished just before the signal: keep its result
+                    self._settle(job, again=False)  # it finished just before the signal: keep it
                     continue
                 job.status, job.error = JobStatus.INTERRUPTED, f"stopped by {stopped.description}"
                 (job.folder / ERROR_FILE).unlink(missing_ok=True)
@@ -430,12 +435,30 @@ class Scheduler:
             return stopped
         return None
 
-    def _settle(self, job: Job) -> None:
-        """Book a job that has ended: free its slot, report it."""
+    def _settle(self, job: Job, again: bool) -> None:
+        """Book a job that has ended: free its slot, report it; ``again``: re-measure it when it
+        was contended and attempts are left (never while the study stops)."""
         self.running.remove(job)
         self.free.append((job.slot, time.time() + self.conf.cooldown_s))
         self.durations.append(job.duration_s)
-        self._report(job)
+        result = self._report(job)
+        if again and should_remeasure(result, job.attempt, self.conf.max_attempts):
+            self._remeasure(job)
+
+    def _remeasure(self, job: Job) -> None:
+        """Keep the contended attempt aside and queue the job again, first in line."""
+        try:
+            kept = keep_attempt(job.folder, job.log, job.attempt)
+        except OSError as exc:
+            _print(f"[llem] job {self._position(job)} not re-measured: {why(exc)}")
+            return
+        job.attempt += 1
+        job.status, job.proc = JobStatus.PENDING, None
+        self.todo.appendleft(job)
+        _print(
+            f"[llem] job {self._position(job)} re-measuring (attempt {job.attempt}/"
+            f"{self.conf.max_attempts}): contended; the earlier attempt is kept in {kept}"
+        )
 
     def _start_ready(self, stop: bool) -> None:
         now = time.time()
@@ -453,7 +476,7 @@ class Scheduler:
                 job.status, job.error = JobStatus.FAILED, f"not started: {exc.filename or spec}"
                 job.error += f" ({why(exc)})"
                 job.record_error()
-                self._settle(job)
+                self._settle(job, again=False)
                 continue
             _print(
                 f"[llem] job {self._position(job)} started: {job.label}"
@@ -575,14 +598,16 @@ class Scheduler:
             env=env,
         )
 
-    def _report(self, job: Job) -> None:
-        """The job's progress line: its key metrics (or its error), elapsed time and ETA."""
+    def _report(self, job: Job) -> ResultMetrics | None:
+        """The job's progress line: its key metrics and contention (or its error), elapsed time
+        and ETA; its result (None when it failed)."""
         remaining = len(self.todo)
         mean = sum(self.durations) / len(self.durations) if self.durations else 0.0
         eta = mean * remaining / len(self.slots)
         result = read_result(job.folder / RESULT_FILE) if job.status is JobStatus.OK else None
         if result is not None:
             detail = ", ".join(m.format(m.of(result)) for m in PROGRESS if m.of(result) is not None)
+            detail += contention_note(result)
         else:
             detail = job.error or ""
             tail = _tail(job.log)
@@ -592,6 +617,7 @@ class Scheduler:
             f"[llem] job {self._position(job)} {job.status} in {job.duration_s:.1f} s: {job.label}"
             f" -> {detail} (elapsed {time.time() - self.t_start:.0f} s, ETA {eta:.0f} s)"
         )
+        return result
 
 
 # ---------------------------------------------------------------------------- the study

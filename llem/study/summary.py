@@ -42,6 +42,7 @@ from llem.records import (
     SUMMARY_PARQUET,
     JobStatus,
 )
+from llem.study.remeasure import contention_line
 from llem.study.scan import JobEntry, read_result, scan
 from llem.study.studyfiles import REBUILD, unwritten, warn, writing
 from llem.study.table import (
@@ -239,7 +240,7 @@ def keep_summary(
     an ``Error:`` line for the final summary (the study then exits 1, :mod:`llem.study.studyfiles`).
     """
     try:
-        write_summary(sweep_dir, final=final, interrupted=interrupted, plot=plot)
+        summary = write_summary(sweep_dir, final=final, interrupted=interrupted, plot=plot)
     except OSError as exc:
         message = unwritten(exc, Path(sweep_dir) / SUMMARY_JSON)
         if not final:
@@ -249,4 +250,6 @@ def keep_summary(
         return False
     if final:
         print(f"[llem] summary: {Path(sweep_dir).resolve() / SUMMARY_MD}", flush=True)
+        if line := contention_line(summary.rows):
+            print(line, flush=True)
     return True

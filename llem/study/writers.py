@@ -21,7 +21,7 @@ from llem.stats import MIN_REPEATS
 from llem.study.scan import JobEntry
 from llem.study.table import Cell, Column, Row, status_line
 
-SUMMARY_VERSION = 2  # 2: whole-window FLOPs, labelled CodeCarbon columns, CPU threads
+SUMMARY_VERSION = 3  # 2: whole-window FLOPs, CodeCarbon labelled, CPU threads; 3: contended
 
 
 class SummaryMeta(BaseModel):
@@ -157,6 +157,20 @@ def _has(rows: list[Row], name: str) -> bool:
     return any(r.get(name) is not None for r in rows)
 
 
+def contended_note(rows: list[Row]) -> list[str]:
+    """The md lines naming the contended jobs (none when no job was)."""
+    jobs = [_fmt(r["num"]) for r in rows if r.get("contended") is True]
+    if not jobs:
+        return []
+    return [
+        "",
+        f"CPU contended: job{'s' if len(jobs) > 1 else ''} {', '.join(jobs)} ran while other "
+        "processes used more CPU than contention.threshold_cores in a measured window "
+        "(other CPU cores: the busiest window); their figures are not comparable with an idle "
+        'machine\'s (docs/studies.md, "Contention").',
+    ]
+
+
 def md_text(meta: SummaryMeta, rows: list[Row], columns: list[Column]) -> str:
     has_energy = _has(rows, "energy_per_output_token_j")
     has_estimate = _has(rows, "codecarbon_estimate_j")
@@ -190,7 +204,7 @@ def md_text(meta: SummaryMeta, rows: list[Row], columns: list[Column]) -> str:
     if has_estimate:
         header += ["CodeCarbon J/out tok (modelled)", "CO2 g (modelled)"]
     header += ["TTFT p50 ms", "ITL p50 ms", "E2E p99 ms", "FLOP/out tok (window)"]
-    header += ["peak mem MiB", "threads", "note"]
+    header += ["peak mem MiB", "threads", "other CPU cores", "note"]
     lines += ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         mem = row["peak_memory_bytes"]
@@ -212,9 +226,11 @@ def md_text(meta: SummaryMeta, rows: list[Row], columns: list[Column]) -> str:
             _fmt(row["window_flops_per_output_token"]),
             f"{mem / 2**20:.0f}" if isinstance(mem, int) else "",
             _fmt(row["cpu_threads"]),
+            _fmt(row["other_cpu_cores"]) + (" (contended)" if row.get("contended") is True else ""),
             _md_cell(str(row["error"])) if row["error"] else "",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += contended_note(rows)
     if has_estimate:
         lines += [
             "",
