@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from llem.hostcpu import CONTENTION_CORES
 from llem.keymetrics import BY_NAME
 from llem.result import Result
 
 # config keys that name where a run was written, not what it measured
 PLACE_KEYS = frozenset({"output_dir"})
+CONTENDED = BY_NAME["contended"]  # any measured window over its recorded threshold
 OTHER_CORES = BY_NAME["other_cpu_cores"]  # the busiest measured window's other processes' CPU
 CONTENTION_FACT = "other processes' CPU (busiest window)"
 VERSIONS = ("torch", "transformers", "vllm", "tensorrt-llm", "python")
@@ -42,9 +42,9 @@ def other_cores(result: Result) -> float | None:
 
 
 def contended(result: Result) -> bool:
-    """Whether a measured window had other processes above the warning threshold."""
-    cores = other_cores(result)
-    return cores is not None and cores > CONTENTION_CORES
+    """Whether a measured window had other processes above the threshold it was judged by
+    (``cpu_contention[].contended``)."""
+    return CONTENDED.of(result) is True
 
 
 def _at(tree: Mapping[str, object], *keys: str) -> object:
@@ -78,7 +78,7 @@ def environment(result: Result) -> dict[str, str]:
         "torch CPU threads": str(threads) if threads is not None else "n/a",
         CONTENTION_FACT: "n/a"
         if busy is None
-        else f"{'contended' if busy > CONTENTION_CORES else 'quiet'} ({busy:.2f} cores)",
+        else f"{'contended' if contended(result) else 'quiet'} ({busy:.2f} cores)",
         "llem version": result.llem_version,
     }
     for name in VERSIONS:
