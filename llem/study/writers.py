@@ -234,7 +234,8 @@ def md_text(meta: SummaryMeta, rows: list[Row], columns: list[Column]) -> str:
     if has_estimate:
         lines += [
             "",
-            "CodeCarbon columns: a MODELLED estimate (TDP and utilisation), not a measurement.",
+            "CodeCarbon columns: a MODELLED estimate (CPU: TDP and utilisation; RAM: a constant"
+            " power), not a measurement (docs/results.md, 'What does my run cost?').",
         ]
     lines += [
         "",
