@@ -44,7 +44,14 @@ def _compare(cwd: Path, *args: str) -> tuple[str, Comparison]:
     return proc.stdout, Comparison.model_validate_json(data)
 
 
-def test_two_runs_that_differ_in_batch_get_a_verdict_with_an_interval(runs, tmp_path):
+@pytest.mark.usefixtures("solo")  # no other test on the second core: the runs are not contended
+def test_two_runs_that_differ_in_batch_get_a_verdict_with_an_interval(tmp_path):
+    for batch in (1, 4):
+        proc = run_llem(
+            *FAST, "repeats=3", f"batch={batch}", f"hydra.run.dir=b{batch}", cwd=tmp_path
+        )
+        assert proc.returncode == 0, proc.stderr
+    runs = tmp_path
     out, c = _compare(tmp_path, str(runs / "b1"), str(runs / "b4"))
     assert "config differs in 1 key(s):" in out and "batch: 1 -> 4" in out
     (pair,) = c.pairs
@@ -54,15 +61,16 @@ def test_two_runs_that_differ_in_batch_get_a_verdict_with_an_interval(runs, tmp_
     assert iv is not None and iv.n_a == iv.n_b == 3 and iv.method.startswith("log-ratio Welch")
     assert iv.low is not None and iv.high is not None and iv.ratio is not None
     assert 0 < iv.low <= iv.ratio <= iv.high
-    assert f"output throughput: {m.verdict}" in out
-    if _contended(runs / "b1") or _contended(runs / "b4"):  # a busy machine says so
+    if _contended(runs / "b1") or _contended(runs / "b4"):  # other programs: the verdict says so
         assert m.outcome == "not comparable" and "was contended (other processes used" in m.verdict
+        assert "output throughput: not comparable (CPU contention, above)" in out
     else:
         assert re.fullmatch(
             r"B has [\d.]+% (more|less) output throughput \(95% CI [\d.]+–[\d.]+%\): "
             r"(better|worse)|no significant difference \(95% CI [-+][\d.]+% to [-+][\d.]+%\)",
             m.verdict,
         ), m.verdict
+        assert f"output throughput: {m.verdict}" in out
     ttft = next(m for m in pair.metrics if m.name == "ttft_p50_ms")
     assert ttft.interval is not None and ttft.interval.method.startswith("bootstrap")
     assert ttft.interval.n_a == 12  # n=4 requests x 3 repeats, from result.json's requests

@@ -91,9 +91,19 @@ def _facts(p: PairReport) -> list[str]:
     return lines
 
 
-def verdict_lines(metrics: list[MetricComparison]) -> list[str]:
-    """``'  energy per output token: B uses 23% less ... : better'`` per measured metric."""
-    return [f"  {m.noun}: {m.verdict}" for m in metrics]
+def verdict_lines(metrics: list[MetricComparison], *, said_above: bool = False) -> list[str]:
+    """``'  energy per output token: B uses 23% less ... : better'`` per measured metric;
+    ``said_above``: the contention that makes a pair not comparable was printed once already, each
+    line only refers to it."""
+    return [
+        f"  {m.noun}: "
+        + (
+            "not comparable (CPU contention, above)"
+            if said_above and m.outcome == "not comparable"
+            else m.verdict
+        )
+        for m in metrics
+    ]
 
 
 def print_metrics(metrics: list[MetricComparison], names: tuple[str, str], title: str) -> None:
@@ -108,7 +118,7 @@ def print_metrics(metrics: list[MetricComparison], names: tuple[str, str], title
         table.add_row(label, _num(m.a), _num(m.b), _diff(m), _ci(m.interval))
     Console().print(table)
     print("verdicts:")
-    print("\n".join(verdict_lines(metrics)))
+    print("\n".join(verdict_lines(metrics, said_above=True)))
 
 
 def print_comparison(c: Comparison) -> None:
